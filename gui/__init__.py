@@ -1,0 +1,1 @@
+"""medtwin.gui: the PySide6 desktop app (shipped from the top-level gui/ folder)."""

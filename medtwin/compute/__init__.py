@@ -1,0 +1,2 @@
+"""medtwin.compute."""
+from __future__ import annotations

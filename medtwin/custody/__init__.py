@@ -1,0 +1,2 @@
+"""medtwin.custody."""
+from __future__ import annotations

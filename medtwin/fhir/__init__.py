@@ -1,0 +1,2 @@
+"""medtwin.fhir."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""medtwin.he."""
+from __future__ import annotations

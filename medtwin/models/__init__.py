@@ -1,0 +1,2 @@
+"""medtwin.models."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""medtwin.program."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""medtwin.reports."""
+from __future__ import annotations

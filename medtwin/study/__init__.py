@@ -1,0 +1,2 @@
+"""medtwin.study."""
+from __future__ import annotations

@@ -1,0 +1,2 @@
+"""medtwin.twin."""
+from __future__ import annotations
