@@ -1,0 +1,246 @@
+"""OpenFHE: key generation, packing, encryption, decryption and (de)serialisation.
+
+OpenFHE is the trust anchor. A :class:`HEContext` is either
+
+* a *client* context (made by :func:`generate_keys` or :meth:`HEContext.from_keys`), which holds
+  the secret key and can decrypt, or
+* a *compute* context (:meth:`HEContext.from_public`), built from :class:`PublicMaterial` only,
+  which can encrypt and evaluate but has no secret key at all.
+
+Program evaluation lives in :mod:`medtwin.program` executors; this module gives them the crypto
+context (``ctx.cc``).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Iterable, Sequence
+
+import numpy as np
+import openfhe
+
+from medtwin.errors import CiphertextFormatError, KeyMismatchError, MedTwinError, ValidationError
+from medtwin.he.keys import KeyMaterial, PublicMaterial
+from medtwin.he.params import CKKSParams
+
+_B = openfhe.BINARY
+# OpenFHE keeps process-wide registries of contexts and keys; serialise access to them.
+_LOCK = threading.RLock()
+
+_SECURITY = {
+    "HEStd_128_classic": openfhe.SecurityLevel.HEStd_128_classic,
+    "HEStd_192_classic": openfhe.SecurityLevel.HEStd_192_classic,
+    "HEStd_NotSet": openfhe.SecurityLevel.HEStd_NotSet,
+}
+
+
+def _make_cc(params: CKKSParams):
+    p = openfhe.CCParamsCKKSRNS()
+    p.SetMultiplicativeDepth(params.depth)
+    p.SetScalingModSize(params.scaling_mod_size)
+    p.SetFirstModSize(params.first_mod_size)
+    p.SetSecurityLevel(_SECURITY[params.security])
+    if params.ring_dim is not None:
+        p.SetRingDim(params.ring_dim)
+    if params.dnum:
+        p.SetNumLargeDigits(params.dnum)
+    p.SetScalingTechnique(openfhe.ScalingTechnique.FIXEDMANUAL)
+    p.SetKeySwitchTechnique(openfhe.KeySwitchTechnique.HYBRID)
+    cc = openfhe.GenCryptoContext(p)
+    for feat in (openfhe.PKESchemeFeature.PKE, openfhe.PKESchemeFeature.KEYSWITCH,
+                 openfhe.PKESchemeFeature.LEVELEDSHE):
+        cc.Enable(feat)
+    return cc
+
+
+def _enable(cc) -> None:
+    for feat in (openfhe.PKESchemeFeature.PKE, openfhe.PKESchemeFeature.KEYSWITCH,
+                 openfhe.PKESchemeFeature.LEVELEDSHE):
+        cc.Enable(feat)
+
+
+def generate_keys(params: CKKSParams, rotations: Iterable[int] = ()) -> tuple[HEContext, KeyMaterial]:
+    """Make a crypto context and a fresh key pair with relinearisation and rotation keys.
+
+    Returns the client context and the key material to store in a keystore.
+    """
+    rot = tuple(sorted(set(int(r) for r in rotations if int(r) != 0)))
+    with _LOCK:
+        cc = _make_cc(params)
+        kp = cc.KeyGen()
+        cc.EvalMultKeyGen(kp.secretKey)
+        if rot:
+            cc.EvalRotateKeyGen(kp.secretKey, list(rot))
+        tag = kp.publicKey.GetKeyTag()
+        resolved = params.to_dict() | {
+            "ring_dim": int(cc.GetRingDimension()),
+            "slots": int(cc.GetRingDimension()) // 2,
+        }
+        public = PublicMaterial(
+            preset=params.name,
+            context=openfhe.Serialize(cc, _B),
+            public_key=openfhe.Serialize(kp.publicKey, _B),
+            eval_mult_key=openfhe.Serialize(cc.GetEvalMultKeyVector(tag)[0], _B),
+            rotation_keys=openfhe.Serialize(cc.GetEvalAutomorphismKeyMap(tag), _B) if rot else b"",
+            rotation_indices=rot,
+            key_tag=tag,
+            params=resolved,
+        )
+        km = KeyMaterial(public=public, secret_key=openfhe.Serialize(kp.secretKey, _B))
+    ctx = HEContext(cc, public, kp.publicKey, kp.secretKey)
+    return ctx, km
+
+
+class HEContext:
+    """A live OpenFHE crypto context with its keys. Use the constructors, not ``__init__``."""
+
+    def __init__(self, cc, public: PublicMaterial, public_key, secret_key=None):
+        self.cc = cc
+        self.public = public
+        self.public_key = public_key
+        self._secret_key = secret_key
+        self.slots = int(cc.GetRingDimension()) // 2
+        self.ring_dim = int(cc.GetRingDimension())
+        self.key_tag = public.key_tag
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_public(cls, public: PublicMaterial) -> HEContext:
+        """A compute-node context: evaluation keys, no secret key.
+
+        Raises:
+            CiphertextFormatError: the bytes are not OpenFHE objects of the expected kind.
+            KeyMismatchError: the keys belong to different key pairs.
+        """
+        with _LOCK:
+            try:
+                cc = openfhe.DeserializeCryptoContextString(public.context, _B)
+                _enable(cc)
+                pk = openfhe.DeserializePublicKeyString(public.public_key, _B)
+                evk = openfhe.DeserializeEvalKeyString(public.eval_mult_key, _B)
+            except Exception as exc:  # OpenFHE raises RuntimeError or worse on junk
+                raise CiphertextFormatError(f"public key material is not valid OpenFHE data: {exc}") from None
+            if pk.GetKeyTag() != public.key_tag or evk.GetKeyTag() != public.key_tag:
+                raise KeyMismatchError("public key / relinearisation key belong to another key pair "
+                                       "than the key material says")
+            if not _has_mult_key(cc, public.key_tag):
+                cc.InsertEvalMultKey([evk])
+            if public.rotation_keys and not _has_rotation_keys(cc, public.key_tag):
+                try:
+                    m = openfhe.DeserializeEvalKeyMapString(public.rotation_keys, _B)
+                except Exception as exc:
+                    raise CiphertextFormatError(f"rotation keys are not valid OpenFHE data: {exc}") from None
+                cc.InsertEvalAutomorphismKey(m, public.key_tag)
+        return cls(cc, public, pk)
+
+    @classmethod
+    def from_keys(cls, material: KeyMaterial) -> HEContext:
+        """A client context (can decrypt) from unlocked key material.
+
+        Raises:
+            KeyMismatchError: the secret key does not belong to the public material's key pair.
+        """
+        ctx = cls.from_public(material.public)
+        with _LOCK:
+            try:
+                sk = openfhe.DeserializePrivateKeyString(material.secret_key, _B)
+            except Exception as exc:
+                raise CiphertextFormatError(f"secret key is not a valid OpenFHE private key: {exc}") from None
+        if sk.GetKeyTag() != material.public.key_tag:
+            raise KeyMismatchError("the secret key belongs to another key pair than the public keys")
+        ctx._secret_key = sk
+        return ctx
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def can_decrypt(self) -> bool:
+        return self._secret_key is not None
+
+    @property
+    def insecure(self) -> bool:
+        return self.public.insecure
+
+    @property
+    def depth(self) -> int:
+        return int(self.public.params.get("depth", 0))
+
+    # -- packing and encryption ---------------------------------------------------------------
+    def encrypt(self, values: Sequence[float] | np.ndarray, *, level: int = 0):
+        """Encrypt a real vector (at most ``slots`` long; zero padded) under the public key."""
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if v.size > self.slots:
+            raise ValidationError(f"vector of {v.size} values does not fit {self.slots} slots")
+        if not np.all(np.isfinite(v)):
+            raise ValidationError("cannot encrypt NaN or infinite values")
+        with _LOCK:
+            pt = self.cc.MakeCKKSPackedPlaintext(v.tolist(), 1, level)
+            return self.cc.Encrypt(self.public_key, pt)
+
+    def encrypt_columns(self, matrix: np.ndarray) -> list:
+        """Encrypt a (n_ciphertexts, slots) array row by row."""
+        return [self.encrypt(row) for row in np.atleast_2d(matrix)]
+
+    def check_ciphertext(self, ct) -> None:
+        """Raise KeyMismatchError when ``ct`` was made under another key pair."""
+        if ct.GetKeyTag() != self.key_tag:
+            raise KeyMismatchError("ciphertext was encrypted under another key pair than this context's")
+
+    def decrypt(self, ct, length: int | None = None) -> np.ndarray:
+        """Decrypt to a float64 vector (client contexts only).
+
+        Raises:
+            MedTwinError: this context has no secret key (a compute node).
+            KeyMismatchError: the ciphertext belongs to another key pair.
+        """
+        if self._secret_key is None:
+            raise MedTwinError("this context has no secret key: decryption happens only on the client")
+        self.check_ciphertext(ct)
+        n = self.slots if length is None else int(length)
+        with _LOCK:
+            pt = self.cc.Decrypt(ct, self._secret_key)
+            pt.SetLength(n)
+            return np.asarray(pt.GetRealPackedValue(), dtype=np.float64)
+
+    # -- bytes ------------------------------------------------------------------------------
+    @staticmethod
+    def serialize(ct) -> bytes:
+        return openfhe.Serialize(ct, _B)
+
+    def deserialize(self, data: bytes):
+        """Bytes -> ciphertext of this context.
+
+        Raises:
+            CiphertextFormatError: not an OpenFHE ciphertext (truncated, corrupted, other type).
+            KeyMismatchError: a ciphertext of another key pair.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < 64:
+            raise CiphertextFormatError("ciphertext bytes are empty or truncated")
+        data = bytes(data)
+        if self.public.context and not _same_context_prefix(data, self.public):
+            raise KeyMismatchError("ciphertext was made under another crypto context or key pair")
+        with _LOCK:
+            try:
+                ct = openfhe.DeserializeCiphertextString(data, _B)
+            except Exception as exc:
+                raise CiphertextFormatError(f"bytes are not an OpenFHE ciphertext: {exc}") from None
+        self.check_ciphertext(ct)
+        return ct
+
+
+def _same_context_prefix(data: bytes, public: PublicMaterial) -> bool:
+    """Cheap pre-check before handing bytes to OpenFHE: the key tag must appear in the header."""
+    return public.key_tag.encode() in data[: 4096 + 64 * 64]
+
+
+def _has_mult_key(cc, tag: str) -> bool:
+    try:
+        return len(cc.GetEvalMultKeyVector(tag)) > 0
+    except Exception:
+        return False
+
+
+def _has_rotation_keys(cc, tag: str) -> bool:
+    try:
+        cc.GetEvalAutomorphismKeyMap(tag)
+        return True
+    except Exception:
+        return False

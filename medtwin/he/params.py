@@ -1,0 +1,102 @@
+"""CKKS parameter presets.
+
+Two kinds of preset:
+
+* ``standard-128`` (and ``standard-128-deep``): HomomorphicEncryption.org 128-bit classical
+  security (``HEStd_128_classic``). OpenFHE chooses the ring dimension from the security table
+  for the modulus the program's depth needs, so the depth is derived from the compiled program,
+  not fixed by the preset.
+* ``test-insecure``: a small ring (N = 2^12) with no security level. It exists so that the test
+  suite runs in seconds. It is refused unless the caller passes ``allow_insecure=True`` or the
+  environment sets ``MEDTWIN_ALLOW_INSECURE=1`` (the test suite does), and everything derived from
+  it is labelled ``INSECURE`` (key material, reports, CLI output).
+
+Moduli: the scaling primes are ``scaling_mod_size`` bits and the first prime ``first_mod_size``
+bits, both below 2^50 so that the native engine's IFMA path applies to the Q towers.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+
+from medtwin.errors import SecurityPolicyError, ValidationError
+
+INSECURE_ENV = "MEDTWIN_ALLOW_INSECURE"
+
+
+@dataclass(frozen=True)
+class CKKSParams:
+    """Resolved CKKS parameters (immutable; build with :func:`preset` or :meth:`with_depth`)."""
+
+    name: str
+    security: str  # "HEStd_128_classic" | "HEStd_192_classic" | "HEStd_NotSet"
+    depth: int
+    scaling_mod_size: int = 40
+    first_mod_size: int = 49
+    ring_dim: int | None = None  # None: OpenFHE picks the smallest ring meeting `security`
+    dnum: int = 0  # number of large digits for hybrid key switching; 0 = OpenFHE's default
+    insecure: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.depth <= 60:
+            raise ValidationError(f"CKKS depth must be in [1, 60], got {self.depth}")
+        if not 20 <= self.scaling_mod_size <= 59:
+            raise ValidationError(f"scaling_mod_size must be in [20, 59], got {self.scaling_mod_size}")
+        if not self.scaling_mod_size < self.first_mod_size <= 60:
+            raise ValidationError("first_mod_size must exceed scaling_mod_size and be at most 60")
+        if self.ring_dim is not None and (self.ring_dim < 16 or self.ring_dim & (self.ring_dim - 1)):
+            raise ValidationError(f"ring_dim must be a power of two >= 16, got {self.ring_dim}")
+        if self.security == "HEStd_NotSet" and not self.insecure:
+            raise ValidationError("a parameter set without a security level must be marked insecure")
+
+    @property
+    def headroom_bits(self) -> int:
+        """log2 of the largest magnitude a decrypted value may have (first prime over scale)."""
+        return self.first_mod_size - self.scaling_mod_size
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} [INSECURE: test ring, no security level]" if self.insecure else self.name
+
+    def with_depth(self, depth: int) -> CKKSParams:
+        return replace(self, depth=depth)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_PRESETS: dict[str, CKKSParams] = {
+    "standard-128": CKKSParams("standard-128", "HEStd_128_classic", depth=20,
+                               scaling_mod_size=40, first_mod_size=49),
+    "standard-192": CKKSParams("standard-192", "HEStd_192_classic", depth=20,
+                               scaling_mod_size=40, first_mod_size=49),
+    "test-insecure": CKKSParams("test-insecure", "HEStd_NotSet", depth=20, scaling_mod_size=40,
+                                first_mod_size=49, ring_dim=1 << 12, insecure=True),
+}
+
+
+def preset_names() -> list[str]:
+    return sorted(_PRESETS)
+
+
+def insecure_allowed() -> bool:
+    return os.environ.get(INSECURE_ENV, "") == "1"
+
+
+def preset(name: str, *, depth: int | None = None, allow_insecure: bool = False) -> CKKSParams:
+    """Return the named preset, optionally with the depth a compiled program needs.
+
+    Raises:
+        ValidationError: unknown preset name or invalid depth.
+        SecurityPolicyError: an insecure preset without ``allow_insecure=True`` or
+            ``MEDTWIN_ALLOW_INSECURE=1``.
+    """
+    try:
+        p = _PRESETS[name]
+    except KeyError:
+        raise ValidationError(f"unknown CKKS preset {name!r}; choose one of {preset_names()}") from None
+    if p.insecure and not (allow_insecure or insecure_allowed()):
+        raise SecurityPolicyError(
+            f"preset {name!r} is a small test ring without a security level; it is allowed only in "
+            f"tests (pass allow_insecure=True or set {INSECURE_ENV}=1)")
+    return p.with_depth(depth) if depth is not None else p
