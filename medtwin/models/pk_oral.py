@@ -351,3 +351,77 @@ def plaintext_digest(plain: dict[str, np.ndarray], chunk: int) -> str:
         h.update(k.encode())
         h.update(np.ascontiguousarray(a[chunk] if a.ndim == 2 else a).tobytes())
     return h.hexdigest()
+
+
+# Chebyshev tolerances (absolute, on the approximated function) for the program's pieces.
+TOLERANCES = {"reciprocal": 1e-7, "exp": 1e-8, "window": 2e-4}
+MAX_POWER = 48  # dosing intervals within the horizon that the u-polynomial covers
+
+
+def _span(expr, pad: float = 0.0) -> tuple[float, float]:
+    lo, hi = expr.range
+    w = (hi - lo) * pad
+    return float(lo - w), float(hi + w)
+
+
+def build_program(model: OralPKModel, plain: dict[str, np.ndarray], chunk: int, slots: int, block: int,
+                  *, time_in_window: bool = True, name: str | None = None):
+    """The FHE program of one ciphertext chunk (see the module docstring for the algebra).
+
+    Inputs (encrypted, one value per slot): ``age_years``, ``weight_kg``,
+    ``serum_creatinine_mg_dl``, ``female``. Outputs: ``conc`` [mg/L] per slot, ``auc_h`` =
+    AUC/100 [100 mg*h/L] per slot, and (optionally) ``tiw``: the smooth time-in-window fraction in
+    the first slot of every pair's block.
+    """
+    from medtwin.program import ProgramBuilder
+
+    jmax = int(plain["jmax"])
+    if jmax > MAX_POWER:
+        raise ValidationError(f"the horizon spans {jmax} dosing intervals; at most {MAX_POWER} are supported "
+                              "(shorten the horizon or lengthen the interval)")
+    pv = lambda key: np.asarray(plain[key][chunk], dtype=np.float64)
+    R = model.ranges
+    b = ProgramBuilder(name=name or model.name, slots=slots)
+    age = b.input("age_years", range=R["age_years"])
+    wt = b.input("weight_kg", range=R["weight_kg"])
+    scr = b.input("serum_creatinine_mg_dl", range=R["serum_creatinine_mg_dl"])
+    fem = b.input("female", range=R["female"])
+
+    # Cockcroft-Gault: (140 - age) * wt / (72 * Scr) * (1 - 0.15 female)
+    inv_scr = b.apply(lambda x: 1.0 / x, scr, domain=R["serum_creatinine_mg_dl"], tol=TOLERANCES["reciprocal"] * 2.5)
+    inv_wt = b.apply(lambda x: 1.0 / x, wt, domain=R["weight_kg"], tol=TOLERANCES["reciprocal"] / 35.0)
+    sex = fem * (-0.15 / 72.0) + 1.0 / 72.0
+    crcl = ((140.0 - age) * wt) * (inv_scr * sex)
+    crcl = b.assume_range(crcl, R["crcl_ml_min"])  # checked on the client before encryption
+    # Dettli: kfac = ((1 - fe) + fe * CrCl * renal / CrCl_ref) * clearance_factor
+    renal, clf = pv("renal"), pv("clf")
+    kfac = crcl * b.plain(renal * clf * model.fe / model.crcl_ref) + b.plain((1.0 - model.fe) * clf)
+    k_dom = _span(kfac, 0.01)
+    ke_pop = model.ke_pop
+    x_tau = kfac * b.plain(ke_pop * pv("tau"))
+    x_r = kfac * b.plain(ke_pop * pv("r"))
+    x_hi = max(_span(x_tau)[1], _span(x_r)[1]) * 1.01 + 1e-6
+    u = b.apply(lambda x: np.exp(-x), x_tau, domain=(0.0, x_hi), tol=TOLERANCES["exp"])
+    er = b.apply(lambda x: np.exp(-x), x_r, domain=(0.0, x_hi), tol=TOLERANCES["exp"])
+    coeffs = [pv(f"c{j}") for j in range(jmax + 1)]
+    poly = b.poly_plain(u, coeffs)  # sum_j c_j(slot) * u^j, baby-step giant-step
+    S = er * poly
+    inv_kdiff = b.apply(lambda k: 1.0 / (model.ka - ke_pop * k), kfac, domain=k_dom, tol=1e-8)
+    inv_kfac = b.apply(lambda k: 1.0 / k, kfac, domain=k_dom, tol=TOLERANCES["reciprocal"])
+    oral = pv("oral")
+    Q = S - b.plain(pv("K"))
+    D1 = inv_kdiff * b.plain(oral * model.f * model.ka / model.v_per_kg) + b.plain((1.0 - oral) / model.v_per_kg)
+    conc = (inv_wt * D1) * Q
+    b.output("conc", conc)
+    fs = np.where(oral > 0, model.f, 1.0)
+    inner = (b.plain(pv("M")) - inv_kdiff * (S * b.plain(oral * model.ka) - kfac * b.plain(oral * ke_pop * pv("K")))
+             - S * b.plain(1.0 - oral))
+    auc_h = (inv_wt * inv_kfac) * (inner * b.plain(fs / model.cl_per_kg / 100.0))
+    b.output("auc_h", auc_h)
+    if time_in_window:
+        cdom = model.conc_domain
+        c_in = b.assume_range(conc, cdom)  # verified on the decrypted trajectory by the client
+        win = b.apply(model.smooth_window, c_in, domain=cdom, tol=TOLERANCES["window"])
+        tiw = b.sum_blocks(win * b.plain(pv("tiw_w")), block)
+        b.output("tiw", tiw)
+    return b.build()

@@ -1,0 +1,390 @@
+"""Encrypted studies: many patients x many scenarios x many time points in one encrypted pass.
+
+The three roles are separate functions so that each can run where it belongs:
+
+* :func:`encrypt_cohort` (client): validate covariates against the model's ranges, pack them into
+  the study's slot layout (data minimisation: only the model's covariates) and encrypt.
+* :func:`simulate` (compute node): compile the model's FHE program and run it on ciphertexts with
+  a backend (``openfhe`` reference or ``native``); needs only public material.
+* :func:`decrypt_outcome` (client): decrypt, unpack per (patient, scenario, time point) and derive
+  the metrics.
+
+:func:`run_study` chains them in one process, and also computes the plaintext reference when
+asked, to report the largest deviation of the encrypted result from it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from medtwin.errors import ValidationError
+from medtwin.models import pk_oral
+from medtwin.models.pk_oral import COVARIATES, OralPKModel
+from medtwin.study.layout import SlotLayout
+from medtwin.study.scenario import Scenario
+
+ProgressFn = Callable[[str, float], None]  # (stage, fraction done in [0, 1])
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What to simulate: the model, the scenarios and the output time points [h]."""
+
+    model: str
+    scenarios: tuple[Scenario, ...]
+    times: tuple[float, ...]
+    preset: str = "standard-128"
+    time_in_window: bool = True
+
+    def __post_init__(self) -> None:
+        pk_oral.get_model(self.model)
+        if not self.scenarios:
+            raise ValidationError("a study needs at least one scenario")
+        if len({s.name for s in self.scenarios}) != len(self.scenarios):
+            raise ValidationError("scenario names must be unique")
+        t = np.asarray(self.times, dtype=float)
+        if t.ndim != 1 or t.size < 1 or np.any(np.diff(t) <= 0) or t[0] < 0 or t[-1] > 24 * 60:
+            raise ValidationError("output times must be increasing, within [0, 1440] h")
+
+    @property
+    def pk(self) -> OralPKModel:
+        return pk_oral.get_model(self.model)
+
+    @classmethod
+    def grid(cls, model: str, scenarios: Sequence[Scenario], horizon_h: float, step_h: float, **kw) -> StudySpec:
+        if not (0 < step_h <= horizon_h):
+            raise ValidationError("step must be positive and at most the horizon")
+        n = int(round(horizon_h / step_h))
+        return cls(model=model, scenarios=tuple(scenarios), times=tuple(np.linspace(0.0, n * step_h, n + 1)), **kw)
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "scenarios": [s.to_dict() for s in self.scenarios],
+                "times": list(self.times), "preset": self.preset, "time_in_window": self.time_in_window}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StudySpec:
+        try:
+            return cls(model=d["model"], scenarios=tuple(Scenario.from_dict(s) for s in d["scenarios"]),
+                       times=tuple(float(x) for x in d["times"]), preset=d.get("preset", "standard-128"),
+                       time_in_window=bool(d.get("time_in_window", True)))
+        except (KeyError, TypeError) as exc:
+            raise ValidationError(f"malformed study definition: missing or invalid {exc}") from None
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def covariate_matrix(records: Sequence, model: OralPKModel) -> dict[str, np.ndarray]:
+    """Data minimisation: only the covariates the model needs, one array per covariate."""
+    rows = [r.minimise(list(COVARIATES)) if hasattr(r, "minimise") else {k: r[k] for k in COVARIATES} for r in records]
+    return {k: np.array([row[k] for row in rows], dtype=np.float64) for k in COVARIATES}
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class CompiledStudy:
+    """The programs of a study for one slot count (no patient data)."""
+
+    spec: StudySpec
+    layout: SlotLayout
+    plain: dict[str, np.ndarray]
+    programs: list  # one per ciphertext chunk (shared objects where the plaintexts agree)
+
+    @property
+    def depth(self) -> int:
+        return max(p.depth for p in self.programs)
+
+    def rotation_indices(self) -> list[int]:
+        idx: set[int] = set()
+        for p in self.programs:
+            idx.update(p.rotation_indices())
+        return sorted(idx)
+
+
+def compile_study(spec: StudySpec, n_patients: int, slots: int, taken=None) -> CompiledStudy:
+    """Plan the study's slot layout and compile its FHE programs (one per distinct chunk)."""
+    model = spec.pk
+    times = np.asarray(spec.times)
+    layout = SlotLayout(n_patients, len(spec.scenarios), len(times), slots)
+    plain = pk_oral.encode_plaintexts(model, list(spec.scenarios), layout, times, taken)
+    cache: dict[str, object] = {}
+    programs = []
+    for c in range(layout.n_ciphertexts):
+        key = pk_oral.plaintext_digest(plain, c)
+        if key not in cache:
+            cache[key] = pk_oral.build_program(model, plain, c, slots, layout.block,
+                                               time_in_window=spec.time_in_window)
+        programs.append(cache[key])
+    return CompiledStudy(spec, layout, plain, programs)
+
+
+def required_depth(spec: StudySpec, n_patients: int = 1) -> tuple[int, list[int]]:
+    """Depth and rotations the study's programs need (decided before keys are generated)."""
+    from medtwin.study.layout import next_pow2
+
+    slots = max(1 << 12, next_pow2(next_pow2(len(spec.times)) * len(spec.scenarios)))
+    cs = compile_study(spec, min(n_patients, 4), slots)
+    return cs.depth, cs.rotation_indices()
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class EncryptedCohort:
+    spec: StudySpec
+    twin_ids: list[str]
+    layout: SlotLayout
+    key_tag: str
+    inputs: dict[str, list]  # covariate -> ciphertext per chunk
+
+
+def encrypt_cohort(spec: StudySpec, covariates: dict[str, np.ndarray], twin_ids: Sequence[str], ctx,
+                   progress: ProgressFn | None = None) -> EncryptedCohort:
+    """Client side: validate, pack and encrypt the cohort for this study's layout.
+
+    Raises:
+        RangeError: a covariate (or the derived CrCl) lies outside the model's declared range.
+    """
+    model = spec.pk
+    model.validate_covariates(covariates)
+    n = len(next(iter(covariates.values())))
+    if len(twin_ids) != n:
+        raise ValidationError("one twin id per patient is needed")
+    layout = SlotLayout(n, len(spec.scenarios), len(spec.times), ctx.slots)
+    inputs: dict[str, list] = {}
+    total = len(COVARIATES) * layout.n_ciphertexts
+    done = 0
+    for k in COVARIATES:
+        packed = layout.spread_patients(covariates[k])
+        inputs[k] = []
+        for row in packed:
+            inputs[k].append(ctx.encrypt(row))
+            done += 1
+            if progress:
+                progress("encrypt", done / total)
+    return EncryptedCohort(spec, list(twin_ids), layout, ctx.key_tag, inputs)
+
+
+@dataclass
+class EncryptedOutcome:
+    spec: StudySpec
+    twin_ids: list[str]
+    layout: SlotLayout
+    key_tag: str
+    outputs: dict[str, list]
+    program_digest: str
+    bounds: dict[str, float]
+    depth: int
+    seconds: float
+    backend: str
+
+
+def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads: int | None = None,
+             progress: ProgressFn | None = None) -> EncryptedOutcome:
+    """Compute node: run the study's FHE program on the encrypted cohort (public keys only)."""
+    from medtwin.program import get_executor
+
+    if cohort.key_tag != ctx.key_tag:
+        from medtwin.errors import KeyMismatchError
+        raise KeyMismatchError("the cohort was encrypted under another key pair than the evaluation keys")
+    cs = compile_study(cohort.spec, cohort.layout.n_patients, ctx.slots)
+    if cs.depth > ctx.depth:
+        from medtwin.errors import ProgramError
+        raise ProgramError(f"the study needs multiplicative depth {cs.depth} but the keys were made for {ctx.depth}")
+    missing = set(cs.rotation_indices()) - set(ctx.public.rotation_indices)
+    if missing:
+        from medtwin.errors import ProgramError
+        raise ProgramError(f"the evaluation keys lack rotations {sorted(missing)}")
+    ex = get_executor(backend, ctx=ctx, threads=threads)
+    outputs: dict[str, list] = {}
+    t0 = time.perf_counter()
+    groups: dict[int, list[int]] = {}
+    for c, prog in enumerate(cs.programs):
+        groups.setdefault(id(prog), []).append(c)
+    done = 0
+    for _, chunks in groups.items():
+        prog = cs.programs[chunks[0]]
+        ins = {k: [cohort.inputs[k][c] for c in chunks] for k in COVARIATES}
+        res = ex.run(prog, ins)
+        for name, cts in res.items():
+            outputs.setdefault(name, [None] * cs.layout.n_ciphertexts)
+            for c, ct in zip(chunks, cts):
+                outputs[name][c] = ct
+        done += len(chunks)
+        if progress:
+            progress("simulate", done / cs.layout.n_ciphertexts)
+    seconds = time.perf_counter() - t0
+    prog0 = cs.programs[0]
+    bounds = {name: max(float(p.error_bound(name)) for p in cs.programs) for name in outputs}
+    return EncryptedOutcome(cohort.spec, cohort.twin_ids, cs.layout, cohort.key_tag, outputs,
+                            prog0.digest(), bounds, cs.depth, seconds, backend)
+
+
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class ScenarioSummary:
+    name: str
+    regimen: str
+    n: int
+    auc_median: float
+    auc_iqr: tuple[float, float]
+    peak_median: float
+    trough_median: float
+    tiw_mean: float
+    attain: float  # fraction of patients whose peak and trough both lie in the window
+
+
+@dataclass
+class StudyResult:
+    """Decrypted outcome of a study (client side), with bounds and (optionally) the reference.
+
+    Arrays: ``conc`` and ``auc`` (patients, scenarios, times) in mg/L and mg*h/L; ``tiw``
+    (patients, scenarios) fraction of the horizon in the therapeutic window (smooth edges);
+    ``peak`` / ``trough`` (patients, scenarios) from the decrypted trajectory on the output grid.
+    """
+
+    spec: StudySpec
+    twin_ids: list[str]
+    times: np.ndarray
+    conc: np.ndarray
+    auc: np.ndarray
+    tiw: np.ndarray | None
+    bounds: dict[str, float]
+    program_digest: str
+    depth: int
+    backend: str
+    seconds_simulate: float
+    seconds_total: float = 0.0
+    reference: dict[str, np.ndarray] | None = None
+    tiw_in_domain: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_results(self) -> int:
+        return int(self.conc.size)
+
+    @property
+    def peak(self) -> np.ndarray:
+        return self.conc.max(axis=2)
+
+    @property
+    def trough(self) -> np.ndarray:
+        """Pre-dose level: concentration at the last output time at or before each scenario's final dose."""
+        out = np.empty(self.conc.shape[:2])
+        for s, sc in enumerate(self.spec.scenarios):
+            t_last = sc.regimen.dose_times()[-1]
+            k = int(np.searchsorted(self.times, t_last, side="right") - 1)
+            out[:, s] = self.conc[:, s, max(k, 0)]
+        return out
+
+    def throughput(self) -> float:
+        """(patient, scenario, time point) results per second of encrypted simulation."""
+        return self.n_results / self.seconds_simulate if self.seconds_simulate > 0 else float("inf")
+
+    def deviations(self) -> dict[str, float]:
+        """Largest absolute and relative deviation of each encrypted output from the reference."""
+        if self.reference is None:
+            return {}
+        out = {}
+        for key in ("conc", "auc"):
+            enc, ref = getattr(self, key), self.reference[key]
+            err = np.abs(enc - ref)
+            out[f"{key}_abs"] = float(err.max())
+            scale = np.maximum(np.abs(ref), 1e-3 * max(np.abs(ref).max(), 1e-12))
+            out[f"{key}_rel"] = float((err / scale).max())
+        if self.tiw is not None and "tiw" in self.reference:
+            out["tiw_abs"] = float(np.abs(self.tiw - self.reference["tiw"]).max())
+        return out
+
+    def summaries(self) -> list[ScenarioSummary]:
+        lo, hi = self.spec.pk.window
+        res = []
+        for s, sc in enumerate(self.spec.scenarios):
+            auc_h = self.auc[:, s, -1]
+            pk_, tr = self.peak[:, s], self.trough[:, s]
+            q1, q3 = np.percentile(auc_h, [25, 75])
+            res.append(ScenarioSummary(
+                name=sc.name, regimen=sc.regimen.describe(), n=len(auc_h),
+                auc_median=float(np.median(auc_h)), auc_iqr=(float(q1), float(q3)),
+                peak_median=float(np.median(pk_)), trough_median=float(np.median(tr)),
+                tiw_mean=float(np.mean(self.tiw[:, s])) if self.tiw is not None else float("nan"),
+                attain=float(np.mean((pk_ <= hi) & (tr >= lo)))))
+        return res
+
+
+def decrypt_outcome(out: EncryptedOutcome, ctx, *, progress: ProgressFn | None = None) -> StudyResult:
+    """Client side: decrypt and unpack an encrypted outcome."""
+    lay = out.layout
+    dec = {}
+    names = list(out.outputs)
+    total = sum(len(out.outputs[n]) for n in names)
+    done = 0
+    for name in names:
+        rows = []
+        for ct in out.outputs[name]:
+            rows.append(ctx.decrypt(ct, lay.slots))
+            done += 1
+            if progress:
+                progress("decrypt", done / total)
+        dec[name] = np.stack(rows)
+    conc = lay.gather(dec["conc"])
+    auc = lay.gather(dec["auc_h"]) * 100.0
+    tiw = lay.gather(dec["tiw"])[:, :, 0] if "tiw" in dec else None
+    bounds = dict(out.bounds)
+    if "auc_h" in bounds:
+        bounds["auc"] = bounds.pop("auc_h") * 100.0
+    res = StudyResult(out.spec, out.twin_ids, np.asarray(out.spec.times), conc, auc, tiw, bounds,
+                      out.program_digest, out.depth, out.backend, out.seconds)
+    if tiw is not None:
+        lo, hi = out.spec.pk.conc_domain
+        res.tiw_in_domain = (conc.min(axis=2) >= lo) & (conc.max(axis=2) <= hi)
+    return res
+
+
+def reference_outcome(spec: StudySpec, covariates: dict[str, np.ndarray], taken=None) -> dict[str, np.ndarray]:
+    """Plaintext reference of every output (float64, exact functions)."""
+    model = spec.pk
+    times = np.asarray(spec.times)
+    P = len(next(iter(covariates.values())))
+    conc = np.zeros((P, len(spec.scenarios), len(times)))
+    auc = np.zeros_like(conc)
+    for s, sc in enumerate(spec.scenarios):
+        tk = np.stack([taken[p][s] if taken is not None else sc.taken_fraction(p) for p in range(P)])
+        r = model.reference(covariates, sc, times, tk)
+        conc[:, s], auc[:, s] = r["conc"], r["auc"]
+    T = len(times)
+    w = np.zeros(T)
+    if T > 1:
+        d = np.diff(times)
+        w[:-1] += d / 2
+        w[1:] += d / 2
+        w /= times[-1] - times[0]
+    else:
+        w[:] = 1.0
+    tiw = (model.smooth_window(conc) * w).sum(axis=2)
+    return {"conc": conc, "auc": auc, "tiw": tiw}
+
+
+def run_study(spec: StudySpec, covariates: dict[str, np.ndarray], twin_ids: Sequence[str], client_ctx,
+              compute_ctx=None, *, backend: str = "openfhe", reference: bool = True,
+              progress: ProgressFn | None = None, audit: Callable[..., None] | None = None) -> StudyResult:
+    """Encrypt, simulate and decrypt in one process (client and compute roles kept apart)."""
+    t0 = time.perf_counter()
+    enc = encrypt_cohort(spec, covariates, twin_ids, client_ctx, progress)
+    node = compute_ctx if compute_ctx is not None else client_ctx
+    out = simulate(enc, node, backend=backend, progress=progress)
+    if audit:
+        audit("simulation.run", model=spec.model, study=spec.digest(), program=out.program_digest,
+              twins=len(twin_ids), backend=backend)
+    res = decrypt_outcome(out, client_ctx, progress=progress)
+    if audit:
+        audit("result.decrypt", model=spec.model, study=spec.digest(), program=out.program_digest,
+              twins=len(twin_ids))
+    res.seconds_total = time.perf_counter() - t0
+    if reference:
+        res.reference = reference_outcome(spec, covariates)
+    return res

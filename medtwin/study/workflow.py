@@ -1,0 +1,328 @@
+"""End-to-end workflows used by the CLI and the desktop app (no Qt, no terminal I/O here).
+
+Patient plaintext exists only in memory on the client: records are read, minimised to the model's
+covariates and encrypted; nothing unencrypted about a patient is written to disk. Twin ids are
+HMAC pseudonyms keyed by a secret derived from the keystore's secret key, so they are stable for
+one keystore and meaningless without it.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from medtwin.errors import MedTwinError, ValidationError
+from medtwin.he.keys import KeyMaterial
+from medtwin.models.pk_oral import COVARIATES, MAX_POWER
+from medtwin.study.scenario import Regimen, Scenario
+from medtwin.study.study import (EncryptedCohort, EncryptedOutcome, StudySpec, compile_study, decrypt_outcome,
+                                 encrypt_cohort, reference_outcome, required_depth, simulate)
+
+Echo = Callable[[str], None]
+
+
+# ------------------------------------------------------------------------------------ specs
+def demo_spec(horizon: float = 72.0, step: float = 2.0, preset: str = "standard-128") -> StudySpec:
+    """Three theophylline maintenance regimens for adults (sustained release, 72 h)."""
+    n = lambda tau: max(1, int(horizon // tau))
+    scen = [
+        Scenario("A 300 q12h", Regimen(dose_mg=300, interval_h=12, count=n(12))),
+        Scenario("B 200 q8h", Regimen(dose_mg=200, interval_h=8, count=n(8))),
+        Scenario("C 450 q12h", Regimen(dose_mg=450, interval_h=12, count=n(12))),
+    ]
+    return StudySpec.grid("theophylline", scen, horizon, step, preset=preset)
+
+
+def key_spec(model: str = "theophylline", preset: str = "standard-128") -> StudySpec:
+    """The most demanding study the keys must serve: MAX_POWER dosing intervals, 256 time points."""
+    scen = [Scenario("worst case", Regimen(dose_mg=100, interval_h=1.0, count=MAX_POWER + 1))]
+    return StudySpec(model=model, scenarios=tuple(scen), times=tuple(np.linspace(0, MAX_POWER, 256)), preset=preset)
+
+
+# ------------------------------------------------------------------------------------ keys
+def make_keys(preset_name: str, model: str = "theophylline"):
+    """Generate OpenFHE keys with the depth and rotations the model's studies need."""
+    from medtwin.he.openfhe_backend import generate_keys
+    from medtwin.he.params import preset
+
+    depth, rots = required_depth(key_spec(model, preset_name))
+    rots = sorted(set(rots) | {1 << i for i in range(0, 9)})
+    return generate_keys(preset(preset_name, depth=depth), rots)
+
+
+def create_keys(path, passphrase: str, *, preset: str = "standard-128", model: str = "theophylline",
+                log=None, actor=None, **kw) -> str:
+    from medtwin.custody.keystore import create_keystore
+
+    if Path(path).exists():
+        raise MedTwinError(f"{path} exists already; refusing to overwrite it")
+    ctx, km = make_keys(preset, model)
+    create_keystore(path, passphrase, km, log=log, actor=actor, **kw)
+    return f"preset {km.public.preset}, ring {ctx.ring_dim}, depth {ctx.depth}, key tag {km.public.key_tag}"
+
+
+def pseudonym_key(material: KeyMaterial) -> bytes:
+    """A secret for twin pseudonyms, derived from (never equal to) the secret key bytes."""
+    return hmac.new(hashlib.sha256(material.secret_key).digest(), b"medtwin/pseudonym-key/v1", hashlib.sha256).digest()
+
+
+# ------------------------------------------------------------------------------------ records
+def load_records(sources: Sequence[os.PathLike | str]):
+    """Read FHIR bundles (.json) and CSV files into validated :class:`PatientRecord` objects."""
+    from medtwin.fhir.importer import load_bundle
+    from medtwin.twin.csv_io import load_csv
+
+    out = []
+    for src in sources:
+        p = Path(src)
+        if p.suffix.lower() == ".csv":
+            out.extend(load_csv(p))
+        elif p.suffix.lower() == ".json":
+            out.extend(load_bundle(p))
+        else:
+            raise ValidationError(f"{p}: unknown file type (expected .json FHIR bundle or .csv)")
+    ids = [r.source_id for r in out]
+    if len(set(ids)) != len(ids):
+        raise ValidationError("the same patient identifier appears more than once across the inputs")
+    return out
+
+
+def eligible(records, spec: StudySpec):
+    """Split records into those inside the model's declared ranges and the excluded count."""
+    from medtwin.errors import RangeError
+
+    model = spec.pk
+    keep, excluded = [], 0
+    for r in records:
+        try:
+            cov = {k: np.array([v]) for k, v in r.minimise(list(COVARIATES)).items()}
+            model.validate_covariates(cov)
+        except (RangeError, ValidationError):
+            excluded += 1
+            continue
+        keep.append(r)
+    return keep, excluded
+
+
+def covariates_of(records) -> dict[str, np.ndarray]:
+    rows = [r.minimise(list(COVARIATES)) for r in records]
+    return {k: np.array([row[k] for row in rows], dtype=np.float64) for k in COVARIATES}
+
+
+# ------------------------------------------------------------------------------------ bundles
+def _cohort_bundle(enc: EncryptedCohort, ctx):
+    from medtwin.twin.store import Bundle
+
+    meta = {"spec": enc.spec.to_dict(), "twin_ids": enc.twin_ids, "slots": enc.layout.slots}
+    return Bundle("encrypted-cohort", enc.key_tag, meta,
+                  {k: [ctx.serialize(c) for c in v] for k, v in enc.inputs.items()})
+
+
+def _load_cohort(path, ctx) -> EncryptedCohort:
+    from medtwin.study.layout import SlotLayout
+    from medtwin.twin.store import read_bundle
+
+    b = read_bundle(path, kind="encrypted-cohort", key_tag=ctx.key_tag)
+    spec = StudySpec.from_dict(b.meta["spec"])
+    ids = list(b.meta["twin_ids"])
+    lay = SlotLayout(len(ids), len(spec.scenarios), len(spec.times), int(b.meta["slots"]))
+    if lay.slots != ctx.slots:
+        raise ValidationError(f"{path}: packed for {lay.slots} slots, the keys have {ctx.slots}")
+    inputs = {k: [ctx.deserialize(x) for x in b.blobs.get(k, [])] for k in COVARIATES}
+    for k, v in inputs.items():
+        if len(v) != lay.n_ciphertexts:
+            raise ValidationError(f"{path}: covariate {k} has {len(v)} ciphertexts, the layout needs {lay.n_ciphertexts}")
+    return EncryptedCohort(spec, ids, lay, b.key_tag, inputs)
+
+
+def _outcome_bundle(out: EncryptedOutcome, ctx):
+    from medtwin.twin.store import Bundle
+
+    meta = {"spec": out.spec.to_dict(), "twin_ids": out.twin_ids, "slots": out.layout.slots,
+            "program_digest": out.program_digest, "bounds": out.bounds, "depth": out.depth,
+            "seconds": out.seconds, "backend": out.backend}
+    return Bundle("encrypted-outcome", out.key_tag, meta,
+                  {k: [ctx.serialize(c) for c in v] for k, v in out.outputs.items()})
+
+
+def _load_outcome(path, ctx) -> EncryptedOutcome:
+    from medtwin.study.layout import SlotLayout
+    from medtwin.twin.store import read_bundle
+
+    b = read_bundle(path, kind="encrypted-outcome", key_tag=ctx.key_tag)
+    m = b.meta
+    spec = StudySpec.from_dict(m["spec"])
+    lay = SlotLayout(len(m["twin_ids"]), len(spec.scenarios), len(spec.times), int(m["slots"]))
+    outputs = {k: [ctx.deserialize(x) for x in v] for k, v in b.blobs.items()}
+    return EncryptedOutcome(spec, list(m["twin_ids"]), lay, b.key_tag, outputs, m["program_digest"],
+                            {k: float(v) for k, v in m["bounds"].items()}, int(m["depth"]), float(m["seconds"]),
+                            m["backend"])
+
+
+def _public_material(path):
+    from medtwin.custody.keystore import load_public_bundle, read_public
+
+    p = Path(path)
+    return read_public(p) if p.is_dir() else load_public_bundle(p)
+
+
+def encrypt_files(sources, keystore, passphrase: str, study_path, out, *, progress=None, log=None, actor=None) -> int:
+    from medtwin.custody.keystore import unlock_keystore
+    from medtwin.he.openfhe_backend import HEContext
+    from medtwin.twin.pseudonym import pseudonym
+    from medtwin.twin.store import write_bundle
+
+    import json
+
+    if Path(out).exists():
+        raise MedTwinError(f"{out} exists already; refusing to overwrite it")
+    try:
+        spec = StudySpec.from_dict(json.loads(Path(study_path).read_text()))
+    except (OSError, ValueError) as exc:
+        raise ValidationError(f"{study_path}: cannot read the study definition ({exc})") from None
+    records = load_records(sources)
+    km = unlock_keystore(keystore, passphrase, log=log, actor=actor)
+    ctx = HEContext.from_keys(km)
+    key = pseudonym_key(km)
+    ids = [pseudonym(r.source_id, key) for r in records]
+    enc = encrypt_cohort(spec, covariates_of(records), ids, ctx, progress)
+    write_bundle(out, _cohort_bundle(enc, ctx))
+    if log is not None:
+        log.append(actor, "twin.encrypt", model=spec.model, twin_count=len(ids), study_digest=spec.digest())
+    return len(ids)
+
+
+def simulate_bundle(cohort, public, out, *, backend: str = "openfhe", progress=None, log=None, actor=None) -> str:
+    from medtwin.he.openfhe_backend import HEContext
+    from medtwin.twin.store import write_bundle
+
+    if Path(out).exists():
+        raise MedTwinError(f"{out} exists already; refusing to overwrite it")
+    ctx = HEContext.from_public(_public_material(public))
+    enc = _load_cohort(cohort, ctx)
+    res = simulate(enc, ctx, backend=backend, progress=progress)
+    write_bundle(out, _outcome_bundle(res, ctx))
+    if log is not None:
+        log.append(actor, "simulation.run", model=enc.spec.model, twin_count=len(enc.twin_ids),
+                   study_digest=enc.spec.digest(), program_digest=res.program_digest, backend=backend)
+    n = enc.layout.n_results
+    return (f"simulated {len(enc.twin_ids)} twin(s) x {len(enc.spec.scenarios)} scenario(s) x "
+            f"{len(enc.spec.times)} time points on {backend} in {res.seconds:.1f} s "
+            f"({n / res.seconds:.0f} results/s); program {res.program_digest[:16]}, depth {res.depth}")
+
+
+def decrypt_bundle(outcome, keystore, passphrase: str, report_dir, *, log=None, actor=None) -> str:
+    from medtwin.custody.keystore import unlock_keystore
+    from medtwin.he.openfhe_backend import HEContext
+    from medtwin.reports.study_report import comparison_rows, format_table, plot_png, write_metrics_csv
+
+    report_dir = Path(report_dir)
+    if report_dir.exists():
+        raise MedTwinError(f"{report_dir} exists already; refusing to overwrite it")
+    km = unlock_keystore(keystore, passphrase, log=log, actor=actor)
+    ctx = HEContext.from_keys(km)
+    out = _load_outcome(outcome, ctx)
+    res = decrypt_outcome(out, ctx)
+    if log is not None:
+        log.append(actor, "result.decrypt", model=out.spec.model, twin_count=len(out.twin_ids),
+                   program_digest=out.program_digest)
+    report_dir.mkdir(parents=True)
+    write_metrics_csv(res, report_dir / "metrics.csv")
+    plot_png(res, report_dir / "concentrations.png")
+    return format_table(comparison_rows(res)) + f"\nwrote {report_dir}/metrics.csv and concentrations.png"
+
+
+# ------------------------------------------------------------------------------------ demo
+def demo(*, patients: int = 1200, preset: str = "standard-128", out="medtwin-demo-out", backend: str = "openfhe",
+         horizon: float = 72.0, step: float = 2.0, progress=None, echo: Echo = print) -> dict:
+    """The main job: an end-to-end encrypted study on the bundled synthetic cohort.
+
+    Keys are generated into a temporary keystore (random passphrase, never printed); the compute
+    side is a separate context built from the exported public bundle only. Prints the comparison
+    table, throughput and the largest deviation from the plaintext reference; writes CSV and PNG
+    into ``out`` (a new folder, or a new numbered subfolder if ``out`` exists).
+    Returns a dict of the headline numbers.
+    """
+    from medtwin.custody.keystore import create_keystore, export_public, load_public_bundle, unlock_keystore
+    from medtwin.data import cohort_csv_path
+    from medtwin.he.openfhe_backend import HEContext
+    from medtwin.reports.study_report import comparison_rows, format_table, plot_png, write_metrics_csv
+    from medtwin.twin.pseudonym import pseudonym
+
+    out = _fresh_dir(Path(out))
+    t_start = time.perf_counter()
+    spec = demo_spec(horizon, step, preset)
+    records = load_records([cohort_csv_path()])[: max(1, int(patients))]
+    records, excluded = eligible(records, spec)
+    echo(f"cohort: {len(records)} synthetic patients eligible for {spec.pk.name} "
+         f"({excluded} outside the model's declared ranges, refused before encryption)")
+
+    t = time.perf_counter()
+    ctx_client, km = make_keys(preset, spec.model)
+    t_keys = time.perf_counter() - t
+    label = "INSECURE test ring" if km.public.insecure else km.public.params.get("security")
+    echo(f"keys: preset {km.public.preset} ({label}), ring dimension {ctx_client.ring_dim}, "
+         f"{ctx_client.slots} slots, depth {ctx_client.depth}, key generation {t_keys:.1f} s")
+
+    with tempfile.TemporaryDirectory(prefix="medtwin-demo-") as tmp:
+        ks = Path(tmp) / "keystore"
+        passphrase = secrets.token_urlsafe(24)
+        create_keystore(ks, passphrase, km)
+        km2 = unlock_keystore(ks, passphrase)
+        client = HEContext.from_keys(km2)
+        pub = load_public_bundle(export_public(ks, Path(tmp) / "public.mtpub"))
+    node = HEContext.from_public(pub)  # the compute side never sees the secret key
+    del km, km2, ctx_client
+
+    key = secrets.token_bytes(32)  # demo pseudonyms: a throwaway key
+    ids = [pseudonym(r.source_id, key) for r in records]
+    cov = covariates_of(records)
+    t = time.perf_counter()
+    enc = encrypt_cohort(spec, cov, ids, client, progress)
+    t_enc = time.perf_counter() - t
+    echo(f"encrypted {len(ids)} twins x {len(spec.scenarios)} scenarios x {len(spec.times)} time points "
+         f"into {enc.layout.n_ciphertexts} ciphertext(s) per covariate in {t_enc:.1f} s")
+    res_enc = simulate(enc, node, backend=backend, progress=progress)
+    t = time.perf_counter()
+    res = decrypt_outcome(res_enc, client, progress=progress)
+    t_dec = time.perf_counter() - t
+    res.reference = reference_outcome(spec, cov)
+    res.seconds_total = time.perf_counter() - t_start
+
+    table = format_table(comparison_rows(res))
+    dev = res.deviations()
+    echo("")
+    echo(f"Per-scenario comparison (decrypted; {spec.pk.drug}, window {spec.pk.window[0]:g}-{spec.pk.window[1]:g} mg/L, "
+         f"horizon {horizon:g} h):")
+    echo(table)
+    echo("")
+    echo(f"simulation on {backend}: {res_enc.seconds:.1f} s for {res.n_results:,} (patient, scenario, time point) "
+         f"results -> throughput {res.throughput():,.0f} results/s (decryption {t_dec:.1f} s)")
+    echo(f"max deviation from the plaintext reference: concentration {dev['conc_abs']:.2e} mg/L "
+         f"(bound {res.bounds.get('conc', float('nan')):.2e}), AUC {dev['auc_abs']:.2e} mg*h/L "
+         f"(bound {res.bounds.get('auc', float('nan')):.2e}), relative {max(dev['conc_rel'], dev['auc_rel']):.2e}"
+         + (f", time in window {dev['tiw_abs']:.2e} (bound {res.bounds.get('tiw', float('nan')):.2e})" if 'tiw_abs' in dev else ""))
+    csv_path = write_metrics_csv(res, out / "metrics.csv")
+    png_path = plot_png(res, out / "concentrations.png")
+    echo(f"wrote {csv_path} and {png_path}; total {res.seconds_total:.1f} s")
+    return {"throughput": res.throughput(), "deviations": dev, "bounds": res.bounds, "n_results": res.n_results,
+            "out": str(out), "result": res}
+
+
+def _fresh_dir(path: Path) -> Path:
+    if not path.exists():
+        path.mkdir(parents=True)
+        return path
+    for i in range(1, 10000):
+        p = path / f"run-{i:03d}"
+        if not p.exists():
+            p.mkdir()
+            return p
+    raise MedTwinError(f"{path}: too many earlier runs")
