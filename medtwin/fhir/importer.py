@@ -139,8 +139,13 @@ def _read_source(source: Any) -> Any:
         return _parse_json(_read_file(Path(source)), f"file {Path(source).name}")
     if isinstance(source, str):
         stripped = source.lstrip()
-        if stripped[:1] not in ("{", "[", '"') and _is_file(source):
-            return _parse_json(_read_file(Path(source)), f"file {Path(source).name}")
+        if stripped[:1] not in ("{", "[", '"'):
+            if _is_file(source):
+                return _parse_json(_read_file(Path(source)), f"file {Path(source).name}")
+            try:
+                return json.loads(source)
+            except (ValueError, RecursionError):
+                raise ImportFormatError("bundle: neither an existing file nor JSON text") from None
         return _parse_json(source, "bundle text")
     raise ImportFormatError(
         f"bundle: expected a dict, JSON text or a path, got {type(source).__name__}")
