@@ -353,3 +353,23 @@ def test_default_kdf_parameters(tmp_path, material):
     assert unlock_keystore(p, PW) == material
     print(f"default Argon2id create {created * 1e3:.0f} ms")
 
+
+
+def test_audit_hooks(tmp_path, material):
+    from medtwin.custody.audit import AuditLog
+    from medtwin.custody.identity import Identity
+    log = AuditLog(tmp_path / "audit.db")
+    me = Identity.generate("dr.a", "clinician")
+    p = tmp_path / "ks"
+    create_keystore(p, PW, material, kdf=TEST_KDF, allow_weak=True, log=log, actor=me)
+    unlock_keystore(p, PW, log=log, actor=me)
+    with pytest.raises(WrongPassphraseError):
+        unlock_keystore(p, "nope nope nope nope", log=log, actor=me)
+    change_passphrase(p, PW, PW2, allow_weak=True, log=log, actor=me)
+    export_public(p, tmp_path / "n.mtpub", log=log, actor=me)
+    acts = [(e.action, e.objects.get("key_tag"), e.objects.get("outcome")) for e in log.entries()]
+    tag = material.public.key_tag
+    assert acts == [("key.create", tag, None), ("key.unlock", tag, "ok"),
+                    ("key.unlock", None, "WrongPassphraseError"), ("key.rekey", tag, None),
+                    ("key.export_public", tag, None)]
+    assert log.verify({"dr.a": me.public_key}).ok
