@@ -32,7 +32,9 @@ Tissue by Molecular genetics method Nominal" terms; they were taken from the LOI
 recalled and could not be re-checked against loinc.org offline, so the importer also accepts the
 HL7 Genomics Reporting IG form (84413-4 + 48018-6 gene component; codes as used in that IG's
 published examples, e.g. Observation Pgx-geno-1002, STU2). Genotypes are read from
-``valueCodeableConcept`` (coding display, coding code, then text) or ``valueString``.
+``valueCodeableConcept`` (coding display, coding code, then text) or ``valueString``; VKORC1
+may be written in gene orientation (-1639G>A: G/A) or, labelled rs9923231, on the genomic plus
+strand (C/T), see :func:`medtwin.twin.record.normalise_vkorc1`.
 
 Rules:
 

@@ -159,14 +159,20 @@ def normalise_cyp2c9(text: str) -> str:
     return f"*{a}/*{b}"
 
 
-_VK_PREFIXES = ("VKORC1", "RS9923231", "C.-1639G>A", "-1639G>A", "1639G>A", "-1639", ":", "(", ")")
+_VK_LABELS = ("VKORC1", "C.-1639G>A", "-1639G>A", "1639G>A", "-1639", ":", "(", ")", ",")
+_GENOMIC_TO_GENE = str.maketrans({"C": "G", "T": "A"})
 
 
 def normalise_vkorc1(text: str) -> str:
-    """Canonical VKORC1 -1639G>A (rs9923231) genotype: ``"G/G"``, ``"G/A"`` or ``"A/A"``.
+    """Canonical VKORC1 -1639G>A genotype: ``"G/G"``, ``"G/A"`` or ``"A/A"``.
 
-    Accepts ``"G/A"``, ``"A/G"``, ``"GA"``, ``"ag"``, ``"VKORC1 -1639G>A G/A"``,
-    ``"rs9923231 A/A"``. The genotype is on the forward strand of the promoter SNP.
+    Alleles are on the gene's (coding) strand, where the promoter variant is c.-1639G>A. Accepts
+    ``"G/A"``, ``"A/G"``, ``"GA"``, ``"ag"``, ``"VKORC1 -1639G>A G/A"``. When the text names the
+    dbSNP id ``rs9923231`` the alleles may also be given on the genomic plus strand, where the same
+    variant reads C>T because VKORC1 lies on the minus strand of chromosome 16 (this is how the HL7
+    Genomics Reporting IG example Observation Pgx-geno-1003 writes it: "VKORC1 rs9923231 C/T");
+    C/T is then read as G/A. C/T without the rs9923231 label is refused: it could be the linked
+    but distinct 1173C>T (rs9934438).
 
     Raises:
         ValidationError: not one of the three genotypes.
@@ -174,13 +180,16 @@ def normalise_vkorc1(text: str) -> str:
     if not isinstance(text, str):
         raise ValidationError("field vkorc1: expected a genotype string like 'G/A'")
     s = text.strip().upper().replace(" ", "")
-    for p in _VK_PREFIXES:
+    genomic = "RS9923231" in s
+    s = s.replace("RS9923231", "")
+    for p in _VK_LABELS:
         s = s.replace(p, "")
     s = s.replace("/", "").replace("|", "")
+    if genomic and len(s) == 2 and all(c in "CT" for c in s):
+        s = s.translate(_GENOMIC_TO_GENE)
     if len(s) != 2 or any(c not in "GA" for c in s):
         raise ValidationError("field vkorc1: expected a -1639G>A genotype G/G, G/A or A/A")
-    n_a = s.count("A")
-    return _VKORC1_GENOTYPES[n_a]
+    return _VKORC1_GENOTYPES[s.count("A")]
 
 
 def cockcroft_gault(age_years: float, weight_kg: float, scr_mg_dl: float, female: bool) -> float:

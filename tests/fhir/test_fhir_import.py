@@ -62,7 +62,8 @@ def test_latest_observation_wins_and_ignored_ones():
 def test_genomics_reporting_ig_genotypes_partial_birthdate_unknown_gender():
     (r,) = load("valid/genomics_ig.json")
     assert r.source_id == "GX-42"
-    assert (r.cyp2c9, r.vkorc1) == ("*2/*3", "A/A")  # CYP2C19 genotype ignored
+    # "CYP2C9*3/*2" -> *2/*3; "VKORC1 rs9923231 T/T" (genomic strand) -> A/A; CYP2C19 ignored
+    assert (r.cyp2c9, r.vkorc1) == ("*2/*3", "A/A")
     assert r.sex is None and r.weight_kg == 58.0
     assert r.age_years == 65  # birthDate "1960" read as 1960-07-01
 

@@ -105,20 +105,39 @@ def test_cyp2c9_normalisation(text, expected):
 
 @pytest.mark.parametrize("text, expected", [
     ("G/G", "G/G"), ("A/G", "G/A"), ("ga", "G/A"), ("AA", "A/A"), ("VKORC1 -1639G>A G/A", "G/A"),
-    ("rs9923231 A/A", "A/A"), ("c.-1639G>A: G/G", "G/G")])
+    ("rs9923231 A/A", "A/A"), ("c.-1639G>A: G/G", "G/G"),
+    # genomic plus strand, as in the HL7 Genomics Reporting IG example "VKORC1 rs9923231 C/T"
+    ("VKORC1 rs9923231 C/T", "G/A"), ("rs9923231 T/T", "A/A"), ("rs9923231 C/C", "G/G")])
 def test_vkorc1_normalisation(text, expected):
     assert normalise_vkorc1(text) == expected
 
 
+@pytest.mark.parametrize("text", ["C/T", "VKORC1 1173C>T C/T", "rs9923231 C/A", "rs9934438 C/T"])
+def test_vkorc1_strand_ambiguity_refused(text):
+    with pytest.raises(ValidationError, match="vkorc1"):
+        normalise_vkorc1(text)
+
+
 # ---------------------------------------------------------------- Cockcroft-Gault
 def test_cockcroft_gault_published_worked_example():
-    # Bauer LA. Applied Clinical Pharmacokinetics, 2nd ed. McGraw-Hill 2008, ch. 3 (patient "JM"):
-    # 55-year-old, 80-kg man, serum creatinine 1.9 mg/dL:
-    # CrCl = [(140 - 55) * 80] / (72 * 1.9) = 50 mL/min (rounded).
+    # Bauer LA. Applied Clinical Pharmacokinetics, 2nd ed. McGraw-Hill 2008, ch. 3 (patient "JM";
+    # cited from the book as recalled, not re-checked offline): 55-year-old, 80-kg man, serum
+    # creatinine 1.9 mg/dL: CrCl = [(140 - 55) * 80] / (72 * 1.9) = 50 mL/min (rounded).
     r = PatientRecord("JM", age_years=55, sex="male", weight_kg=80, serum_creatinine_mg_dl=1.9)
     crcl = r.creatinine_clearance_cg()
     assert round(crcl) == 50
     assert crcl == pytest.approx(6800 / 136.8, rel=1e-12)
+
+
+def test_cockcroft_gault_si_units_worked_example():
+    # TRC Pharmacology (trc-p.nl/561), elderly-patient exercise: 84-year-old, 48-kg woman, serum
+    # creatinine 186 umol/L; SI form (140 - age) * weight / (0.81 * Scr[umol/L]) * 0.85
+    # = 56 * 48 / 150.66 * 0.85 = 15.2 mL/min. Through mg/dL (186 / 88.42 = 2.104) the same
+    # patient gives 15.1 mL/min; 0.81 is 72 / 88.42 = 0.814 rounded, hence the 0.6 % difference.
+    r = PatientRecord("trc", age_years=84, sex="female", weight_kg=48, serum_creatinine_mg_dl=186 / 88.42)
+    assert r.creatinine_clearance_cg() == pytest.approx(56 * 48 / (72 / 88.42 * 186) * 0.85, rel=1e-12)
+    assert r.creatinine_clearance_cg() == pytest.approx(56 * 48 / (0.81 * 186) * 0.85, rel=0.01)
+    assert round(r.creatinine_clearance_cg(), 1) == 15.1
 
 
 def test_cockcroft_gault_formula_and_female_factor():
