@@ -1,0 +1,70 @@
+// Engine ciphertexts and the OpenFHE bridge (cereal portable binary, openfhe 1.6.1).
+// The bridge is the only code that knows OpenFHE's byte layout.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "medtwin/params.h"
+
+namespace medtwin {
+
+/// Writer state after OpenFHE's ciphertext header (everything before the element count):
+/// kept verbatim so that OpenFHE matches output bytes to its live context and keys.
+struct CtHeader {
+  std::string bytes;                    // verbatim prefix up to (excluding) the element count
+  std::vector<std::uint32_t> tower_ids;  // cereal pointer ids of the Q towers' parameter objects
+  std::uint32_t elp_id = 0;             // pointer id of the full-Q ILDCRTParams
+  std::uint32_t next_id = 0;            // next free cereal pointer id
+  bool dcrt_ver = false, poly_ver = false, vec_ver = false;  // class versions already written
+};
+
+struct Ciphertext {
+  std::uint32_t n = 0;        // ring dimension
+  std::uint32_t elems = 0;    // 2, or 3 before relinearisation
+  std::uint32_t towers = 0;   // number of Q towers (L + 1 - level)
+  std::vector<u64> data;      // [elem][tower][n], evaluation form
+  std::uint32_t slots = 0, level = 0, hops = 0, noise_deg = 1;
+  double scale = 1.0;
+  u64 scheme_id = 1;
+  std::int32_t encoding = 4;
+  std::shared_ptr<const CtHeader> header;
+  std::string key_tag;
+
+  u64* poly(std::uint32_t e, std::uint32_t t) { return data.data() + (std::size_t(e) * towers + t) * n; }
+  const u64* poly(std::uint32_t e, std::uint32_t t) const { return data.data() + (std::size_t(e) * towers + t) * n; }
+  void resize(std::uint32_t e, std::uint32_t t) { elems = e; towers = t; data.resize(std::size_t(e) * t * n); }
+};
+
+/// Hybrid key-switching key over Q*P: per digit j, polynomials a_j, b_j with L+1+K towers each.
+struct SwitchKey {
+  std::uint32_t digits = 0, towers = 0, n = 0;
+  std::vector<u64> a, b;  // [digit][tower][n]
+  const u64* a_poly(std::uint32_t j, std::uint32_t t) const { return a.data() + (std::size_t(j) * towers + t) * n; }
+  const u64* b_poly(std::uint32_t j, std::uint32_t t) const { return b.data() + (std::size_t(j) * towers + t) * n; }
+};
+
+}  // namespace medtwin
+
+namespace medtwin {
+
+/// Element-wise operations (evaluation form). Binary operations first drop towers of the operand
+/// with more towers (level alignment). Throw std::invalid_argument on mismatched noise degree
+/// or element count.
+void align_levels(Ciphertext& a, Ciphertext& b);
+void add_inplace(const Context& ctx, Ciphertext& a, const Ciphertext& b);
+void sub_inplace(const Context& ctx, Ciphertext& a, const Ciphertext& b);
+void negate_inplace(const Context& ctx, Ciphertext& a);
+/// a *= round(c * 2^scalingModSize): noise degree + 1, scale * 2^scalingModSize.
+void mul_const_inplace(const Context& ctx, Ciphertext& a, double c);
+/// a += round(c * a.scale) in every slot.
+void add_const_inplace(const Context& ctx, Ciphertext& a, double c);
+/// a *= plaintext towers pt [a.towers][N] encoded at scale `pt_scale` (noise degree + 1).
+void mul_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt, double pt_scale);
+/// a += plaintext towers pt [a.towers][N] encoded at a.scale.
+void add_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt);
+/// (a0 b0, a0 b1 + a1 b0, a1 b1): noise degrees add, scales multiply.
+void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out);
+
+}  // namespace medtwin

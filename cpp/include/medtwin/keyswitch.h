@@ -1,0 +1,35 @@
+// Hybrid key switching with OpenFHE's keys: relinearisation and rotations (single and hoisted).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "medtwin/ciphertext.h"
+#include "medtwin/params.h"
+
+namespace medtwin {
+
+/// Evaluation keys of one key pair: relinearisation key and rotation keys by automorphism index.
+struct KeySet {
+  std::shared_ptr<Context> ctx;
+  std::shared_ptr<SwitchKey> relin;
+  std::map<u64, std::shared_ptr<SwitchKey>> rot;
+  std::string key_tag;
+};
+
+/// Automorphism index of a slot rotation by r (5^r mod 2N; negative r allowed).
+u64 rotation_index(std::uint32_t n, std::int64_t r);
+/// acc0 = sum_j ext_j * b_j, acc1 = sum_j ext_j * a_j over T+K towers.
+void key_inner(const Context& ctx, const u64* ext, std::uint32_t T, const SwitchKey& key, u64* acc0, u64* acc1);
+/// (c0, c1, c2) -> (c0 + ModDown(acc0), c1 + ModDown(acc1)) with d = c2. Throws std::invalid_argument.
+void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& key);
+/// Rotation by automorphism k: out0 = sigma_k(c0) + ModDown(sigma_k(acc0)), out1 = ModDown(sigma_k(acc1)).
+void rotate(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& key, Ciphertext& out);
+/// Several rotations of one input sharing one ModUp (hoisting).
+void rotate_hoisted(const Context& ctx, const Ciphertext& in, const std::vector<u64>& ks,
+                    const std::vector<const SwitchKey*>& keys, std::vector<Ciphertext>& outs);
+/// out[j] = in[perm[j]] for one tower.
+void apply_automorphism(const std::vector<std::uint32_t>& perm, const u64* in, u64* out);
+
+}  // namespace medtwin

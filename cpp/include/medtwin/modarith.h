@@ -1,0 +1,86 @@
+// 64-bit modular arithmetic: Shoup multiplication by a precomputed constant and
+// Barrett reduction of 128-bit products (moduli below 2^62).
+#pragma once
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+namespace medtwin {
+
+using u64 = std::uint64_t;
+using u128 = unsigned __int128;
+
+/// A modulus q < 2^62 with its Barrett constant floor(2^128 / q) (two words).
+struct Modulus {
+  u64 q = 0;
+  u64 r0 = 0, r1 = 0;  // floor(2^128 / q) = r1 * 2^64 + r0
+  Modulus() = default;
+  explicit Modulus(u64 q_);
+};
+
+/// floor(w * 2^64 / q): the Shoup constant of w (requires w < q).
+inline u64 shoup(u64 w, u64 q) { return static_cast<u64>((static_cast<u128>(w) << 64) / q); }
+
+/// a * w mod q in [0, 2q) for any a < 2^64, w < q, wp = shoup(w, q).
+inline u64 mul_shoup_lazy(u64 a, u64 w, u64 wp, u64 q) {
+  u64 hi = static_cast<u64>((static_cast<u128>(a) * wp) >> 64);
+  return a * w - hi * q;
+}
+
+/// a * w mod q in [0, q).
+inline u64 mul_shoup(u64 a, u64 w, u64 wp, u64 q) {
+  u64 r = mul_shoup_lazy(a, w, wp, q);
+  return r >= q ? r - q : r;
+}
+
+/// x mod q for x < 2^128 by Barrett reduction with the two-word constant.
+inline u64 barrett128(u128 x, const Modulus& m) {
+  u64 x0 = static_cast<u64>(x), x1 = static_cast<u64>(x >> 64);
+  u128 t = static_cast<u128>(x0) * m.r0;
+  u64 carry = static_cast<u64>(t >> 64);
+  u128 s = static_cast<u128>(x0) * m.r1 + carry;
+  u64 tmp1 = static_cast<u64>(s), tmp3 = static_cast<u64>(s >> 64);
+  u128 t3 = static_cast<u128>(x1) * m.r0;
+  u128 s2 = static_cast<u128>(tmp1) + static_cast<u64>(t3);
+  carry = static_cast<u64>(s2 >> 64);
+  u64 qe = x1 * m.r1 + static_cast<u64>(t3 >> 64) + tmp3 + carry;
+  u64 r = x0 - qe * m.q;
+  while (r >= m.q) r -= m.q;
+  return r;
+}
+
+/// a * b mod q (a, b < 2^64) by Barrett.
+inline u64 mulmod(u64 a, u64 b, const Modulus& m) { return barrett128(static_cast<u128>(a) * b, m); }
+
+inline u64 addmod(u64 a, u64 b, u64 q) { u64 s = a + b; return s >= q ? s - q : s; }
+inline u64 submod(u64 a, u64 b, u64 q) { return a >= b ? a - b : a + q - b; }
+inline u64 negmod(u64 a, u64 q) { return a == 0 ? 0 : q - a; }
+
+/// Reference (slow) helpers used in precomputation only.
+u64 powmod(u64 a, u64 e, u64 q);
+/// Inverse of a mod q; throws std::invalid_argument when none exists.
+u64 invmod(u64 a, u64 q);
+/// x mod q for a little-endian multi-word integer.
+u64 mod_words(const std::vector<u64>& words, u64 q);
+/// words *= m (in place, grows).
+void mul_words(std::vector<u64>& words, u64 m);
+/// Bit length of a little-endian multi-word integer.
+unsigned bit_length(const std::vector<u64>& words);
+
+/// Element-wise kernels over one tower of length n (all inputs < q, outputs < q).
+void add_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q);
+void sub_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q);
+void neg_vec(u64* out, const u64* a, std::size_t n, u64 q);
+void mul_vec(u64* out, const u64* a, const u64* b, std::size_t n, const Modulus& m);
+/// out += a * b
+void fma_vec(u64* out, const u64* a, const u64* b, std::size_t n, const Modulus& m);
+void mul_scalar_vec(u64* out, const u64* a, u64 w, std::size_t n, u64 q);
+void add_scalar_vec(u64* out, const u64* a, u64 c, std::size_t n, u64 q);
+
+/// Whether the CPU supports AVX-512 IFMA (checked once with cpuid) and the library was built with it.
+bool cpu_has_ifma();
+/// Enable or disable the IFMA path at run time (it is used only where every modulus < 2^50).
+void set_ifma_enabled(bool on);
+bool ifma_enabled();
+
+}  // namespace medtwin

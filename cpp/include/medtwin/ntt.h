@@ -1,0 +1,52 @@
+// Negacyclic NTT over Z_q[X]/(X^N+1) in OpenFHE's evaluation order:
+// entry j of the output is a(psi^(2*bitrev(j)+1)) mod q, psi a primitive 2N-th root of unity.
+// Forward: Cooley-Tukey with lazy (Harvey) butterflies; inverse: Gentleman-Sande.
+// Inputs and outputs are fully reduced, in [0, q).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "medtwin/modarith.h"
+
+namespace medtwin {
+
+class NTTTables {
+ public:
+  /// Throws std::invalid_argument when psi is not a primitive 2N-th root of unity mod q.
+  NTTTables(std::size_t n, u64 q, u64 psi);
+  std::size_t n() const { return n_; }
+  u64 q() const { return q_; }
+  u64 psi() const { return psi_; }
+  const Modulus& mod() const { return mod_; }
+
+  void forward(u64* a) const;
+  void inverse(u64* a) const;
+
+  // Tables (public for the IFMA/CUDA paths).
+  std::vector<u64> w, wp;    // psi^bitrev(i) and Shoup constants
+  std::vector<u64> iw, iwp;  // psi^-bitrev(i)
+  u64 ninv = 0, ninvp = 0;
+  // 52-bit Shoup constants for the IFMA path (valid when q < 2^50).
+  std::vector<u64> w52, iw52;
+  u64 ninv52 = 0;
+
+ private:
+  std::size_t n_;
+  unsigned logn_;
+  u64 q_, psi_;
+  Modulus mod_;
+};
+
+/// bitrev of i over `bits` bits.
+inline std::size_t bitrev(std::size_t i, unsigned bits) {
+  std::size_t r = 0;
+  for (unsigned b = 0; b < bits; ++b) { r = (r << 1) | (i & 1); i >>= 1; }
+  return r;
+}
+
+namespace ifma {
+bool forward(const NTTTables& t, u64* a);   // returns false when not applicable
+bool inverse(const NTTTables& t, u64* a);
+}
+
+}  // namespace medtwin

@@ -1,0 +1,50 @@
+// A whole FHE program run in one call: a compact instruction array over ciphertext registers.
+// Instruction = 4 int64 words: opcode, destination register, operand a, operand b/argument.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "medtwin/ciphertext.h"
+#include "medtwin/keyswitch.h"
+
+namespace medtwin {
+
+/// An ill-formed instruction array (maps to medtwin.errors.ProgramError).
+struct ProgramFault : std::runtime_error { using std::runtime_error::runtime_error; };
+
+enum Op : std::int64_t {
+  OP_INPUT = 0,      // dst <- inputs[a]
+  OP_ADD = 1,        // dst <- r[a] + r[b]
+  OP_SUB = 2,        // dst <- r[a] - r[b]
+  OP_NEG = 3,        // dst <- -r[a]
+  OP_MUL = 4,        // dst <- relin(r[a] * r[b])
+  OP_MUL_PLAIN = 5,  // dst <- r[a] * plains[b] (encoded at 2^scalingModSize)
+  OP_MUL_CONST = 6,  // dst <- r[a] * consts[b]
+  OP_ADD_PLAIN = 7,  // dst <- r[a] + plains[b] (encoded at r[a]'s scale)
+  OP_ADD_CONST = 8,  // dst <- r[a] + consts[b]
+  OP_ROTATE = 9,     // dst <- rotate(r[a], b slots)
+  OP_RESCALE = 10,   // dst <- rescale(r[a])
+  OP_LEVEL_DOWN = 11,// dst <- r[a] with b towers dropped
+  OP_FREE = 12,      // release r[dst]
+  OP_SUB_PLAIN = 13, // dst <- r[a] - plains[b]
+  OP_COPY = 14,      // dst <- r[a]
+};
+
+struct Program {
+  std::vector<std::int64_t> code;          // 4 words per instruction
+  std::vector<double> consts;
+  std::vector<std::vector<double>> plains;
+  std::uint32_t n_regs = 0;
+  std::vector<std::int64_t> outputs;       // registers returned, in order
+};
+
+/// Runs `prog` once per batch item (inputs[b] = that item's input ciphertexts); returns, per
+/// item, the output registers. Throws ProgramFault for a malformed program, std::invalid_argument
+/// for operands the engine refuses (see the primitives).
+std::vector<std::vector<std::shared_ptr<Ciphertext>>> run_program(
+    const Context& ctx, const KeySet& keys, const Program& prog,
+    const std::vector<std::vector<std::shared_ptr<Ciphertext>>>& inputs);
+
+}  // namespace medtwin

@@ -1,0 +1,27 @@
+// RNS operations: rescale (FIXEDMANUAL, bit-exact with OpenFHE), dropping towers, and the
+// basis extensions of hybrid key switching (ModUp from a digit, ModDown from Q*P to Q).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "medtwin/ciphertext.h"
+#include "medtwin/params.h"
+
+namespace medtwin {
+
+/// Grow-only per-thread scratch memory (no allocation per operation once warm).
+u64* scratch(std::size_t slot, std::size_t words);
+
+/// c'_i = q_l^-1 (c_i - NTT_i([INTT(c_l)] centred mod q_i)); drops the last tower; level+1,
+/// noise degree-1, scale / 2^scalingModSize. Throws std::invalid_argument at one tower.
+void rescale_inplace(const Context& ctx, Ciphertext& ct);
+/// Drop the top k towers (level + k) without scaling.
+void drop_towers(Ciphertext& ct, std::uint32_t k);
+/// ModUp of d (T towers, evaluation form) into ext = [beta][T+K][N]; ext index m < T is
+/// Q tower m, m >= T is P tower m - T.
+void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext);
+/// out_i = (acc_i - NTT_i(sum_k [INTT(acc_(T+k)) (P/p_k)^-1]_(p_k) [P/p_k]_(q_i))) * P^-1 (+ add_i),
+/// for acc with T+K towers. acc's P towers are overwritten.
+void moddown(const Context& ctx, u64* acc, std::uint32_t T, u64* out, const u64* add);
+
+}  // namespace medtwin

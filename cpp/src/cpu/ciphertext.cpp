@@ -1,0 +1,133 @@
+#include "medtwin/ciphertext.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "medtwin/rns.h"
+
+namespace medtwin {
+namespace {
+void check_pair(const Ciphertext& a, const Ciphertext& b) {
+  if (a.n != b.n) throw std::invalid_argument("ciphertexts have different ring dimensions");
+  if (a.key_tag != b.key_tag) throw std::invalid_argument("ciphertexts belong to different key pairs");
+  if (a.noise_deg != b.noise_deg)
+    throw std::invalid_argument("ciphertexts have different noise-scale degrees (rescale first)");
+}
+// round(x) mod q for |x| < 2^126
+u64 scaled_mod(long double x, u64 q) {
+  long double v = std::roundl(x);
+  if (!(std::fabs(v) < std::ldexp(1.0L, 126))) throw std::invalid_argument("constant times scale exceeds 2^126");
+  __int128 z = static_cast<__int128>(v);
+  __int128 r = z % static_cast<__int128>(q);
+  if (r < 0) r += q;
+  return static_cast<u64>(r);
+}
+}  // namespace
+
+void align_levels(Ciphertext& a, Ciphertext& b) {
+  if (a.towers > b.towers) drop_towers(a, a.towers - b.towers);
+  if (b.towers > a.towers) drop_towers(b, b.towers - a.towers);
+}
+
+namespace {
+template <class F>
+void binary(const Context& ctx, Ciphertext& a, const Ciphertext& b, F f, bool sub) {
+  check_pair(a, b);
+  if (a.towers > b.towers) drop_towers(a, a.towers - b.towers);
+  const std::uint32_t T = a.towers, n = a.n;
+  const std::uint32_t E = std::max(a.elems, b.elems);
+  if (a.elems < E) {  // widen a with zero elements
+    a.data.resize(std::size_t(E) * T * n, 0);
+    a.elems = E;
+  }
+  const std::int64_t jobs = std::int64_t(E) * T;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t jb = 0; jb < jobs; ++jb) {
+    const std::uint32_t e = static_cast<std::uint32_t>(jb / T), t = static_cast<std::uint32_t>(jb % T);
+    if (e >= b.elems) continue;
+    f(a.poly(e, t), b.poly(e, t), n, ctx.modulus(t));
+  }
+  (void)sub;
+}
+}  // namespace
+
+void add_inplace(const Context& ctx, Ciphertext& a, const Ciphertext& b) {
+  binary(ctx, a, b, [](u64* x, const u64* y, std::size_t n, u64 q) { add_vec(x, x, y, n, q); }, false);
+}
+void sub_inplace(const Context& ctx, Ciphertext& a, const Ciphertext& b) {
+  binary(ctx, a, b, [](u64* x, const u64* y, std::size_t n, u64 q) { sub_vec(x, x, y, n, q); }, true);
+}
+void negate_inplace(const Context& ctx, Ciphertext& a) {
+  const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t jb = 0; jb < jobs; ++jb) {
+    const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
+    neg_vec(a.poly(e, t), a.poly(e, t), a.n, ctx.modulus(t));
+  }
+}
+
+void mul_const_inplace(const Context& ctx, Ciphertext& a, double c) {
+  const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
+  const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t jb = 0; jb < jobs; ++jb) {
+    const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
+    const u64 q = ctx.modulus(t);
+    mul_scalar_vec(a.poly(e, t), a.poly(e, t), scaled_mod(static_cast<long double>(c) * sf, q), a.n, q);
+  }
+  a.noise_deg += 1;
+  a.scale *= static_cast<double>(sf);
+}
+
+void add_const_inplace(const Context& ctx, Ciphertext& a, double c) {
+#pragma omp parallel for schedule(static)
+  for (std::int64_t t = 0; t < a.towers; ++t) {
+    const u64 q = ctx.modulus(t);
+    add_scalar_vec(a.poly(0, t), a.poly(0, t), scaled_mod(static_cast<long double>(c) * a.scale, q), a.n, q);
+  }
+}
+
+void mul_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt, double pt_scale) {
+  const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t jb = 0; jb < jobs; ++jb) {
+    const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
+    mul_vec(a.poly(e, t), a.poly(e, t), pt + std::size_t(t) * a.n, a.n, ctx.mod(t));
+  }
+  a.noise_deg += 1;
+  a.scale *= pt_scale;
+}
+
+void add_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt) {
+#pragma omp parallel for schedule(static)
+  for (std::int64_t t = 0; t < a.towers; ++t)
+    add_vec(a.poly(0, t), a.poly(0, t), pt + std::size_t(t) * a.n, a.n, ctx.modulus(t));
+}
+
+void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out) {
+  if (a.elems != 2 || b.elems != 2) throw std::invalid_argument("tensor product needs two-element ciphertexts (relinearise first)");
+  if (a.n != b.n) throw std::invalid_argument("ciphertexts have different ring dimensions");
+  if (a.key_tag != b.key_tag) throw std::invalid_argument("ciphertexts belong to different key pairs");
+  const std::uint32_t T = std::min(a.towers, b.towers), n = a.n;
+  Ciphertext r;
+  r.n = n;
+  r.resize(3, T);
+  r.slots = a.slots; r.level = std::max(a.level, b.level); r.hops = a.hops;
+  r.noise_deg = a.noise_deg + b.noise_deg;
+  r.scale = a.scale * b.scale;
+  r.scheme_id = a.scheme_id; r.encoding = a.encoding; r.header = a.header; r.key_tag = a.key_tag;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t t = 0; t < T; ++t) {
+    const Modulus& m = ctx.mod(t);
+    const u64 *a0 = a.poly(0, t), *a1 = a.poly(1, t), *b0 = b.poly(0, t), *b1 = b.poly(1, t);
+    u64 *c0 = r.poly(0, t), *c1 = r.poly(1, t), *c2 = r.poly(2, t);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      c0[i] = barrett128(static_cast<u128>(a0[i]) * b0[i], m);
+      c1[i] = barrett128(static_cast<u128>(a0[i]) * b1[i] + static_cast<u128>(a1[i]) * b0[i], m);
+      c2[i] = barrett128(static_cast<u128>(a1[i]) * b1[i], m);
+    }
+  }
+  out = std::move(r);
+}
+
+}  // namespace medtwin

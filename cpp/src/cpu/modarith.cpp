@@ -1,0 +1,106 @@
+#include "medtwin/modarith.h"
+
+#include <atomic>
+
+namespace medtwin {
+
+Modulus::Modulus(u64 q_) : q(q_) {
+  if (q_ < 2 || q_ >= (u64(1) << 62)) throw std::invalid_argument("modulus must be in [2, 2^62)");
+  // floor(2^128 / q) by long division of 2^128 = (1 << 64) * 2^64
+  u128 hi = (static_cast<u128>(1) << 64);
+  u128 q1 = hi / q_;           // floor(2^64 / q) (upper word of the quotient)
+  u128 rem = hi % q_;
+  u128 q0 = (rem << 64) / q_;  // lower word
+  r1 = static_cast<u64>(q1);
+  r0 = static_cast<u64>(q0);
+}
+
+u64 powmod(u64 a, u64 e, u64 q) {
+  u128 r = 1, b = a % q;
+  while (e) {
+    if (e & 1) r = r * b % q;
+    b = b * b % q;
+    e >>= 1;
+  }
+  return static_cast<u64>(r);
+}
+
+u64 invmod(u64 a, u64 q) {
+  // extended Euclid over signed 128-bit
+  __int128 t = 0, nt = 1, r = q, nr = a % q;
+  while (nr != 0) {
+    __int128 qq = r / nr;
+    __int128 tmp = t - qq * nt; t = nt; nt = tmp;
+    tmp = r - qq * nr; r = nr; nr = tmp;
+  }
+  if (r != 1) throw std::invalid_argument("value has no inverse modulo q");
+  if (t < 0) t += q;
+  return static_cast<u64>(t);
+}
+
+u64 mod_words(const std::vector<u64>& w, u64 q) {
+  u128 r = 0;
+  for (std::size_t i = w.size(); i-- > 0;) r = ((r << 64) | w[i]) % q;
+  return static_cast<u64>(r);
+}
+
+void mul_words(std::vector<u64>& w, u64 m) {
+  u64 carry = 0;
+  for (auto& x : w) {
+    u128 p = static_cast<u128>(x) * m + carry;
+    x = static_cast<u64>(p);
+    carry = static_cast<u64>(p >> 64);
+  }
+  if (carry) w.push_back(carry);
+}
+
+unsigned bit_length(const std::vector<u64>& w) {
+  for (std::size_t i = w.size(); i-- > 0;)
+    if (w[i]) return static_cast<unsigned>(64 * i + 64 - __builtin_clzll(w[i]));
+  return 0;
+}
+
+void add_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q) {
+  for (std::size_t i = 0; i < n; ++i) { u64 s = a[i] + b[i]; out[i] = s >= q ? s - q : s; }
+}
+void sub_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q) {
+  for (std::size_t i = 0; i < n; ++i) { u64 s = a[i] - b[i]; out[i] = a[i] >= b[i] ? s : s + q; }
+}
+void neg_vec(u64* out, const u64* a, std::size_t n, u64 q) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = a[i] ? q - a[i] : 0;
+}
+void mul_vec(u64* out, const u64* a, const u64* b, std::size_t n, const Modulus& m) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = barrett128(static_cast<u128>(a[i]) * b[i], m);
+}
+void fma_vec(u64* out, const u64* a, const u64* b, std::size_t n, const Modulus& m) {
+  for (std::size_t i = 0; i < n; ++i) {
+    u64 p = barrett128(static_cast<u128>(a[i]) * b[i], m);
+    u64 s = out[i] + p;
+    out[i] = s >= m.q ? s - m.q : s;
+  }
+}
+void mul_scalar_vec(u64* out, const u64* a, u64 w, std::size_t n, u64 q) {
+  u64 wp = shoup(w, q);
+  for (std::size_t i = 0; i < n; ++i) out[i] = mul_shoup(a[i], w, wp, q);
+}
+void add_scalar_vec(u64* out, const u64* a, u64 c, std::size_t n, u64 q) {
+  for (std::size_t i = 0; i < n; ++i) { u64 s = a[i] + c; out[i] = s >= q ? s - q : s; }
+}
+
+namespace {
+bool detect_ifma() {
+#if defined(__x86_64__) && defined(MEDTWIN_HAVE_IFMA)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512ifma") && __builtin_cpu_supports("avx512f");
+#else
+  return false;
+#endif
+}
+std::atomic<bool> g_ifma{detect_ifma()};
+}  // namespace
+
+bool cpu_has_ifma() { static bool h = detect_ifma(); return h; }
+void set_ifma_enabled(bool on) { g_ifma = on && cpu_has_ifma(); }
+bool ifma_enabled() { return g_ifma.load(std::memory_order_relaxed); }
+
+}  // namespace medtwin

@@ -1,0 +1,85 @@
+#include "medtwin/ntt.h"
+
+#include <stdexcept>
+
+namespace medtwin {
+
+NTTTables::NTTTables(std::size_t n, u64 q, u64 psi) : n_(n), q_(q), psi_(psi), mod_(q) {
+  if (n < 2 || (n & (n - 1))) throw std::invalid_argument("NTT size must be a power of two");
+  if (q >= (u64(1) << 62)) throw std::invalid_argument("NTT modulus must be below 2^62");
+  logn_ = 0;
+  while ((std::size_t(1) << logn_) < n) ++logn_;
+  if (powmod(psi, n, q) != q - 1) throw std::invalid_argument("root is not a primitive 2N-th root of unity");
+  u64 ipsi = invmod(psi, q);
+  w.resize(n); wp.resize(n); iw.resize(n); iwp.resize(n);
+  u64 pw = 1, ipw = 1;
+  std::vector<u64> pows(n), ipows(n);
+  for (std::size_t i = 0; i < n; ++i) { pows[i] = pw; ipows[i] = ipw; pw = mulmod(pw, psi, mod_); ipw = mulmod(ipw, ipsi, mod_); }
+  for (std::size_t i = 0; i < n; ++i) {
+    std::size_t r = bitrev(i, logn_);
+    w[i] = pows[r]; wp[i] = shoup(w[i], q);
+    iw[i] = ipows[r]; iwp[i] = shoup(iw[i], q);
+  }
+  ninv = invmod(static_cast<u64>(n % q), q);
+  ninvp = shoup(ninv, q);
+  if (q < (u64(1) << 50)) {
+    w52.resize(n); iw52.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      w52[i] = static_cast<u64>((static_cast<u128>(w[i]) << 52) / q);
+      iw52[i] = static_cast<u64>((static_cast<u128>(iw[i]) << 52) / q);
+    }
+    ninv52 = static_cast<u64>((static_cast<u128>(ninv) << 52) / q);
+  }
+}
+
+void NTTTables::forward(u64* a) const {
+  if (ifma_enabled() && ifma::forward(*this, a)) return;
+  const u64 q = q_, q2 = 2 * q_;
+  std::size_t t = n_;
+  for (std::size_t m = 1; m < n_; m <<= 1) {
+    t >>= 1;
+    for (std::size_t i = 0; i < m; ++i) {
+      const u64 W = w[m + i], Wp = wp[m + i];
+      u64* x = a + 2 * i * t;
+      u64* y = x + t;
+      for (std::size_t j = 0; j < t; ++j) {
+        u64 u = x[j];
+        u -= (u >= q2) ? q2 : 0;
+        u64 v = mul_shoup_lazy(y[j], W, Wp, q);
+        x[j] = u + v;
+        y[j] = u - v + q2;
+      }
+    }
+  }
+  for (std::size_t j = 0; j < n_; ++j) {
+    u64 v = a[j];
+    v -= (v >= q2) ? q2 : 0;
+    v -= (v >= q) ? q : 0;
+    a[j] = v;
+  }
+}
+
+void NTTTables::inverse(u64* a) const {
+  if (ifma_enabled() && ifma::inverse(*this, a)) return;
+  const u64 q = q_, q2 = 2 * q_;
+  std::size_t t = 1;
+  for (std::size_t m = n_; m > 1; m >>= 1) {
+    std::size_t h = m >> 1;
+    for (std::size_t i = 0; i < h; ++i) {
+      const u64 W = iw[h + i], Wp = iwp[h + i];
+      u64* x = a + 2 * i * t;
+      u64* y = x + t;
+      for (std::size_t j = 0; j < t; ++j) {
+        u64 u = x[j], v = y[j];
+        u64 s = u + v;
+        s -= (s >= q2) ? q2 : 0;
+        x[j] = s;
+        y[j] = mul_shoup_lazy(u - v + q2, W, Wp, q);
+      }
+    }
+    t <<= 1;
+  }
+  for (std::size_t j = 0; j < n_; ++j) a[j] = mul_shoup(a[j], ninv, ninvp, q);
+}
+
+}  // namespace medtwin

@@ -1,0 +1,139 @@
+#include "medtwin/program.h"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <tuple>
+
+#include "medtwin/encoder.h"
+#include "medtwin/rns.h"
+
+namespace medtwin {
+
+namespace {
+using CtPtr = std::shared_ptr<Ciphertext>;
+
+struct PlainCache {  // encoded plaintexts, keyed by (plain index, towers, scale bits)
+  std::map<std::tuple<std::int64_t, std::uint32_t, std::uint64_t, std::uint32_t>, std::vector<u64>> m;
+  const std::vector<u64>& get(const Context& ctx, const Program& p, std::int64_t idx, const Ciphertext& ct, double scale) {
+    std::uint64_t sbits;
+    std::memcpy(&sbits, &scale, 8);
+    auto key = std::make_tuple(idx, ct.towers, sbits, ct.slots);
+    auto it = m.find(key);
+    if (it != m.end()) return it->second;
+    std::vector<u64> pt(std::size_t(ct.towers) * ct.n);
+    const auto& v = p.plains[static_cast<std::size_t>(idx)];
+    encode_real(ctx, v.data(), v.size(), ct.slots, scale, ct.towers, pt.data());
+    return m.emplace(key, std::move(pt)).first->second;
+  }
+};
+}  // namespace
+
+std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& keys, const Program& prog,
+                                            const std::vector<std::vector<CtPtr>>& inputs) {
+  if (prog.code.size() % 4) throw ProgramFault("instruction array length is not a multiple of 4");
+  const std::size_t ni = prog.code.size() / 4;
+  const std::int64_t R = prog.n_regs;
+  auto reg_ok = [&](std::int64_t r) { if (r < 0 || r >= R) throw ProgramFault("register index out of range"); };
+  // static validation
+  for (std::size_t k = 0; k < ni; ++k) {
+    const std::int64_t* ins = prog.code.data() + 4 * k;
+    std::int64_t op = ins[0];
+    if (op < 0 || op > OP_COPY) throw ProgramFault("unknown opcode " + std::to_string(op));
+    reg_ok(ins[1]);
+    switch (op) {
+      case OP_INPUT: break;
+      case OP_ADD: case OP_SUB: case OP_MUL: reg_ok(ins[2]); reg_ok(ins[3]); break;
+      case OP_MUL_PLAIN: case OP_ADD_PLAIN: case OP_SUB_PLAIN:
+        reg_ok(ins[2]);
+        if (ins[3] < 0 || static_cast<std::size_t>(ins[3]) >= prog.plains.size()) throw ProgramFault("plaintext index out of range");
+        break;
+      case OP_MUL_CONST: case OP_ADD_CONST:
+        reg_ok(ins[2]);
+        if (ins[3] < 0 || static_cast<std::size_t>(ins[3]) >= prog.consts.size()) throw ProgramFault("constant index out of range");
+        break;
+      case OP_FREE: break;
+      default: reg_ok(ins[2]);
+    }
+  }
+  for (auto r : prog.outputs) reg_ok(r);
+  const double sf = std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
+  PlainCache cache;
+  std::vector<std::vector<CtPtr>> results;
+  for (const auto& in : inputs) {
+    std::vector<CtPtr> r(static_cast<std::size_t>(R));
+    auto get = [&](std::int64_t i) -> const Ciphertext& {
+      if (!r[i]) throw ProgramFault("register " + std::to_string(i) + " read before it was written");
+      return *r[i];
+    };
+    for (std::size_t k = 0; k < ni; ++k) {
+      const std::int64_t* ins = prog.code.data() + 4 * k;
+      const std::int64_t op = ins[0], d = ins[1], a = ins[2], b = ins[3];
+      CtPtr out;
+      switch (op) {
+        case OP_INPUT:
+          if (a < 0 || static_cast<std::size_t>(a) >= in.size()) throw ProgramFault("input index out of range");
+          out = in[a];  // shared, never modified in place
+          break;
+        case OP_COPY: out = r[a] ? r[a] : nullptr; get(a); break;
+        case OP_ADD: out = std::make_shared<Ciphertext>(get(a)); add_inplace(ctx, *out, get(b)); break;
+        case OP_SUB: out = std::make_shared<Ciphertext>(get(a)); sub_inplace(ctx, *out, get(b)); break;
+        case OP_NEG: out = std::make_shared<Ciphertext>(get(a)); negate_inplace(ctx, *out); break;
+        case OP_MUL:
+          out = std::make_shared<Ciphertext>();
+          tensor(ctx, get(a), get(b), *out);
+          relinearize_inplace(ctx, *out, *keys.relin);
+          break;
+        case OP_MUL_PLAIN: {
+          const Ciphertext& x = get(a);
+          const auto& pt = cache.get(ctx, prog, b, x, sf);
+          out = std::make_shared<Ciphertext>(x);
+          mul_plain_inplace(ctx, *out, pt.data(), sf);
+          break;
+        }
+        case OP_ADD_PLAIN: case OP_SUB_PLAIN: {
+          const Ciphertext& x = get(a);
+          const auto& pt = cache.get(ctx, prog, b, x, x.scale);
+          out = std::make_shared<Ciphertext>(x);
+          if (op == OP_ADD_PLAIN) {
+            add_plain_inplace(ctx, *out, pt.data());
+          } else {
+            for (std::uint32_t t = 0; t < out->towers; ++t)
+              sub_vec(out->poly(0, t), out->poly(0, t), pt.data() + std::size_t(t) * out->n, out->n, ctx.modulus(t));
+          }
+          break;
+        }
+        case OP_MUL_CONST: out = std::make_shared<Ciphertext>(get(a)); mul_const_inplace(ctx, *out, prog.consts[b]); break;
+        case OP_ADD_CONST: out = std::make_shared<Ciphertext>(get(a)); add_const_inplace(ctx, *out, prog.consts[b]); break;
+        case OP_ROTATE: {
+          const Ciphertext& x = get(a);
+          u64 k = rotation_index(x.n, b);
+          if (k == 1) { out = r[a]; break; }
+          auto it = keys.rot.find(k);
+          if (it == keys.rot.end()) throw std::invalid_argument("no rotation key for a rotation by " + std::to_string(b));
+          out = std::make_shared<Ciphertext>();
+          rotate(ctx, x, k, *it->second, *out);
+          break;
+        }
+        case OP_RESCALE: out = std::make_shared<Ciphertext>(get(a)); rescale_inplace(ctx, *out); break;
+        case OP_LEVEL_DOWN:
+          if (b < 0) throw ProgramFault("negative level drop");
+          out = std::make_shared<Ciphertext>(get(a));
+          drop_towers(*out, static_cast<std::uint32_t>(b));
+          break;
+        case OP_FREE: r[d].reset(); continue;
+        default: throw ProgramFault("unknown opcode");
+      }
+      r[d] = std::move(out);
+    }
+    std::vector<CtPtr> outs;
+    for (auto o : prog.outputs) {
+      if (!r[o]) throw ProgramFault("output register " + std::to_string(o) + " was never written");
+      outs.push_back(r[o]);
+    }
+    results.push_back(std::move(outs));
+  }
+  return results;
+}
+
+}  // namespace medtwin
