@@ -41,7 +41,8 @@ Rules:
 * One record per Patient, in bundle order. ``source_id`` is the first ``Patient.identifier``
   value, else ``Patient.id``, else the entry's fullUrl.
 * Observation.subject.reference may be ``Patient/<id>``, the patient's fullUrl
-  (``urn:uuid:<uuid>`` or an absolute URL).
+  (``urn:uuid:<uuid>`` or an absolute URL), or an absolute or versioned form of ``Patient/<id>``
+  (``https://host/fhir/Patient/<id>``, ``Patient/<id>/_history/2``).
 * When several Observations give the same field, the latest ``effective[x]`` wins (dateTime,
   instant, or Period start); a missing effective time counts as oldest; ties go to the later
   entry in the bundle. Observations with status ``entered-in-error`` or ``cancelled`` are
@@ -123,6 +124,7 @@ SMOKING_CODES: dict[str, bool | None] = {
 _RACE_OMB = {"2106-3": "white", "2054-5": "black", "2028-9": "asian"}
 _IGNORED_STATUS = {"entered-in-error", "cancelled"}
 _UTC = _dt.timezone.utc
+_PATIENT_REF = re.compile(r"(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?$")
 _OLDEST = _dt.datetime.min.replace(tzinfo=_UTC)
 
 
@@ -452,6 +454,9 @@ def load_bundle(source: Any, *, as_of: _dt.date | None = None) -> list[PatientRe
             raise ImportFormatError(f"{label} field subject: missing (every Observation needs a subject)")
         ref = str(obs.subject.reference)
         k = ref_index.get(ref)
+        if k is None:  # absolute or versioned form of a relative reference: .../Patient/<id>[/_history/<v>]
+            m = _PATIENT_REF.search(ref)
+            k = ref_index.get(m.group(1)) if m else None
         if k is None:
             raise ImportFormatError(
                 f"{label} field subject.reference: does not resolve to a Patient in this bundle")

@@ -201,6 +201,13 @@ def test_subject_must_be_a_patient_in_the_bundle():
         load_bundle(_bundle(o), as_of=AS_OF)
 
 
+@pytest.mark.parametrize("ref", ["Patient/p", "https://fhir.example.org/r4/Patient/p", "Patient/p/_history/3"])
+def test_reference_forms(ref):
+    o = _obs("29463-7", valueQuantity={"value": 70, "code": "kg"})
+    o["subject"] = {"reference": ref}
+    assert load_bundle(_bundle(o), as_of=AS_OF)[0].weight_kg == 70.0
+
+
 def test_bundle_without_patients_gives_empty_list():
     assert load_bundle({"resourceType": "Bundle", "type": "collection"}, as_of=AS_OF) == []
 
