@@ -90,3 +90,9 @@ def test_mutated_valid_bundles(data):
         except (KeyError, IndexError, TypeError):
             continue
     _check(bundle)
+
+
+def test_pathologically_deep_json():
+    deep = "[" * 100_000 + "]" * 100_000
+    for text in (deep, '{"resourceType": "Bundle", "type": "collection", "entry": ' + deep + "}"):
+        _check(text)
