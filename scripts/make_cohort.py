@@ -39,7 +39,9 @@ assumptions:
 
 The FHIR sample holds the first ``--fhir-n`` patients as a collection Bundle with urn:uuid
 references (deterministic UUIDs), LOINC-coded Observations (creatinine alternately in mg/dL and
-umol/L, weight in kg), genotype and smoking-status Observations and the US Core race extension.
+umol/L, weight in kg), genotype and smoking-status Observations, the US Core race extension, and
+an active MedicationStatement for each amiodarone or enzyme-inducer user (none for non-users, so
+the importer reads those as unknown).
 Its birthDates give the CSV ages at ``medtwin.data.REFERENCE_DATE``.
 """
 from __future__ import annotations
@@ -186,6 +188,12 @@ def fhir_bundle(records: list[PatientRecord], seed: int) -> dict:
                             "2025-06-01", valueCodeableConcept={"text": f"CYP2C9 {r.cyp2c9}"}))
         entries.append(_obs(pid, full("vk"), "50722-8", "VKORC1 gene targeted mutation analysis",
                             "2025-06-01", valueString=r.vkorc1))
+        for flag, drug in ((r.amiodarone, "Amiodarone hydrochloride 200 MG Oral Tablet"),
+                           (r.enzyme_inducer, "Carbamazepine 200 MG Oral Tablet")):
+            if flag:  # only positives: absence of a statement means "unknown" to the importer
+                entries.append({"fullUrl": full(drug.split()[0]), "resource": {
+                    "resourceType": "MedicationStatement", "status": "active",
+                    "medicationCodeableConcept": {"text": drug}, "subject": {"reference": pid}}})
         smk = ("449868002", "Smokes tobacco daily") if r.smoker else ("266919005", "Never smoked tobacco")
         entries.append(_obs(pid, full("smk"), "72166-2", "Tobacco smoking status", when,
                             valueCodeableConcept={"coding": [{"system": "http://snomed.info/sct",

@@ -52,7 +52,12 @@ Rules:
 * Sex from Patient.gender: ``male``/``female``; ``other``/``unknown`` give no sex.
 * Race from the US Core race extension (ombCategory 2106-3 white, 2054-5 black, 2028-9 asian;
   any other category, several categories, or only a ``detailed`` race code -> other).
-* amiodarone / enzyme_inducer are not read from FHIR (left missing).
+* amiodarone / enzyme_inducer: True when an ``active`` MedicationStatement or MedicationRequest
+  for the patient names amiodarone, or an enzyme inducer as defined by the IWPC algorithm
+  (carbamazepine, phenytoin, rifampin/rifampicin; IWPC, N Engl J Med 2009;360:753-764), in
+  ``medicationCodeableConcept`` (coding display or text, matched by ingredient name). Absence of
+  such a resource leaves the field missing (unknown), never False. Medications given only as a
+  ``medicationReference`` are not resolved.
 
 Every error is an :class:`~medtwin.errors.ImportFormatError` whose message names the resource
 (type/id, or entry index) and the field at fault, never a patient value; an implausible value
@@ -80,7 +85,7 @@ from medtwin.twin.record import (
     normalise_vkorc1,
 )
 
-__all__ = ["load_bundle", "QUANTITY_CODES", "GENOTYPE_CODES", "SMOKING_CODES", "LOINC", "SNOMED"]
+__all__ = ["load_bundle", "QUANTITY_CODES", "GENOTYPE_CODES", "SMOKING_CODES", "MEDICATION_NAMES", "LOINC", "SNOMED"]
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -119,6 +124,12 @@ SMOKING_CODES: dict[str, bool | None] = {
     "8517006": False,           # Ex-smoker (former smoker)
     "266919005": False,         # Never smoked tobacco
     "266927001": None,          # Tobacco smoking consumption unknown
+}
+
+#: record field -> ingredient names (lower case) that set it for an active medication.
+MEDICATION_NAMES: dict[str, tuple[str, ...]] = {
+    "amiodarone": ("amiodarone",),
+    "enzyme_inducer": ("carbamazepine", "phenytoin", "rifampin", "rifampicin"),
 }
 
 _RACE_OMB = {"2106-3": "white", "2054-5": "black", "2028-9": "asian"}
@@ -405,7 +416,8 @@ def load_bundle(source: Any, *, as_of: _dt.date | None = None) -> list[PatientRe
 
     Raises:
         ImportFormatError: the source is not JSON, not a Bundle, fails FHIR R4 model validation,
-            has an Observation without subject or whose subject is not a Patient in the bundle,
+            has an Observation, MedicationStatement or MedicationRequest without subject or whose
+            subject is not a Patient in the bundle,
             a recognised Observation without value, an unknown unit, an unknown gender/genotype/
             smoking code. The message names the resource type/id (or entry index) and the field.
         ImportRangeError: a value outside its plausibility range (an ImportFormatError and a
@@ -423,6 +435,7 @@ def load_bundle(source: Any, *, as_of: _dt.date | None = None) -> list[PatientRe
     patients: list[tuple[str, Any, str | None]] = []      # (label, resource, fullUrl)
     ref_index: dict[str, int] = {}
     observations: list[tuple[int, str, Any]] = []
+    medications: list[tuple[int, str, Any]] = []
     for i, entry in enumerate(bundle.entry or []):
         res = entry.resource
         if res is None:
@@ -447,19 +460,12 @@ def load_bundle(source: Any, *, as_of: _dt.date | None = None) -> list[PatientRe
                 ref_index[key] = k
         elif rtype == "Observation":
             observations.append((i, label, res))
+        elif rtype in ("MedicationStatement", "MedicationRequest"):
+            medications.append((i, label, res))
 
     found: list[dict[str, _Found]] = [{} for _ in patients]
     for order, label, obs in observations:
-        if obs.subject is None or not obs.subject.reference:
-            raise ImportFormatError(f"{label} field subject: missing (every Observation needs a subject)")
-        ref = str(obs.subject.reference)
-        k = ref_index.get(ref)
-        if k is None:  # absolute or versioned form of a relative reference: .../Patient/<id>[/_history/<v>]
-            m = _PATIENT_REF.search(ref)
-            k = ref_index.get(m.group(1)) if m else None
-        if k is None:
-            raise ImportFormatError(
-                f"{label} field subject.reference: does not resolve to a Patient in this bundle")
+        k = _subject_index(obs, label, ref_index)
         if obs.status in _IGNORED_STATUS:
             continue
         got = _extract(obs, label)
@@ -470,6 +476,13 @@ def load_bundle(source: Any, *, as_of: _dt.date | None = None) -> list[PatientRe
         prev = found[k].get(field)
         if prev is None or (when, order) >= (prev.when, prev.order):
             found[k][field] = _Found(when, order, value)
+
+    for _, label, med in medications:
+        k = _subject_index(med, label, ref_index)
+        if med.status != "active":
+            continue
+        for field in _medication_fields(med):
+            found[k][field] = _Found(_OLDEST, -1, True)
 
     records = []
     for k, (label, pat, full_url) in enumerate(patients):
@@ -494,6 +507,28 @@ def load_bundle(source: Any, *, as_of: _dt.date | None = None) -> list[PatientRe
         except ValidationError as e:
             raise ImportFormatError(f"{label}: {e}") from None
     return records
+
+
+def _subject_index(res: Any, label: str, ref_index: dict[str, int]) -> int:
+    """Index of the Patient that ``res.subject`` refers to."""
+    if res.subject is None or not res.subject.reference:
+        raise ImportFormatError(f"{label} field subject: missing (the resource needs a Patient subject)")
+    ref = str(res.subject.reference)
+    k = ref_index.get(ref)
+    if k is None:  # absolute or versioned form of a relative reference: .../Patient/<id>[/_history/<v>]
+        m = _PATIENT_REF.search(ref)
+        k = ref_index.get(m.group(1)) if m else None
+    if k is None:
+        raise ImportFormatError(f"{label} field subject.reference: does not resolve to a Patient in this bundle")
+    return k
+
+
+def _medication_fields(med: Any) -> set[str]:
+    cc = getattr(med, "medicationCodeableConcept", None)
+    if cc is None:
+        return set()
+    words = " ".join([str(c.display or "") for c in (cc.coding or [])] + [str(cc.text or "")]).lower()
+    return {field for field, names in MEDICATION_NAMES.items() if any(n in words for n in names)}
 
 
 def _source_id(pat: Any, full_url: Any, label: str) -> str:

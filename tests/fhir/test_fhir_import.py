@@ -27,6 +27,9 @@ def test_basic_bundle_mg_dl_and_patient_references():
     assert (p1.weight_kg, p1.height_cm, p1.serum_creatinine_mg_dl) == (80.0, 175.0, 1.2)
     assert (p1.hba1c_percent, p1.inr, p1.albumin_g_dl) == (5.9, 1.1, 4.2)
     assert (p1.cyp2c9, p1.vkorc1, p1.smoker, p1.race) == ("*1/*3", "G/A", False, None)
+    # active amiodarone MedicationStatement; the rifampin request is completed, so no inducer known
+    assert (p1.amiodarone, p1.enzyme_inducer) == (True, None)
+    assert (p2.amiodarone, p2.enzyme_inducer) == (None, True)  # active phenytoin request
     # p2: no identifier -> Patient.id; born 1950-03-01 -> 75; blood pressure observation ignored
     assert p2.source_id == "p2" and p2.age_years == 75 and p2.sex == "female"
     assert (p2.weight_kg, p2.serum_creatinine_mg_dl, p2.height_cm, p2.cyp2c9) == (62.0, 0.9, None, None)
@@ -192,6 +195,13 @@ def test_other_gender_gives_no_sex_and_unknown_codes_are_ignored():
                 patient={"resourceType": "Patient", "id": "p", "gender": "other"})
     (r,) = load_bundle(b, as_of=AS_OF)
     assert r.sex is None and r.age_years is None
+
+
+def test_medication_subject_is_checked():
+    med = {"resourceType": "MedicationStatement", "id": "ms", "status": "active",
+           "medicationCodeableConcept": {"text": "amiodarone"}, "subject": {"reference": "Patient/other"}}
+    with pytest.raises(ImportFormatError, match="MedicationStatement/ms field subject.reference"):
+        load_bundle(_bundle(med), as_of=AS_OF)
 
 
 def test_subject_must_be_a_patient_in_the_bundle():

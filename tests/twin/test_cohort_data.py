@@ -71,6 +71,8 @@ def test_fhir_sample_matches_first_25_csv_rows(cohort):
                      "albumin_g_dl", "cyp2c9", "vkorc1", "smoker", "race"):
             assert getattr(f, name) == getattr(c, name), name
         assert f.serum_creatinine_mg_dl == pytest.approx(c.serum_creatinine_mg_dl, rel=1e-9)
+        assert f.amiodarone == (True if c.amiodarone else None)
+        assert f.enzyme_inducer == (True if c.enzyme_inducer else None)
     raw = json.loads(sample_bundle_path().read_text())
     assert raw["resourceType"] == "Bundle" and raw["type"] in ("collection", "transaction")
     codes = {e["resource"]["code"]["coding"][0]["code"] for e in raw["entry"] if e["resource"]["resourceType"] == "Observation"}
