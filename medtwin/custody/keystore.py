@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from medtwin.custody._util import b64d, b64e, canonical, fsync_dir, iso, utc_now, write_new_file
 from medtwin.custody._util import atomic_write
-from medtwin.custody.kdf import KdfParams, WeakParametersError  # noqa: F401  (re-exported)
+from medtwin.custody.kdf import KdfParams, WeakParametersError
 from medtwin.custody.strength import passphrase_strength
 from medtwin.errors import (KeyMismatchError, KeystoreError, TamperedError, ValidationError,
                             WrongPassphraseError)
@@ -66,7 +66,8 @@ from medtwin.he.keys import KeyMaterial, PublicMaterial
 
 __all__ = ["FORMAT", "VERSION", "KdfParams", "WeakPassphraseError", "create_keystore",
            "unlock_keystore", "read_public", "change_passphrase", "export_public",
-           "load_public_bundle", "passphrase_strength", "key_tag_of"]
+           "load_public_bundle", "passphrase_strength", "key_tag_of", "WeakParametersError",
+           "MIN_STRENGTH"]
 
 FORMAT = "medtwin-keystore"
 VERSION = 1
