@@ -90,12 +90,12 @@ RANGES: dict[str, PlausibleRange] = {
         "dehydration ~5.5-6; a g/L value (x10) entered as g/dL lands above 7."),
 }
 
-#: CYP2C9 star alleles recognised and their CPIC activity values (Caudle KE et al. Genet Med
-#: 2020;22:847-854 (CYP2D6 activity-score framework), applied to CYP2C9 by Theken KN et al.
-#: Clin Pharmacol Ther 2020;108:191-200: *1 normal = 1, *2/*8/*11 decreased = 0.5,
-#: *3/*5/*6 no or strongly decreased function = 0).
+#: CYP2C9 star alleles recognised and their activity values in the CPIC CYP2C9 activity-score
+#: scheme (Theken KN et al. CPIC guideline for CYP2C9 and NSAIDs. Clin Pharmacol Ther
+#: 2020;108:191-200): normal function *1 = 1; decreased function *2, *5, *8, *11 = 0.5;
+#: no function *3, *6 = 0. The diplotype score is the sum (0-2).
 CYP2C9_ACTIVITY: dict[str, float] = {
-    "*1": 1.0, "*2": 0.5, "*3": 0.0, "*5": 0.0, "*6": 0.0, "*8": 0.5, "*11": 0.5,
+    "*1": 1.0, "*2": 0.5, "*3": 0.0, "*5": 0.5, "*6": 0.0, "*8": 0.5, "*11": 0.5,
 }
 
 _VKORC1_GENOTYPES = ("G/G", "G/A", "A/A")
