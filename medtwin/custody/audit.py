@@ -64,7 +64,7 @@ from cryptography.exceptions import InvalidSignature
 
 from medtwin.custody._util import b64d, b64e, canonical, iso, utc_now
 from medtwin.custody.identity import Identity, TrustedKeys, key_by_fingerprint
-from medtwin.errors import MedTwinError, TamperedError, ValidationError
+from medtwin.errors import MedTwinError, PermissionDenied, TamperedError, ValidationError
 
 __all__ = ["AuditLog", "AuditEntry", "Checkpoint", "VerifyReport", "AuditProblem", "ACTIONS",
            "FLOAT_DETAIL_KEYS", "GENESIS"]
@@ -227,6 +227,11 @@ def _check_action(action: str) -> str:
 
 
 def _identity(actor) -> Identity:
+    if getattr(actor, "closed", False):
+        raise PermissionDenied("a closed session cannot write audit entries; log in again")
+    expires = getattr(actor, "expires", None)
+    if expires is not None and utc_now() >= expires:
+        raise PermissionDenied("an expired session cannot write audit entries; log in again")
     ident = getattr(actor, "identity", None)
     if not isinstance(ident, Identity):
         raise ValidationError("actor must be an Identity or a Session")
@@ -421,6 +426,7 @@ class AuditLog:
 
         Raises:
             ValidationError: unknown action or field, or a value that looks like patient data.
+            PermissionDenied: the session is closed or expired.
         """
         ident = _identity(actor)
         _check_action(action)

@@ -462,7 +462,14 @@ def export_public(path: str | os.PathLike, dest: str | os.PathLike, *, passphras
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.tmp")
     try:
         write_new_file(tmp, blob, 0o644)
-        os.link(tmp, dest)  # fails if dest appeared meanwhile: never overwrites
+        try:
+            os.link(tmp, dest)  # fails if dest appeared meanwhile: never overwrites
+        except FileExistsError:
+            raise
+        except OSError:         # file system without hard links: a (racy) exists check instead
+            if dest.exists():
+                raise FileExistsError from None
+            os.replace(tmp, dest)
         fsync_dir(dest.parent)
     except FileExistsError:
         raise KeystoreError(f"{dest} exists already; refusing to overwrite it") from None

@@ -287,3 +287,25 @@ def test_guard_allows_metrics_and_vocabulary(tmp_path, alice):
         with pytest.raises(ValidationError, match="unknown audit action"):
             log.append(alice, bad)
     assert log.verify(keys(alice)).ok
+
+
+def test_closed_session_cannot_append(tmp_path, alice):
+    from datetime import timedelta
+
+    from medtwin.custody._util import utc_now
+    from medtwin.errors import PermissionDenied
+
+    class FakeSession:
+        identity = alice
+        closed = False
+        expires = utc_now() + timedelta(hours=1)
+    log = AuditLog(tmp_path / "a.db")
+    s = FakeSession()
+    log.append(s, "twin.encrypt")
+    s.closed = True
+    with pytest.raises(PermissionDenied, match="closed"):
+        log.append(s, "twin.encrypt")
+    s.closed, s.expires = False, utc_now() - timedelta(seconds=1)
+    with pytest.raises(PermissionDenied, match="expired"):
+        log.append(s, "twin.encrypt")
+    assert len(log.entries()) == 1

@@ -49,3 +49,23 @@ def test_real_openfhe_keys_round_trip(tmp_path):
     pt = cc.Decrypt(ct2, sk)
     pt.SetLength(len(x))
     assert np.allclose(pt.GetRealPackedValue(), np.square(x), atol=1e-6)
+
+
+def test_backend_keys_through_keystore_and_public_bundle(tmp_path):
+    """medtwin's own key generation -> keystore -> compute node (public bundle) -> client decrypts."""
+    from medtwin.he.openfhe_backend import HEContext, generate_keys
+    from medtwin.he.params import CKKSParams
+
+    params = CKKSParams("test-insecure", "HEStd_NotSet", depth=2, ring_dim=1 << 10, insecure=True)
+    _, km = generate_keys(params, rotations=[1])
+    pw = "amber walrus cobbles 61 quietly"
+    create_keystore(tmp_path / "ks", pw, km, kdf=TEST_KDF, allow_weak=True)
+    node = HEContext.from_public(load_public_bundle(export_public(tmp_path / "ks", tmp_path / "n.mtpub"),
+                                                    expected_digest=km.public.digest()))
+    assert not node.can_decrypt
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    ct = node.cc.EvalRotate(node.cc.EvalMult(node.encrypt(x), node.encrypt(x)), 1)
+    data = HEContext.serialize(ct)
+    client = HEContext.from_keys(unlock_keystore(tmp_path / "ks", pw))
+    got = client.decrypt(client.deserialize(data), 3)
+    assert np.allclose(got, np.square(x)[1:4], atol=1e-5)
