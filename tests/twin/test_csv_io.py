@@ -1,6 +1,12 @@
 from __future__ import annotations
 
+import csv
+import tempfile
+from pathlib import Path
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medtwin.errors import ImportFormatError, RangeError, ValidationError
 from medtwin.twin.csv_io import COLUMNS, load_csv, write_csv
@@ -137,3 +143,38 @@ def test_bundled_cohort_round_trips_byte_for_byte(tmp_path):
     out = tmp_path / "again.csv"
     write_csv(recs, out)
     assert out.read_bytes() == src.read_bytes()
+
+
+_cells = st.one_of(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=8), st.sampled_from(["", "70", "1e999", "nan", "true", "male", "*1/*3", "G/A",
+                                                         "-5", "0.1", '"', ",", "\n"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(header=st.lists(st.sampled_from(list(COLUMNS) + ["junk", ""]), min_size=0, max_size=6),
+       rows=st.lists(st.lists(_cells, max_size=7), max_size=5))
+def test_random_csv_only_raises_import_format_error(header, rows):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "r.csv"
+        with p.open("w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            if header:
+                w.writerow(header)
+            w.writerows(rows)
+        try:
+            out = load_csv(p)
+        except ImportFormatError:
+            return
+        assert all(isinstance(r, PatientRecord) for r in out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_random_raw_text_only_raises_import_format_error(text):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "r.csv"
+        p.write_text("source_id,weight_kg,sex\n" + text, encoding="utf-8")
+        try:
+            out = load_csv(p)
+        except ImportFormatError:
+            return
+        assert all(isinstance(r, PatientRecord) for r in out)
