@@ -1,0 +1,381 @@
+"""Executors: walk a planned :class:`~medtwin.program.ir.Program` on some backend.
+
+Common interface (:class:`Executor`)::
+
+    outputs = executor.run(program, inputs, progress=None)
+
+``inputs`` maps every input name to one value (a ciphertext, or a numpy vector for the numpy
+executor) or to a *batch*: a list of values, the same length for every input. The program runs
+once per batch element; ``outputs`` maps every output name to a value, or to a list of values in
+batch order when the inputs were batches.
+
+Registry: :func:`get_executor` ("numpy", "openfhe"; other backends call
+:func:`register_executor`, e.g. the native engine registers "native").
+
+Progress: any object with ``start(total, label)``, ``update(done)`` and ``close()`` (see
+:class:`ProgressMeter`); the core knows neither tqdm nor Qt.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import numpy as np
+
+from medtwin.errors import ProgramError
+from medtwin.program.ir import Program, last_uses
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+class ProgressMeter:
+    """Progress reporting protocol (and the silent default). ``update`` gets the number of ops done
+    so far out of ``total`` (ops x batch elements); calls may come from worker threads."""
+
+    def start(self, total: int, label: str) -> None:
+        pass
+
+    def update(self, done: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class CallbackProgress(ProgressMeter):
+    """Calls ``fn(done, total)`` at most every ``min_interval`` seconds and once at the end."""
+
+    def __init__(self, fn: Callable[[int, int], None], min_interval: float = 0.1):
+        self.fn = fn
+        self.min_interval = min_interval
+        self.total = 0
+        self._last = 0.0
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def start(self, total: int, label: str) -> None:
+        self.total = total
+        self._done = 0
+        self.fn(0, total)
+
+    def update(self, done: int) -> None:
+        with self._lock:
+            self._done = max(self._done, done)
+            now = time.monotonic()
+            if now - self._last < self.min_interval:
+                return
+            self._last = now
+        self.fn(self._done, self.total)
+
+    def close(self) -> None:
+        self.fn(self._done, self.total)
+
+
+class _Counter:
+    def __init__(self, meter: ProgressMeter, total: int, label: str):
+        self.meter = meter
+        self.done = 0
+        self.lock = threading.Lock()
+        meter.start(total, label)
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.done += n
+            d = self.done
+        self.meter.update(d)
+
+
+# -- interface and registry ------------------------------------------------------------------------
+
+class Executor:
+    """Base class: subclasses implement :meth:`run_one`; :meth:`run` handles batches and progress."""
+
+    name = "abstract"
+
+    def run(self, program: Program, inputs: dict[str, Any], *, progress: ProgressMeter | None = None) -> dict[str, Any]:
+        """Run ``program`` on ``inputs`` (one value or a list per input name).
+
+        Raises:
+            ProgramError: missing/extra inputs, batches of different lengths, or a backend failure
+                (the message names the op).
+        """
+        names = [i.name for i in program.inputs]
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise ProgramError(f"program {program.name!r}: missing inputs {missing}")
+        extra = sorted(set(inputs) - set(names))
+        if extra:
+            raise ProgramError(f"program {program.name!r}: unknown inputs {extra}")
+        batched = {n: self._is_batch(inputs[n]) for n in names}
+        if len(set(batched.values())) > 1:
+            raise ProgramError("either every input is a batch (a list) or none is")
+        is_batch = bool(names) and all(batched.values())
+        if is_batch:
+            lens = {len(inputs[n]) for n in names}
+            if len(lens) != 1:
+                raise ProgramError(f"input batches have different lengths {sorted(lens)}")
+            nb = lens.pop()
+        else:
+            nb = 1
+        meter = _Counter(progress or ProgressMeter(), len(program.ops) * nb, program.name)
+        try:
+            if is_batch:
+                outs = self.run_batch(program, [{n: inputs[n][i] for n in names} for i in range(nb)], meter)
+                return {o.name: [out[o.name] for out in outs] for o in program.outputs}
+            return self.run_one(program, dict(inputs), meter)
+        finally:
+            meter.meter.close()
+
+    def _is_batch(self, v) -> bool:
+        return isinstance(v, (list, tuple))
+
+    def run_batch(self, program: Program, elems: list[dict[str, Any]], meter) -> list[dict[str, Any]]:
+        return [self.run_one(program, e, meter) for e in elems]
+
+    def run_one(self, program: Program, inputs: dict[str, Any], meter) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, Callable[..., Executor]] = {}
+
+
+def register_executor(name: str, factory: Callable[..., Executor]) -> None:
+    """Make ``get_executor(name, **kw)`` call ``factory(**kw)``; re-registering replaces."""
+    _REGISTRY[str(name)] = factory
+
+
+def available_executors() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_executor(name: str, **kw: Any) -> Executor:
+    """An executor by name: "numpy" (no arguments), "openfhe" (``cc``, optional ``threads``), or one
+    another module registered.
+
+    Raises:
+        ProgramError: unknown name (the message lists the registered ones).
+    """
+    if name == "native" and name not in _REGISTRY:
+        try:  # the native engine registers itself on import
+            import medtwin.he.native  # noqa: F401
+        except ImportError:
+            pass
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ProgramError(f"unknown executor {name!r}; available: {available_executors()}") from None
+    return factory(**kw)
+
+
+# -- numpy reference -------------------------------------------------------------------------------
+
+class NumpyExecutor(Executor):
+    """Plaintext semantics of the op list on float64 arrays: the exact reference.
+
+    Relinearisation, rescale and level_down are identities; everything else is the real arithmetic
+    the op denotes, so results differ from the intended functions only by the polynomial
+    approximations (and float64 rounding). Inputs are vectors of ``slots`` values (shorter vectors
+    are zero padded); a batch (a list, or a 2-D array per input) runs vectorised.
+    """
+
+    name = "numpy"
+
+    def _is_batch(self, v) -> bool:
+        return isinstance(v, (list, tuple)) or (isinstance(v, np.ndarray) and v.ndim == 2)
+
+    def run_batch(self, program, elems, meter):
+        stacked = {n: np.stack([self._vec(program, e[n], n) for e in elems]) for n in elems[0]} if elems else {}
+        if not elems:
+            return []
+        res = self._run(program, stacked, meter, len(elems))
+        return [{k: v[i] for k, v in res.items()} for i in range(len(elems))]
+
+    def run_one(self, program, inputs, meter):
+        return self._run(program, {n: self._vec(program, v, n) for n, v in inputs.items()}, meter, 1)
+
+    @staticmethod
+    def _vec(program: Program, v, name: str) -> np.ndarray:
+        a = np.asarray(v, dtype=np.float64).ravel()
+        if a.size > program.slots:
+            raise ProgramError(f"input {name!r} has {a.size} values for {program.slots} slots")
+        if a.size < program.slots:
+            a = np.concatenate([a, np.zeros(program.slots - a.size)])
+        return a
+
+    def _run(self, program: Program, inputs: dict[str, np.ndarray], meter, nb: int) -> dict[str, np.ndarray]:
+        last = last_uses(program.ops, program.outputs)
+        vals: list[np.ndarray | None] = [None] * len(program.ops)
+        pts = program.plaintexts
+        for op in program.ops:
+            k = op.kind
+            a = [vals[x] for x in op.args]
+            if k == "input":
+                v = inputs[op.name]
+            elif k == "add":
+                v = a[0] + a[1]
+            elif k == "sub":
+                v = a[0] - a[1]
+            elif k == "neg":
+                v = -a[0]
+            elif k == "mul":
+                v = a[0] * a[1]
+            elif k in ("relin", "rescale", "level_down"):
+                v = a[0]
+            elif k == "mul_plain":
+                v = a[0] * pts[op.plain]
+            elif k == "add_plain":
+                v = a[0] + pts[op.plain]
+            elif k == "mul_const":
+                v = a[0] * op.const
+            elif k == "add_const":
+                v = a[0] + op.const
+            elif k == "rotate":
+                v = np.roll(a[0], -op.rot, axis=-1)
+            else:
+                raise ProgramError(f"op {op.out}: unknown kind {k!r}")
+            vals[op.out] = v
+            for x in op.args:
+                if last[x] == op.out:
+                    vals[x] = None
+            meter.add(nb)
+        return {o.name: np.array(vals[o.value], dtype=np.float64, copy=True) for o in program.outputs}
+
+
+register_executor("numpy", lambda **kw: NumpyExecutor(**kw))
+
+
+# -- OpenFHE -------------------------------------------------------------------------------------
+
+class OpenFHEExecutor(Executor):
+    """Runs the planned ops with OpenFHE (CKKS, FIXEDMANUAL), exactly as planned.
+
+    ``mul`` -> ``EvalMultNoRelin``, ``relin`` -> ``Relinearize``, ``rescale`` -> ``Rescale``,
+    ``mul_plain``/``add_plain`` -> ``EvalMult``/``EvalAdd`` with ``MakeCKKSPackedPlaintext(values, 1,
+    level)`` encoded at the operand's level (cached per plaintext and level), ``mul_const`` /
+    ``add_const`` -> ``EvalMult``/``EvalAdd`` with a double, ``rotate`` -> ``EvalRotate`` (keys for
+    ``program.rotation_indices()`` must exist), ``level_down`` -> ``LevelReduce``.
+
+    Args:
+        cc: the OpenFHE crypto context (with relinearisation and rotation keys loaded); its depth
+            must be at least ``program.depth``.
+        ctx: alternatively a :class:`medtwin.he.openfhe_backend.HEContext` (its ``cc`` is used).
+        threads: batch elements run in a pool of this many threads (None: ``os.cpu_count()``;
+            1: sequential). Useful only because the OpenFHE Python bindings release the GIL during
+            evaluation calls; see :func:`measure_gil_release`.
+    """
+
+    name = "openfhe"
+
+    def __init__(self, cc=None, *, ctx=None, threads: int | None = None):
+        if cc is None and ctx is not None:
+            cc = ctx.cc
+        if cc is None:
+            raise ProgramError("OpenFHEExecutor needs a crypto context (cc=...) or an HEContext (ctx=...)")
+        self.cc = cc
+        self.threads = max(1, int(threads if threads is not None else (os.cpu_count() or 1)))
+        self._pt: dict[tuple[int, int, int], Any] = {}
+        self._lock = threading.Lock()
+        self.slots = int(cc.GetRingDimension()) // 2
+
+    def _plaintext(self, program: Program, idx: int, level: int):
+        key = (id(program), idx, level)
+        with self._lock:
+            pt = self._pt.get(key)
+        if pt is None:
+            pt = self.cc.MakeCKKSPackedPlaintext(program.plaintexts[idx].tolist(), 1, level)
+            with self._lock:
+                self._pt[key] = pt
+        return pt
+
+    def run_batch(self, program, elems, meter):
+        if self.threads <= 1 or len(elems) <= 1:
+            return [self.run_one(program, e, meter) for e in elems]
+        with ThreadPoolExecutor(max_workers=min(self.threads, len(elems))) as pool:
+            return list(pool.map(lambda e: self.run_one(program, e, meter), elems))
+
+    def run_one(self, program: Program, inputs: dict[str, Any], meter) -> dict[str, Any]:
+        if program.slots > self.slots:
+            raise ProgramError(f"program has {program.slots} slots; the context has {self.slots}")
+        cc = self.cc
+        last = last_uses(program.ops, program.outputs)
+        vals: list[Any] = [None] * len(program.ops)
+        done = 0
+        for op in program.ops:
+            k = op.kind
+            a = [vals[x] for x in op.args]
+            try:
+                if k == "input":
+                    v = inputs[op.name]
+                    if v.GetLevel() != 0 or v.GetNoiseScaleDeg() != 1:
+                        raise ProgramError(f"input {op.name!r} is at level {v.GetLevel()} with scale degree "
+                                           f"{v.GetNoiseScaleDeg()}; the program expects fresh level-0 ciphertexts")
+                elif k == "add":
+                    v = cc.EvalAdd(a[0], a[1])
+                elif k == "sub":
+                    v = cc.EvalSub(a[0], a[1])
+                elif k == "neg":
+                    v = cc.EvalNegate(a[0])
+                elif k == "mul":
+                    v = cc.EvalMultNoRelin(a[0], a[1])
+                elif k == "relin":
+                    v = cc.Relinearize(a[0])
+                elif k == "rescale":
+                    v = cc.Rescale(a[0])
+                elif k == "mul_plain":
+                    v = cc.EvalMult(a[0], self._plaintext(program, op.plain, op.level))
+                elif k == "add_plain":
+                    v = cc.EvalAdd(a[0], self._plaintext(program, op.plain, op.level))
+                elif k == "mul_const":
+                    v = cc.EvalMult(a[0], float(op.const))
+                elif k == "add_const":
+                    v = cc.EvalAdd(a[0], float(op.const))
+                elif k == "rotate":
+                    v = cc.EvalRotate(a[0], int(op.rot))
+                elif k == "level_down":
+                    v = cc.LevelReduce(a[0], None, op.level - self.ops_level(a[0]))
+                else:
+                    raise ProgramError(f"op {op.out}: unknown kind {k!r}")
+            except ProgramError:
+                raise
+            except Exception as exc:  # OpenFHE raises RuntimeError (missing key, depth exhausted, ...)
+                hint = f" (is there a rotation key for {op.rot}?)" if k == "rotate" else ""
+                raise ProgramError(f"op {op.out} ({k}, level {op.level}) failed in OpenFHE{hint}: {exc}") from None
+            vals[op.out] = v
+            for x in op.args:
+                if last[x] == op.out:
+                    vals[x] = None
+            done += 1
+            if done % 16 == 0:
+                meter.add(16)
+        meter.add(done % 16)
+        return {o.name: vals[o.value] for o in program.outputs}
+
+    @staticmethod
+    def ops_level(ct) -> int:
+        return int(ct.GetLevel())
+
+
+register_executor("openfhe", lambda **kw: OpenFHEExecutor(**kw))
+
+
+def measure_gil_release(cc, ct, repeats: int = 4) -> float:
+    """Speed-up of running ``repeats`` relinearised products in 2 threads over running them in
+    sequence (about 2.0 when OpenFHE releases the GIL on a 2-core machine, about 1.0 when not)."""
+    def work():
+        for _ in range(repeats):
+            cc.EvalMult(ct, ct)
+
+    t0 = time.perf_counter()
+    work(); work()
+    seq = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ts = [threading.Thread(target=work) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    par = time.perf_counter() - t0
+    return seq / par
