@@ -41,13 +41,13 @@ def _check(source):
     assert isinstance(out, list)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values)
 def test_random_json_values(value):
     _check(value if isinstance(value, dict) else json.dumps(value))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fhirish)
 def test_random_fhir_shaped_json(value):
     if isinstance(value, dict):
@@ -71,7 +71,7 @@ def _paths(node, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_valid_bundles(data):
     bundle = copy.deepcopy(data.draw(st.sampled_from(VALID)))
