@@ -448,6 +448,10 @@ COVARIATES: dict[str, Covariate] = {
     **{f"cyp2c9_{d.replace('*', '').replace('/', '')}": Covariate(
         ("cyp2c9",), _cyp_is(d), f"IWPC indicator: 1.0 if diplotype is {d}")
        for d in ("*1/*2", "*1/*3", "*2/*2", "*2/*3", "*3/*3")},
+    "cyp2c9_other": Covariate(
+        ("cyp2c9",), lambda r: 0.0 if set(_cyp_alleles(r)) <= {"*1", "*2", "*3"} else 1.0,
+        "1.0 if the diplotype has an allele other than *1, *2, *3 (the IWPC indicators above are "
+        "then all 0, which a model may want to treat as 'unknown' rather than *1/*1)"),
     # VKORC1 -1639G>A
     "vkorc1_a_count": Covariate(("vkorc1",), lambda r: float(r.vkorc1.count("A")),
                                 "number of -1639A alleles: G/G 0, G/A 1, A/A 2"),

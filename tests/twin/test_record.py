@@ -205,6 +205,9 @@ def test_minimise_encodings():
                    "race_missing_or_mixed": 0.0, "amiodarone": 1.0, "enzyme_inducer": 0.0}
     assert full(race=None).minimise(["race_missing_or_mixed"]) == {"race_missing_or_mixed": 1.0}
     assert full(cyp2c9="*1/*1").minimise(["cyp2c9_activity_score"]) == {"cyp2c9_activity_score": 2.0}
+    assert full(cyp2c9="*1/*5").minimise(["cyp2c9_other", "cyp2c9_13", "cyp2c9_activity_score"]) == \
+        {"cyp2c9_other": 1.0, "cyp2c9_13": 0.0, "cyp2c9_activity_score": 1.5}
+    assert full(cyp2c9="*2/*3").minimise(["cyp2c9_other"]) == {"cyp2c9_other": 0.0}
 
 
 def test_minimise_derived():
