@@ -371,6 +371,33 @@ _TRIGGERS = {"entries_no_update", "entries_no_delete", "entries_in_order", "chec
              "checkpoints_no_delete"}
 
 
+def _blob(x) -> bytes:
+    """A BLOB column as bytes, whatever sqlite's dynamic typing holds (text, number, NULL)."""
+    if isinstance(x, (bytes, memoryview)):
+        return bytes(x)
+    if isinstance(x, str):
+        return x.encode("utf-8", "surrogateescape")
+    return b""
+
+
+def _checkpoint_row(r) -> Checkpoint:
+    seq, head, ts, signer, role, fp, sig = r
+    if not isinstance(seq, int) or not all(isinstance(x, str) for x in (head, ts, signer, role, fp)):
+        raise TamperedError(f"checkpoint row at entry {seq!r} has fields of the wrong type")
+    return Checkpoint(seq, head, ts, signer, role, fp, _blob(sig))
+
+
+_ENTRY_TYPES = {"v": int, "seq": int, "ts": str, "actor": str, "role": str, "action": str,
+                "breakglass": bool, "objects": dict, "details": dict, "key_fp": str}
+
+
+def _well_formed(b) -> bool:
+    """An entry body has exactly the expected fields with the expected types."""
+    return (isinstance(b, dict) and set(b) == set(_ENTRY_TYPES)
+            and all(isinstance(b[k], t) for k, t in _ENTRY_TYPES.items())
+            and not isinstance(b["seq"], bool) and b["seq"] >= 1)
+
+
 def _entry_hash(prev_hash: str, body: bytes) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
 
@@ -492,7 +519,7 @@ class AuditLog:
         with self._connect() as con:
             rows = con.execute("SELECT seq, head_hash, ts, signer, role, key_fp, signature "
                                "FROM checkpoints ORDER BY id").fetchall()
-        return [Checkpoint(*r[:6], bytes(r[6])) for r in rows]
+        return [_checkpoint_row(r) for r in rows]
 
     def entries(self, *, actor: str | None = None, action: str | None = None,
                 since_seq: int | None = None, flagged: bool | None = None,
@@ -530,7 +557,7 @@ class AuditLog:
                 b = json.loads(body)
                 out.append(AuditEntry(b["seq"], b["ts"], b["actor"], b["role"], b["action"],
                                       b["breakglass"], b["objects"], b["details"], b["key_fp"], prev, h,
-                                      bytes(sig)))
+                                      _blob(sig)))
             except (ValueError, KeyError, TypeError):
                 raise TamperedError(f"{self.path}: an entry body is unreadable; run verify") from None
         return out
@@ -571,11 +598,12 @@ class AuditLog:
         order: list[int] = []            # body seqs of authentic rows in storage order
         bad: list[tuple[int, int | None, int, str, bool]] = []  # (pos, body seq, col seq, why, hash_ok)
         for pos, (cseq, ts, actor, role, action, bg, body, prev, h, fp, sig) in enumerate(rows):
-            body = bytes(body) if body is not None else b""
+            body = (body.encode("utf-8", "surrogateescape") if isinstance(body, str)
+                    else bytes(body) if isinstance(body, (bytes, memoryview)) else b"")
             try:
                 b = json.loads(body)
                 bseq = b["seq"]
-                if not isinstance(bseq, int) or canonical(b) != body:
+                if not _well_formed(b) or canonical(b) != body:
                     raise ValueError
             except (ValueError, KeyError, TypeError, ValidationError):
                 bad.append((pos, None, cseq, "its body is not a canonical entry", False))
@@ -593,7 +621,7 @@ class AuditLog:
                             f"{b.get('actor')!r}", True))
                 continue
             try:
-                key.verify(bytes(sig), _ENTRY_DOMAIN + bytes.fromhex(h))
+                key.verify(_blob(sig), _ENTRY_DOMAIN + bytes.fromhex(h))
             except (InvalidSignature, ValueError, TypeError):
                 bad.append((pos, bseq, cseq, "its signature is invalid", True))
                 continue
@@ -616,9 +644,14 @@ class AuditLog:
         known_head = max_auth
         promises: list[tuple[int, str, str]] = []
         for r in cps:
-            cp = Checkpoint(*r[:6], bytes(r[6]))
-            if not cp.verify(public_keys):
-                rep.problems.append(AuditProblem("checkpoint", cp.seq, f"checkpoint at entry {cp.seq} "
+            try:
+                cp = _checkpoint_row(r)
+                valid = cp.verify(public_keys)
+            except (TamperedError, ValidationError):
+                valid, cp = False, None
+            if not valid:
+                seq = cp.seq if cp is not None else None
+                rep.problems.append(AuditProblem("checkpoint", seq, f"checkpoint at entry {seq} "
                                                  "has an invalid or untrusted signature"))
                 continue
             rep.checkpoints += 1
@@ -644,27 +677,34 @@ class AuditLog:
                 rep.problems.append(AuditProblem("forked", seq, f"entry {seq} differs from the head "
                                                  f"hash recorded by {src}"))
 
-        missing = set(range(1, known_head + 1)) - set(auth)
+        # missing seqs: a set below the last authentic entry, an interval (truncation) above it
+        missing = set(range(1, max_auth + 1)) - set(auth)
+        beyond: set[int] = set()          # seqs in (max_auth, known_head] explained by a bad row
+
+        def is_missing(x) -> bool:
+            return isinstance(x, int) and (x in missing or (max_auth < x <= known_head and x not in beyond))
+
         for pos, bseq, cseq, why, hash_ok in bad:
-            cands = [s for s in (bseq, cseq) if s in missing]
+            cands = [x for x in (bseq, cseq) if is_missing(x)]
             if cands:
-                s = cands[0]
-                missing.discard(s)
-                rep.problems.append(AuditProblem("edited", s, f"entry {s} was edited: {why}"))
+                x = cands[0]
+                (missing.discard(x) if x <= max_auth else beyond.add(x))
+                rep.problems.append(AuditProblem("edited", x, f"entry {x} was edited: {why}"))
             elif not hash_ok and bseq is None:
                 rep.problems.append(AuditProblem("edited", cseq, f"row {cseq} was edited: {why}"))
             else:
                 claim = bseq if bseq is not None else cseq
                 rep.problems.append(AuditProblem("inserted", claim, f"row at position {pos + 1} "
                                                  f"(claiming entry {claim}) is not authentic: {why}"))
-        dels = sorted(s for s in missing if s < max_auth)
-        for s in dels:
-            rep.problems.append(AuditProblem("deleted", s, f"entry {s} was deleted"))
-        trunc = sorted(s for s in missing if s > max_auth)
-        if trunc:
+        for x in sorted(missing):
+            rep.problems.append(AuditProblem("deleted", x, f"entry {x} was deleted"))
+        n_trunc = known_head - max_auth - len(beyond)
+        if n_trunc > 0:
+            first = next(x for x in range(max_auth + 1, known_head + 1) if x not in beyond)
             rep.problems.append(AuditProblem(
-                "truncated", trunc[0], f"entries {trunc[0]}..{trunc[-1]} are missing after the last "
-                f"entry {max_auth} (the log was truncated; a checkpoint or anchor reached {trunc[-1]})"))
+                "truncated", first, f"entries {first}..{known_head} are missing after the last "
+                f"entry {max_auth} ({n_trunc} entries; the log was truncated: a checkpoint or the "
+                f"anchor reached {known_head})"))
 
         # storage order of authentic entries
         ranked = sorted(order)

@@ -125,3 +125,35 @@ def test_mutated_audit_rows(tmp_path_factory, seq, col, op, pos, val, n):
         assert rep.kinds() == {"schema"}   # only the dropped trigger
     else:
         assert any(p.seq == seq for p in rep.problems), str(rep)
+
+
+@SETTINGS
+@given(col=st.sampled_from(["seq", "ts", "actor", "body", "prev_hash", "entry_hash", "key_fp", "signature"]),
+       value=st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), st.text(max_size=30), st.binary(max_size=30),
+                       st.floats(allow_nan=False)))
+def test_audit_columns_of_any_type(tmp_path_factory, col, value):
+    """sqlite is dynamically typed: whatever an attacker stores, verify reports and never crashes."""
+    d = tmp_path_factory.mktemp("audit")
+    me = Identity.generate("dr.a", "clinician")
+    log = AuditLog(d / "a.db", checkpoint_every=2)
+    for i in range(4):
+        log.append(me, "twin.encrypt", twin_id=f"t-{i}")
+    anchor = log.head()
+    con = sqlite3.connect(d / "a.db", isolation_level=None)
+    con.execute("DROP TRIGGER entries_no_update")
+    con.execute("DROP TRIGGER checkpoints_no_update")
+    if col == "seq" and value is None:
+        value = 99
+    try:
+        con.execute(f"UPDATE entries SET {col}=? WHERE seq=3", (value,))
+    except sqlite3.IntegrityError:
+        return  # NOT NULL or a duplicate primary key: nothing changed
+    con.execute("UPDATE checkpoints SET signature=? WHERE seq=2", (value,))
+    rep = log.verify({"dr.a": me.public_key}, anchor=anchor)
+    assert not rep.ok
+    assert rep.kinds() - {"schema"}, str(rep)
+    for read in (log.entries, log.checkpoints):
+        try:
+            read()
+        except MedTwinError:
+            pass
