@@ -1,0 +1,79 @@
+"""Background work for the desktop app: one QThread per operation, reporting through signals.
+
+A :class:`Worker` runs ``fn(progress=..., token=...)`` (or ``fn()``) in its own thread and emits
+``progress(stage, fraction)``, then exactly one of ``succeeded(result)``, ``failed(title, message)``
+or ``cancelled()``, and finally ``done()``. Signals cross to the GUI thread through queued
+connections, so the UI never blocks. Cancellation sets a :class:`~medtwin.gui.model.CancelToken`
+that the operation checks between ciphertext chunks.
+"""
+from __future__ import annotations
+
+import traceback
+from typing import Callable
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from medtwin.errors import MedTwinError
+from medtwin.gui.model import CancelToken, Cancelled
+
+
+class _Thread(QThread):
+    def __init__(self, worker: "Worker"):
+        super().__init__()
+        self._worker = worker
+
+    def run(self) -> None:  # noqa: D401 - Qt override
+        self._worker._run()
+
+
+class Worker(QObject):
+    """Run a callable in a worker thread and report through signals.
+
+    Args:
+        fn: the operation; called as ``fn(progress=cb, token=token)`` when ``wants_progress``,
+            else ``fn()``.
+        title: the operation's name, used as the error dialog's title.
+    """
+
+    progress = Signal(str, float)
+    succeeded = Signal(object)
+    failed = Signal(str, str)
+    cancelled = Signal()
+    done = Signal()
+
+    def __init__(self, fn: Callable, title: str, *, wants_progress: bool = False, parent=None):
+        super().__init__(parent)
+        self._fn = fn
+        self.title = title
+        self._wants_progress = wants_progress
+        self.token = CancelToken()
+        self._thread = _Thread(self)
+        self._thread.finished.connect(self.done)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    def is_running(self) -> bool:
+        return self._thread.isRunning()
+
+    def wait(self, ms: int = 60_000) -> bool:
+        return self._thread.wait(ms)
+
+    def _run(self) -> None:
+        try:
+            if self._wants_progress:
+                res = self._fn(progress=lambda s, f: self.progress.emit(s, float(f)), token=self.token)
+            else:
+                res = self._fn()
+        except Cancelled:
+            self.cancelled.emit()
+        except MedTwinError as exc:
+            self.failed.emit(self.title, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - shown to the user, never swallowed
+            tb = traceback.format_exception_only(type(exc), exc)
+            self.failed.emit(self.title, "Unexpected error: " + "".join(tb).strip())
+        else:
+            self.succeeded.emit(res)
