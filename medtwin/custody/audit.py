@@ -562,6 +562,52 @@ class AuditLog:
                 raise TamperedError(f"{self.path}: an entry body is unreadable; run verify") from None
         return out
 
+    def scan_for_values(self, values: Iterable, *, rel_tol: float = 1e-9) -> list[tuple[int, str]]:
+        """Find patient values in the log: ``[(seq, what), ...]``, empty when none occurs.
+
+        For proving (in tests and audits) that no covariate reached the log. Numbers match any
+        numeric field within ``rel_tol`` and any string containing their decimal text (``72.5``,
+        ``72,5``); strings match case-insensitively as substrings of any string field (the actor
+        and action included). Booleans and ``None`` are ignored.
+        """
+        nums, strs = [], []
+        for v in values:
+            if isinstance(v, bool) or v is None:
+                continue
+            if isinstance(v, (int, float)):
+                nums.append(float(v))
+            else:
+                strs.append(str(v).lower())
+        texts = {n: {repr(n), f"{n:g}", f"{n:g}".replace(".", ",")} for n in nums}
+        hits: list[tuple[int, str]] = []
+        for e in self.entries():
+            leaves: list = [e.actor, e.role, e.action, e.ts]
+
+            def walk(x):
+                if isinstance(x, dict):
+                    for k, y in x.items():
+                        leaves.append(k)
+                        walk(y)
+                elif isinstance(x, list):
+                    for y in x:
+                        walk(y)
+                else:
+                    leaves.append(x)
+            walk(e.objects)
+            walk(e.details)
+            for leaf in leaves:
+                if isinstance(leaf, (int, float)) and not isinstance(leaf, bool):
+                    for n in nums:
+                        if math.isclose(float(leaf), n, rel_tol=rel_tol, abs_tol=0.0):
+                            hits.append((e.seq, f"number {n:g}"))
+                elif isinstance(leaf, str):
+                    low = leaf.lower()
+                    hits += [(e.seq, f"text {t!r}") for t in strs if t and t in low]
+                    for n in nums:
+                        if n != int(n) and any(t in low for t in texts[n]):
+                            hits.append((e.seq, f"number {n:g} as text"))
+        return hits
+
     # -- verification -----------------------------------------------------------------------
     def verify(self, public_keys: TrustedKeys, *,
                anchor: Checkpoint | tuple[int, str] | None = None) -> VerifyReport:

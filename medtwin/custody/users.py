@@ -267,7 +267,7 @@ class UserStore:
         try:
             raw = AESGCM(_hkdf(master, b"medtwin-user-keywrap/1")).decrypt(
                 bytes(nonce), bytes(ct), _KEY_AAD + name.encode() + b"\0" + fp.encode())
-        except InvalidTag:
+        except (InvalidTag, ValueError):
             raise TamperedError(f"signing key record of user {name!r} was altered") from None
         key = Ed25519PrivateKey.from_private_bytes(raw)
         if fingerprint(key.public_key()) != fp:
@@ -470,6 +470,7 @@ def authenticate(db: UserStore | str | os.PathLike, user: str, password: str, *,
         AuthenticationError: unknown user, disabled account or wrong password (the message says
             how many attempts are left); the failure is counted.
         AccountLockedError: too many failures; the message says until when.
+        TamperedError: the account record is malformed or its signing key record was altered.
     """
     store = db if isinstance(db, UserStore) else UserStore(db)
     if not isinstance(password, str):
@@ -484,11 +485,21 @@ def authenticate(db: UserStore | str | os.PathLike, user: str, password: str, *,
             con.execute("ROLLBACK")
             raise AuthenticationError(f"no such user {user!r}")
         role, pw, nonce, ct, fp, failed, locked_until, disabled = r
+        try:
+            if (role not in ROLE_PERMISSIONS or not isinstance(pw, str) or not isinstance(nonce, bytes)
+                    or not isinstance(ct, bytes) or not isinstance(fp, str) or not isinstance(failed, int)
+                    or not isinstance(disabled, int)
+                    or not (locked_until is None or isinstance(locked_until, str))):
+                raise TypeError
+            lock_time = parse_iso(locked_until) if locked_until is not None else None
+        except (TypeError, ValueError):
+            con.execute("ROLLBACK")
+            raise TamperedError(f"the account record of user {user!r} in {store.path} is malformed") from None
         if disabled:
             con.execute("ROLLBACK")
             raise AuthenticationError(f"account {user!r} is disabled")
-        if locked_until is not None:
-            if now < parse_iso(locked_until):
+        if lock_time is not None:
+            if now < lock_time:
                 con.execute("ROLLBACK")
                 raise AccountLockedError(f"account {user!r} is locked until {locked_until} after "
                                          f"{store.max_failures} failed logins")

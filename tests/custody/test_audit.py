@@ -309,3 +309,15 @@ def test_closed_session_cannot_append(tmp_path, alice):
     with pytest.raises(PermissionDenied, match="expired"):
         log.append(s, "twin.encrypt")
     assert len(log.entries()) == 1
+
+
+def test_scan_for_values(tmp_path, alice):
+    log = AuditLog(tmp_path / "a.db")
+    log.append(alice, "simulation.run", twin_ids=["twin-0001", "twin-0002"], model="pk-oral",
+               n_patients=2, details={"duration_s": 1.75})
+    covariates = [72.5, 1.3, 181.0, 65, "Smith", "1961-04-02"]
+    assert log.scan_for_values(covariates) == []
+    # the scanner does find what it looks for
+    assert log.scan_for_values([1.75]) == [(1, "number 1.75")]
+    assert log.scan_for_values([2]) == [(1, "number 2")]
+    assert log.scan_for_values(["TWIN-0002"]) == [(1, "text 'twin-0002'")]

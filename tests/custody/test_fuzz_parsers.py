@@ -157,3 +157,23 @@ def test_audit_columns_of_any_type(tmp_path_factory, col, value):
             read()
         except MedTwinError:
             pass
+
+
+@SETTINGS
+@given(col=st.sampled_from(["role", "pw", "sk_nonce", "sk_ct", "key_fp", "failed", "locked_until", "disabled"]),
+       value=st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=30), st.binary(max_size=30)))
+def test_user_records_of_any_type(tmp_path_factory, col, value):
+    from medtwin.custody.users import UserStore, authenticate
+
+    d = tmp_path_factory.mktemp("users")
+    s = UserStore(d / "u.db", kdf=TEST_KDF, allow_weak=True)
+    s.bootstrap_admin("root", PW)
+    con = sqlite3.connect(d / "u.db", isolation_level=None)
+    try:
+        con.execute(f"UPDATE users SET {col}=?", (value,))
+    except sqlite3.IntegrityError:
+        return
+    try:
+        authenticate(s, "root", PW)
+    except MedTwinError:
+        pass
