@@ -435,6 +435,10 @@ class AuditLog:
                 con.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             raise TamperedError(f"{self.path} is not a readable audit database: {exc}") from None
+        try:
+            os.chmod(self.path, 0o600)
+        except OSError:
+            pass
 
     def _connect(self) -> _Closing:
         con = sqlite3.connect(self.path, isolation_level=None, timeout=30)
