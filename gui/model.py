@@ -296,6 +296,8 @@ class AppModel:
         self.scenarios: list[ScenarioRow] = [
             ScenarioRow("A 300 q12h", 300.0, 12.0, 6), ScenarioRow("B 200 q8h", 200.0, 8.0, 9),
             ScenarioRow("C 450 q12h", 450.0, 12.0, 6)]
+        #: messages of the scenario editor while its table is invalid (then :meth:`spec` refuses)
+        self.scenario_errors: list[str] = []
         self.horizon_h: float = 72.0
         self.step_h: float = 2.0
         self.backend: str = "openfhe"
@@ -538,6 +540,8 @@ class AppModel:
         """
         from medtwin.study.study import StudySpec
 
+        if self.scenario_errors:
+            raise ValidationError("the scenario table is invalid: " + "; ".join(self.scenario_errors))
         scen = [build_scenario(r) for r in self.scenarios]
         preset = self.preset or DEFAULT_PRESET
         return StudySpec.grid(self.model_name, scen, float(self.horizon_h), float(self.step_h), preset=preset)

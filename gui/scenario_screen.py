@@ -245,6 +245,7 @@ class ScenarioScreen(QWidget):
         if not errors:
             self.model.scenarios = rows
             self.model.horizon_h, self.model.step_h = horizon, step
+            self.model.scenario_errors = []
             try:
                 spec = self.model.spec()
                 for sc in spec.scenarios:
@@ -255,6 +256,7 @@ class ScenarioScreen(QWidget):
             except ValidationError as exc:
                 errors.append(str(exc))
         self.errors = errors
+        self.model.scenario_errors = list(errors)
         self.message.setText("\n".join(errors))
         valid = not errors
         if valid != self._valid:

@@ -7,17 +7,7 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("MEDTWIN_ALLOW_INSECURE", "1")
 
-PASSPHRASE = "correct horse battery staple 42"
-FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "fhir", "valid")
-
-
-def shallow_keys(preset_name: str, model: str):
-    """Real OpenFHE keys on the test ring, but only depth 2: for key-custody tests that never simulate."""
-    from medtwin.he.openfhe_backend import generate_keys
-    from medtwin.he.params import preset
-
-    assert preset_name == "test-insecure"
-    return generate_keys(preset("test-insecure", depth=2), [1])
+from gui_helpers import shallow_keys  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -43,6 +33,8 @@ def make_window(qtbot, cheap_kdf):
         w = MainWindow(model or AppModel(), **kw)
         qtbot.addWidget(w)
         w.show()
+        with qtbot.waitActive(w):  # window shortcuts (Ctrl+1 ... Ctrl+6, Ctrl+L) need the active window
+            w.activateWindow()
         made.append(w)
         return w
 
