@@ -40,11 +40,16 @@ division by the scale 2^p. Each term is the standard deviation times ``k_sigma``
 per-slot exceedance probability below 1e-14 for a Gaussian), and the terms are added in the worst
 case, which makes the bound conservative by roughly the square root of the number of noisy ops:
 
-* fresh encryption: sigma^2 (4N/3) per coefficient  ->  sigma N sqrt(2/3) / 2^p
-* rescale rounding and hybrid key switching (ModDown rounding; key noise is divided by P):
-  (1/12)(1 + 2N/3) per coefficient  ->  about N / (6 * 2^p); key switching counted twice
+* fresh encryption: sigma^2 (4N/3) per coefficient  ->  sigma N sqrt(2/3) / 2^p, times 1.5
+  (calibrated against OpenFHE, see ``FRESH_CAL``)
+* rescale rounding: (1/12)(1 + 2N/3) per coefficient  ->  about N / (6 * 2^p)
+* hybrid key switching (relinearisation, rotation): the digit-times-key-noise term divided by P
+  is of the order of a fresh encryption's noise (sigma N sqrt(dnum/6) / 2^p when P is about the
+  digit size); measured, it is; charged 1.5x the fresh term (``KEYSWITCH_CAL``)
+* decryption/decoding: a rounding term like the rescale's
 * plaintext / constant encoding rounding: (1/12) per coefficient -> sqrt(N/24) / 2^p
-* eps_r: from the live context's primes (:meth:`NoiseModel.from_context`), otherwise estimated as
+* eps_r: from the live context's primes (:meth:`NoiseModel.from_context`, per level: a rescale
+  from level l drops q_(L-l)), otherwise estimated as
   (depth/2 + 1) * N * p ln 2 * 2 / 2^p: the primes = 1 mod 2N nearest to 2^p are spaced about
   N p ln 2 apart and OpenFHE takes them alternately above and below 2^p.
 """
@@ -62,6 +67,12 @@ if TYPE_CHECKING:
     from medtwin.program.ir import Program
 
 SIGMA = 3.19
+# Calibration against the openfhe 1.6.1 wheel (N=2^12, depth 10, FIXEDMANUAL, HYBRID, default
+# dnum; 12288 slots): fresh encryption error std 1.38e-8 where sigma N sqrt(2/3) / 2^40 gives
+# 0.97e-8, so the formula is scaled by 1.5; the extra error of one rotation (hybrid key switch)
+# had std 1.44e-8, about that of a fresh encryption, so key switching is charged 1.5x fresh.
+FRESH_CAL = 1.5
+KEYSWITCH_CAL = 1.5
 
 
 @dataclass(frozen=True)
@@ -81,19 +92,27 @@ class NoiseModel:
     rescale_rel: float
     decrypt: float
     source: str = "estimate"
+    rescale_rel_by_level: tuple[float, ...] = ()  # [l]: |2^p/q - 1| for the rescale leaving level l
+
+    def rel_at(self, level: int) -> float:
+        """Bound on |2^p/q - 1| for the prime a rescale from ``level`` drops."""
+        if 0 <= level < len(self.rescale_rel_by_level):
+            return self.rescale_rel_by_level[level]
+        return self.rescale_rel
 
     @staticmethod
     def make(ring_dim: int, scaling_mod_size: int, rescale_rel: float, *, k_sigma: float = 8.0,
-             source: str = "estimate") -> NoiseModel:
+             source: str = "estimate", by_level: tuple[float, ...] = ()) -> NoiseModel:
         """The model for ring dimension N, scale 2^p and a given bound on |2^p/q - 1|."""
         n = float(ring_dim)
         delta = 2.0 ** scaling_mod_size
-        fresh = k_sigma * SIGMA * n * math.sqrt(2.0 / 3.0) / delta
+        fresh_std = FRESH_CAL * SIGMA * n * math.sqrt(2.0 / 3.0) / delta
+        fresh = k_sigma * fresh_std
         rnd = k_sigma * math.sqrt((1.0 + 2.0 * n / 3.0) / 12.0 * n / 2.0) / delta
         enc = k_sigma * math.sqrt(n / 24.0) / delta
         return NoiseModel(ring_dim=int(ring_dim), scaling_mod_size=int(scaling_mod_size), fresh=fresh,
-                          rescale_round=rnd, keyswitch=2.0 * rnd, encode=enc, rescale_rel=float(rescale_rel),
-                          decrypt=fresh, source=source)
+                          rescale_round=rnd, keyswitch=KEYSWITCH_CAL * fresh, encode=enc,
+                          rescale_rel=float(rescale_rel), decrypt=rnd, source=source, rescale_rel_by_level=tuple(by_level))
 
     @staticmethod
     def from_params(params, depth: int) -> NoiseModel:
@@ -135,11 +154,51 @@ class NoiseModel:
         if rest != 1:
             raise ProgramError("the crypto context's modulus is not a product of primes near the scale")
         eps = max((abs(base / q - 1.0) for q in primes), default=0.0)
-        return NoiseModel.make(n, p, eps, source=f"context N=2^{int(math.log2(n))}, {len(primes)} scaling primes")
+        chain = _tower_moduli(cc)
+        by_level: tuple[float, ...] = ()
+        if chain and chain[0] == q0 and sorted(chain[1:]) == sorted(primes):
+            # a rescale from level l drops the last remaining tower, q_(L - l)
+            by_level = tuple(abs(base / q - 1.0) for q in reversed(chain[1:]))
+        return NoiseModel.make(n, p, eps, source=f"context N=2^{int(math.log2(n))}, {len(primes)} scaling primes",
+                               by_level=by_level)
 
     def describe(self) -> str:
         return (f"{self.source}: fresh {self.fresh:.2g}, rescale {self.rescale_round:.2g} + "
                 f"{self.rescale_rel:.2g} relative, keyswitch {self.keyswitch:.2g}, encode {self.encode:.2g}")
+
+
+def _tower_moduli(cc) -> list[int]:
+    """The context's Q towers q_0..q_L in order, read from its JSON serialisation (small: no
+    keys), or [] when the layout is not as expected."""
+    try:
+        import json
+
+        import openfhe
+
+        doc = json.loads(openfhe.Serialize(cc, openfhe.JSON))
+    except Exception:
+        return []
+
+    def find(o, key):
+        if isinstance(o, dict):
+            if key in o:
+                return o[key]
+            for v in o.values():
+                r = find(v, key)
+                if r is not None:
+                    return r
+        elif isinstance(o, list):
+            for v in o:
+                r = find(v, key)
+                if r is not None:
+                    return r
+        return None
+
+    try:
+        towers = find(find(doc, "elp"), "p")
+        return [int(t["ptr_wrapper"]["data"]["value0"]["cm"]["v"]) for t in towers]
+    except (TypeError, KeyError, ValueError):
+        return []
 
 
 # -- interval arithmetic ----------------------------------------------------------------------------
@@ -229,7 +288,8 @@ def analyse(prog: Program, noise: NoiseModel) -> tuple[list[tuple[float, float]]
             r = a[0]; e = ea[0] + noise.keyswitch
         elif k == "rescale":
             r = a[0]
-            e = ea[0] * (1.0 + noise.rescale_rel) + noise.rescale_rel * (mag(a[0]) + ea[0]) + noise.rescale_round
+            eps = noise.rel_at(prog.ops[op.args[0]].level)
+            e = ea[0] * (1.0 + eps) + eps * (mag(a[0]) + ea[0]) + noise.rescale_round
         elif k == "level_down":
             r = a[0]; e = ea[0]
         elif k == "mul_plain":

@@ -17,7 +17,6 @@ Progress: any object with ``start(total, label)``, ``update(done)`` and ``close(
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -262,9 +261,12 @@ class OpenFHEExecutor(Executor):
         cc: the OpenFHE crypto context (with relinearisation and rotation keys loaded); its depth
             must be at least ``program.depth``.
         ctx: alternatively a :class:`medtwin.he.openfhe_backend.HEContext` (its ``cc`` is used).
-        threads: batch elements run in a pool of this many threads (None: ``os.cpu_count()``;
-            1: sequential). Useful only because the OpenFHE Python bindings release the GIL during
-            evaluation calls; see :func:`measure_gil_release`.
+        threads: batch elements run in a pool of this many threads (None or 1: sequential).
+            OpenFHE already spreads each operation over its OpenMP threads; measured on the 2-core
+            development machine (N=2^14, EvalMult, :func:`measure_gil_release`), two Python
+            threads ran 0.6-0.9x as fast as sequential calls with OpenMP on, and 0.7-1.2x with
+            ``OMP_NUM_THREADS=1``, so the default is sequential. More threads may pay off on many
+            cores with ``OMP_NUM_THREADS`` lowered.
     """
 
     name = "openfhe"
@@ -275,7 +277,7 @@ class OpenFHEExecutor(Executor):
         if cc is None:
             raise ProgramError("OpenFHEExecutor needs a crypto context (cc=...) or an HEContext (ctx=...)")
         self.cc = cc
-        self.threads = max(1, int(threads if threads is not None else (os.cpu_count() or 1)))
+        self.threads = max(1, int(threads)) if threads is not None else 1
         self._pt: dict[tuple[int, int, int], Any] = {}
         self._lock = threading.Lock()
         self.slots = int(cc.GetRingDimension()) // 2
