@@ -4,11 +4,40 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "medtwin/params.h"
 
 namespace medtwin {
+
+/// Large-buffer pool: freed ciphertext buffers are kept (up to a cap) and reused, so that an
+/// operation does not pay the kernel's page zeroing for a fresh 20 MB allocation.
+void* pool_allocate(std::size_t bytes);
+void pool_deallocate(void* p, std::size_t bytes) noexcept;
+/// Bytes currently cached by the pool; release them all.
+std::size_t pool_cached_bytes();
+void pool_release();
+
+/// Allocator over the pool that leaves new elements uninitialised (every kernel writes them).
+template <class T>
+struct PoolAlloc {
+  using value_type = T;
+  PoolAlloc() = default;
+  template <class U>
+  PoolAlloc(const PoolAlloc<U>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(pool_allocate(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) noexcept { pool_deallocate(p, n * sizeof(T)); }
+  template <class U>
+  void construct(U* p) noexcept {}  // default-init: no zeroing
+  template <class U, class... A>
+  void construct(U* p, A&&... a) { ::new (static_cast<void*>(p)) U(std::forward<A>(a)...); }
+  template <class U>
+  bool operator==(const PoolAlloc<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const PoolAlloc<U>&) const { return false; }
+};
+using PolyBuffer = std::vector<u64, PoolAlloc<u64>>;
 
 /// Writer state after OpenFHE's ciphertext header (everything before the element count):
 /// kept verbatim so that OpenFHE matches output bytes to its live context and keys.
@@ -24,7 +53,7 @@ struct Ciphertext {
   std::uint32_t n = 0;        // ring dimension
   std::uint32_t elems = 0;    // 2, or 3 before relinearisation
   std::uint32_t towers = 0;   // number of Q towers (L + 1 - level)
-  std::vector<u64> data;      // [elem][tower][n], evaluation form
+  PolyBuffer data;            // [elem][tower][n], evaluation form
   std::uint32_t slots = 0, level = 0, hops = 0, noise_deg = 1;
   double scale = 1.0;
   u64 scheme_id = 1;

@@ -30,6 +30,8 @@ enum Op : std::int64_t {
   OP_FREE = 12,      // release r[dst]
   OP_SUB_PLAIN = 13, // dst <- r[a] - plains[b]
   OP_COPY = 14,      // dst <- r[a]
+  OP_TENSOR = 15,    // dst <- r[a] * r[b] without relinearisation (three elements)
+  OP_RELIN = 16,     // dst <- relinearise(r[a])
 };
 
 struct Program {

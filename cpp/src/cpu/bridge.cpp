@@ -249,7 +249,8 @@ class Reader {
   std::uint32_t ctx_elp_id_ = 0;
 
   /// One DCRTPoly; writes towers into `dst` (towers*n) and returns the tower moduli and roots.
-  void dcrt_poly(std::uint32_t n, std::vector<u64>& qs, std::vector<u64>& roots, std::vector<u64>& dst) {
+  template <class Buf>
+  void dcrt_poly(std::uint32_t n, std::vector<u64>& qs, std::vector<u64>& roots, Buf& dst) {
     version("DCRTPoly");
     u64 T = u64v();
     if (T == 0 || T > 256) throw FormatError("implausible tower count in polynomial");

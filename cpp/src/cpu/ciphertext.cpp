@@ -1,11 +1,64 @@
 #include "medtwin/ciphertext.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <new>
 #include <stdexcept>
 
 #include "medtwin/rns.h"
 
 namespace medtwin {
+
+namespace {
+std::mutex g_pool_mu;
+std::multimap<std::size_t, void*> g_pool;
+std::size_t g_pool_bytes = 0;
+constexpr std::size_t kPoolCap = std::size_t(1) << 30;   // keep at most 1 GiB of free buffers
+constexpr std::size_t kPoolMin = std::size_t(1) << 20;   // pool only buffers >= 1 MiB
+}  // namespace
+
+void* pool_allocate(std::size_t bytes) {
+  if (bytes >= kPoolMin) {
+    std::lock_guard<std::mutex> g(g_pool_mu);
+    auto it = g_pool.find(bytes);
+    if (it != g_pool.end()) {
+      void* p = it->second;
+      g_pool.erase(it);
+      g_pool_bytes -= bytes;
+      return p;
+    }
+  }
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!p) throw std::bad_alloc();
+  return p;
+}
+
+void pool_deallocate(void* p, std::size_t bytes) noexcept {
+  if (bytes >= kPoolMin) {
+    std::lock_guard<std::mutex> g(g_pool_mu);
+    if (g_pool_bytes + bytes <= kPoolCap) {
+      g_pool.emplace(bytes, p);
+      g_pool_bytes += bytes;
+      return;
+    }
+  }
+  std::free(p);
+}
+
+std::size_t pool_cached_bytes() {
+  std::lock_guard<std::mutex> g(g_pool_mu);
+  return g_pool_bytes;
+}
+
+void pool_release() {
+  std::lock_guard<std::mutex> g(g_pool_mu);
+  for (auto& kv : g_pool) std::free(kv.second);
+  g_pool.clear();
+  g_pool_bytes = 0;
+}
+
 namespace {
 void check_pair(const Ciphertext& a, const Ciphertext& b) {
   if (a.n != b.n) throw std::invalid_argument("ciphertexts have different ring dimensions");
@@ -13,9 +66,10 @@ void check_pair(const Ciphertext& a, const Ciphertext& b) {
   if (a.noise_deg != b.noise_deg)
     throw std::invalid_argument("ciphertexts have different noise-scale degrees (rescale first)");
 }
-// round(x) mod q for |x| < 2^126
-u64 scaled_mod(long double x, u64 q) {
-  long double v = std::roundl(x);
+// round(x) mod q for |x| < 2^126; trunc_half: OpenFHE's EvalMult(ct, double) rounding,
+// trunc(x + 0.5) (toward zero), which differs from round(x) for negative x.
+u64 scaled_mod(long double x, u64 q, bool trunc_half = false) {
+  long double v = trunc_half ? std::truncl(x + 0.5L) : std::roundl(x);
   if (!(std::fabs(v) < std::ldexp(1.0L, 126))) throw std::invalid_argument("constant times scale exceeds 2^126");
   __int128 z = static_cast<__int128>(v);
   __int128 r = z % static_cast<__int128>(q);
@@ -73,7 +127,7 @@ void mul_const_inplace(const Context& ctx, Ciphertext& a, double c) {
   for (std::int64_t jb = 0; jb < jobs; ++jb) {
     const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
     const u64 q = ctx.modulus(t);
-    mul_scalar_vec(a.poly(e, t), a.poly(e, t), scaled_mod(static_cast<long double>(c) * sf, q), a.n, q);
+    mul_scalar_vec(a.poly(e, t), a.poly(e, t), scaled_mod(static_cast<long double>(c) * sf, q, true), a.n, q);
   }
   a.noise_deg += 1;
   a.scale *= static_cast<double>(sf);

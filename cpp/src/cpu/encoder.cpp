@@ -100,10 +100,12 @@ void encode_real(const Context& ctx, const double* values, std::size_t len, std:
   for (std::int64_t t = 0; t < T; ++t) {
     const u64 q = ctx.modulus(t);
     u64* o = out + std::size_t(t) * n;
+    const Modulus& mq = ctx.mod(t);
     for (std::uint32_t i = 0; i < n; ++i) {
-      __int128 r = z[i] % static_cast<__int128>(q);
-      if (r < 0) r += q;
-      o[i] = static_cast<u64>(r);
+      const __int128 v = z[i];
+      const u128 mag = static_cast<u128>(v < 0 ? -v : v);
+      u64 r = barrett128(mag, mq);
+      o[i] = (v < 0 && r) ? q - r : r;
     }
     ctx.ntt(t).forward(o);
   }

@@ -5,11 +5,14 @@
 #if defined(MEDTWIN_HAVE_IFMA)
 #include <immintrin.h>
 
+#include <algorithm>
+
 namespace medtwin {
 namespace ifma {
 namespace {
-const __m512i kMask52 = _mm512_set1_epi64((1LL << 52) - 1);
-const __m512i kZero = _mm512_setzero_si512();
+// No namespace-scope AVX-512 constants: this file's code must not run on CPUs without IFMA.
+#define kMask52 _mm512_set1_epi64((1LL << 52) - 1)
+#define kZero _mm512_setzero_si512()
 
 // a * w mod q in [0, 2q) for a < 2^52, w < q < 2^50, wp = floor(w * 2^52 / q).
 inline __m512i mul_lazy(__m512i a, __m512i w, __m512i wp, __m512i q) {
@@ -20,9 +23,104 @@ inline __m512i mul_lazy(__m512i a, __m512i w, __m512i wp, __m512i q) {
 inline __m512i csub(__m512i x, __m512i m) {  // x >= m ? x - m : x
   return _mm512_min_epu64(x, _mm512_sub_epi64(x, m));
 }
-inline u64 mul_lazy_s(u64 a, u64 w, u64 wp, u64 q) {
-  u64 hi = static_cast<u64>((static_cast<u128>(a) * wp) >> 52);
-  return (a * w - hi * q) & ((u64(1) << 52) - 1);
+// Lane tables for the last three stages (t = 4, 2, 1): 16 elements (two vectors) per step.
+struct SmallStage {
+  __m512i ix, iy;      // element index (0..15) of lane l's x and y
+  __m512i back0, back1;  // where output element e (0..7, 8..15) is found in (X, Y)
+  __m512i wl;          // lane -> twiddle offset l / t
+};
+SmallStage make_stage(unsigned t) {
+  alignas(64) long long ix[8], iy[8], b0[8], b1[8], wl[8];
+  long long where[16];
+  for (unsigned l = 0; l < 8; ++l) {
+    unsigned blk = l / t, off = l % t;
+    ix[l] = blk * 2 * t + off;
+    iy[l] = ix[l] + t;
+    wl[l] = blk;
+    where[ix[l]] = l;
+    where[iy[l]] = 8 + l;
+  }
+  for (unsigned e = 0; e < 8; ++e) { b0[e] = where[e]; b1[e] = where[8 + e]; }
+  SmallStage s;
+  s.ix = _mm512_load_si512(ix); s.iy = _mm512_load_si512(iy);
+  s.back0 = _mm512_load_si512(b0); s.back1 = _mm512_load_si512(b1);
+  s.wl = _mm512_load_si512(wl);
+  return s;
+}
+const SmallStage& stage(std::size_t t) {
+  static const SmallStage st[3] = {make_stage(4), make_stage(2), make_stage(1)};  // first IFMA call only
+  return st[t == 4 ? 0 : (t == 2 ? 1 : 2)];
+}
+}  // namespace
+
+namespace {
+constexpr std::size_t kBlock = 2048;  // elements per L1-resident block (16 KiB)
+
+// One forward stage (m groups of 2t) restricted to groups [i0, i1).
+inline void fwd_stage(const NTTTables& tb, u64* a, std::size_t m, std::size_t t, std::size_t i0, std::size_t i1,
+                      __m512i q, __m512i q2) {
+  if (t >= 8) {
+    for (std::size_t i = i0; i < i1; ++i) {
+      const __m512i W = _mm512_set1_epi64(tb.w[m + i]), Wp = _mm512_set1_epi64(tb.w52[m + i]);
+      u64* x = a + 2 * i * t;
+      u64* y = x + t;
+      for (std::size_t j = 0; j < t; j += 8) {
+        __m512i u = csub(_mm512_loadu_si512(x + j), q2);
+        __m512i v = mul_lazy(_mm512_loadu_si512(y + j), W, Wp, q);
+        _mm512_storeu_si512(x + j, _mm512_add_epi64(u, v));
+        _mm512_storeu_si512(y + j, _mm512_sub_epi64(_mm512_add_epi64(u, q2), v));
+      }
+    }
+  } else {
+    const SmallStage& st = stage(t);
+    const std::size_t per = 8 / t;  // groups per 16 elements
+    for (std::size_t i = i0; i < i1; i += per) {
+      u64* p = a + 2 * i * t;
+      __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 8);
+      __m512i X = _mm512_permutex2var_epi64(v0, st.ix, v1);
+      __m512i Y = _mm512_permutex2var_epi64(v0, st.iy, v1);
+      __m512i W = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(tb.w.data() + m + i));
+      __m512i Wp = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(tb.w52.data() + m + i));
+      __m512i u = csub(X, q2);
+      __m512i v = mul_lazy(Y, W, Wp, q);
+      X = _mm512_add_epi64(u, v);
+      Y = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
+      _mm512_storeu_si512(p, _mm512_permutex2var_epi64(X, st.back0, Y));
+      _mm512_storeu_si512(p + 8, _mm512_permutex2var_epi64(X, st.back1, Y));
+    }
+  }
+}
+
+// One inverse stage (h groups of 2t) restricted to groups [i0, i1).
+inline void inv_stage(const NTTTables& tb, u64* a, std::size_t h, std::size_t t, std::size_t i0, std::size_t i1,
+                      __m512i q, __m512i q2) {
+  if (t >= 8) {
+    for (std::size_t i = i0; i < i1; ++i) {
+      const __m512i W = _mm512_set1_epi64(tb.iw[h + i]), Wp = _mm512_set1_epi64(tb.iw52[h + i]);
+      u64* x = a + 2 * i * t;
+      u64* y = x + t;
+      for (std::size_t j = 0; j < t; j += 8) {
+        __m512i u = _mm512_loadu_si512(x + j), v = _mm512_loadu_si512(y + j);
+        _mm512_storeu_si512(x + j, csub(_mm512_add_epi64(u, v), q2));
+        _mm512_storeu_si512(y + j, mul_lazy(_mm512_sub_epi64(_mm512_add_epi64(u, q2), v), W, Wp, q));
+      }
+    }
+  } else {
+    const SmallStage& st = stage(t);
+    const std::size_t per = 8 / t;
+    for (std::size_t i = i0; i < i1; i += per) {
+      u64* p = a + 2 * i * t;
+      __m512i v0 = _mm512_loadu_si512(p), v1 = _mm512_loadu_si512(p + 8);
+      __m512i X = _mm512_permutex2var_epi64(v0, st.ix, v1);
+      __m512i Y = _mm512_permutex2var_epi64(v0, st.iy, v1);
+      __m512i W = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(tb.iw.data() + h + i));
+      __m512i Wp = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(tb.iw52.data() + h + i));
+      __m512i sum = csub(_mm512_add_epi64(X, Y), q2);
+      __m512i dif = mul_lazy(_mm512_sub_epi64(_mm512_add_epi64(X, q2), Y), W, Wp, q);
+      _mm512_storeu_si512(p, _mm512_permutex2var_epi64(sum, st.back0, dif));
+      _mm512_storeu_si512(p + 8, _mm512_permutex2var_epi64(sum, st.back1, dif));
+    }
+  }
 }
 }  // namespace
 
@@ -31,40 +129,22 @@ bool forward(const NTTTables& tb, u64* a) {
   const u64 qs = tb.q();
   if (qs >= (u64(1) << 50) || tb.w52.empty() || n < 16) return false;
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
-  std::size_t t = n;
-  for (std::size_t m = 1; m < n; m <<= 1) {
-    t >>= 1;
-    if (t >= 8) {
-      for (std::size_t i = 0; i < m; ++i) {
-        const __m512i W = _mm512_set1_epi64(tb.w[m + i]), Wp = _mm512_set1_epi64(tb.w52[m + i]);
-        u64* x = a + 2 * i * t;
-        u64* y = x + t;
-        for (std::size_t j = 0; j < t; j += 8) {
-          __m512i u = csub(_mm512_loadu_si512(x + j), q2);
-          __m512i v = mul_lazy(_mm512_loadu_si512(y + j), W, Wp, q);
-          _mm512_storeu_si512(x + j, _mm512_add_epi64(u, v));
-          _mm512_storeu_si512(y + j, _mm512_sub_epi64(_mm512_add_epi64(u, q2), v));
-        }
+  std::size_t m = 1, t = n >> 1;
+  // large stages: whole-array passes
+  for (; m < n && 2 * t > kBlock; m <<= 1, t >>= 1) fwd_stage(tb, a, m, t, 0, m, q, q2);
+  // small stages: each block of kBlock elements through all of them while in L1
+  if (m < n) {
+    const std::size_t B = std::min(kBlock, n);
+    for (std::size_t b = 0; b < n; b += B) {
+      for (std::size_t mm = m, tt = t; mm < n; mm <<= 1, tt >>= 1) {
+        const std::size_t g0 = b / (2 * tt), g1 = (b + B) / (2 * tt);
+        fwd_stage(tb, a, mm, tt, g0, g1, q, q2);
       }
-    } else {
-      const u64 q2s = 2 * qs;
-      for (std::size_t i = 0; i < m; ++i) {
-        const u64 W = tb.w[m + i], Wp = tb.w52[m + i];
-        u64* x = a + 2 * i * t;
-        u64* y = x + t;
-        for (std::size_t j = 0; j < t; ++j) {
-          u64 u = x[j];
-          u -= (u >= q2s) ? q2s : 0;
-          u64 v = mul_lazy_s(y[j], W, Wp, qs);
-          x[j] = u + v;
-          y[j] = u - v + q2s;
-        }
+      for (std::size_t j = b; j < b + B; j += 8) {
+        __m512i v = _mm512_loadu_si512(a + j);
+        _mm512_storeu_si512(a + j, csub(csub(v, q2), q));
       }
     }
-  }
-  for (std::size_t j = 0; j < n; j += 8) {
-    __m512i v = _mm512_loadu_si512(a + j);
-    _mm512_storeu_si512(a + j, csub(csub(v, q2), q));
   }
   return true;
 }
@@ -74,37 +154,20 @@ bool inverse(const NTTTables& tb, u64* a) {
   const u64 qs = tb.q();
   if (qs >= (u64(1) << 50) || tb.iw52.empty() || n < 16) return false;
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
-  const u64 q2s = 2 * qs;
-  std::size_t t = 1;
-  for (std::size_t m = n; m > 1; m >>= 1) {
-    std::size_t h = m >> 1;
-    if (t >= 8) {
-      for (std::size_t i = 0; i < h; ++i) {
-        const __m512i W = _mm512_set1_epi64(tb.iw[h + i]), Wp = _mm512_set1_epi64(tb.iw52[h + i]);
-        u64* x = a + 2 * i * t;
-        u64* y = x + t;
-        for (std::size_t j = 0; j < t; j += 8) {
-          __m512i u = _mm512_loadu_si512(x + j), v = _mm512_loadu_si512(y + j);
-          _mm512_storeu_si512(x + j, csub(_mm512_add_epi64(u, v), q2));
-          _mm512_storeu_si512(y + j, mul_lazy(_mm512_sub_epi64(_mm512_add_epi64(u, q2), v), W, Wp, q));
-        }
-      }
-    } else {
-      for (std::size_t i = 0; i < h; ++i) {
-        const u64 W = tb.iw[h + i], Wp = tb.iw52[h + i];
-        u64* x = a + 2 * i * t;
-        u64* y = x + t;
-        for (std::size_t j = 0; j < t; ++j) {
-          u64 u = x[j], v = y[j];
-          u64 s = u + v;
-          s -= (s >= q2s) ? q2s : 0;
-          x[j] = s;
-          y[j] = mul_lazy_s(u - v + q2s, W, Wp, qs);
-        }
-      }
+  const std::size_t B = std::min(kBlock, n);
+  // small stages (t = 1 .. B/2) per block
+  std::size_t t_end = 1, m_end = n;
+  for (std::size_t b = 0; b < n; b += B) {
+    std::size_t t = 1, mm = n;
+    for (; mm > 1 && 2 * t <= B; mm >>= 1, t <<= 1) {
+      const std::size_t h = mm >> 1;
+      const std::size_t g0 = b / (2 * t), g1 = (b + B) / (2 * t);
+      inv_stage(tb, a, h, t, g0, g1, q, q2);
     }
-    t <<= 1;
+    t_end = t;
+    m_end = mm;
   }
+  for (std::size_t t = t_end, mm = m_end; mm > 1; mm >>= 1, t <<= 1) inv_stage(tb, a, mm >> 1, t, 0, mm >> 1, q, q2);
   const __m512i NI = _mm512_set1_epi64(tb.ninv), NIp = _mm512_set1_epi64(tb.ninv52);
   for (std::size_t j = 0; j < n; j += 8) {
     __m512i v = mul_lazy(_mm512_loadu_si512(a + j), NI, NIp, q);

@@ -39,11 +39,11 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
   for (std::size_t k = 0; k < ni; ++k) {
     const std::int64_t* ins = prog.code.data() + 4 * k;
     std::int64_t op = ins[0];
-    if (op < 0 || op > OP_COPY) throw ProgramFault("unknown opcode " + std::to_string(op));
+    if (op < 0 || op > OP_RELIN) throw ProgramFault("unknown opcode " + std::to_string(op));
     reg_ok(ins[1]);
     switch (op) {
       case OP_INPUT: break;
-      case OP_ADD: case OP_SUB: case OP_MUL: reg_ok(ins[2]); reg_ok(ins[3]); break;
+      case OP_ADD: case OP_SUB: case OP_MUL: case OP_TENSOR: reg_ok(ins[2]); reg_ok(ins[3]); break;
       case OP_MUL_PLAIN: case OP_ADD_PLAIN: case OP_SUB_PLAIN:
         reg_ok(ins[2]);
         if (ins[3] < 0 || static_cast<std::size_t>(ins[3]) >= prog.plains.size()) throw ProgramFault("plaintext index out of range");
@@ -82,6 +82,14 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
         case OP_MUL:
           out = std::make_shared<Ciphertext>();
           tensor(ctx, get(a), get(b), *out);
+          relinearize_inplace(ctx, *out, *keys.relin);
+          break;
+        case OP_TENSOR:
+          out = std::make_shared<Ciphertext>();
+          tensor(ctx, get(a), get(b), *out);
+          break;
+        case OP_RELIN:
+          out = std::make_shared<Ciphertext>(get(a));
           relinearize_inplace(ctx, *out, *keys.relin);
           break;
         case OP_MUL_PLAIN: {

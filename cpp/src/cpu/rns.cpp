@@ -43,11 +43,20 @@ void rescale_inplace(const Context& ctx, Ciphertext& ct) {
     const u64 qi = mi.q, qlmod = ql % qi;
     u64* t = scratch(1, n);
     const u64* xe = x + std::size_t(e) * n;
-    for (std::uint32_t c = 0; c < n; ++c) {
-      u64 v = xe[c];
-      u64 r = v >= qi ? v % qi : v;
-      if (v > half) r = submod(r, qlmod, qi);
-      t[c] = r;
+    if (ql < 2 * qi) {  // the usual case (moduli of similar size): one conditional subtraction
+      for (std::uint32_t c = 0; c < n; ++c) {
+        u64 v = xe[c];
+        u64 r = v >= qi ? v - qi : v;
+        u64 adj = v > half ? qlmod : 0;
+        t[c] = r >= adj ? r - adj : r + qi - adj;
+      }
+    } else {
+      for (std::uint32_t c = 0; c < n; ++c) {
+        u64 v = xe[c];
+        u64 r = barrett128(v, mi);
+        if (v > half) r = submod(r, qlmod, qi);
+        t[c] = r;
+      }
     }
     ctx.ntt(i).forward(t);
     const u64 w = ctx.rescale_inv(l, i), wp = ctx.rescale_inv_p(l, i);

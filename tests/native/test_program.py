@@ -1,0 +1,98 @@
+"""Whole programs: the native backend against OpenFHE's executor on the same ciphertexts
+(bit-exact towers) and against numpy within the program's stated error bound."""
+from __future__ import annotations
+
+import numpy as np
+import openfhe
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from medtwin import _core
+from medtwin.errors import ProgramError
+from medtwin.he.native import NativeExecutor, compile_program
+from medtwin.program import NoiseModel, OpenFHEExecutor, PlanParams, ProgramBuilder, get_executor
+from tests.native.conftest import make_setup
+from tests.program.randprog import ROTS, random_program
+
+RING = 1 << 10
+SLOTS = RING // 2
+DEPTH = 8
+PARAMS = PlanParams(40, 49, RING)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return make_setup(RING, DEPTH, 0, rotations=tuple(sorted({r % SLOTS for r in ROTS} | {4, 8})))
+
+
+def test_native_is_registered(setup):
+    ex = get_executor("native", cc=setup.cc)
+    assert isinstance(ex, NativeExecutor)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(case=random_program(slots=SLOTS, max_depth=DEPTH, max_mag=30.0))
+def test_random_programs_match_openfhe(setup, case):
+    b, inputs, expected, _ = case
+    prog = b.build(PARAMS)
+    cts = {k: setup.encrypt(v) for k, v in inputs.items()}
+    ours = NativeExecutor(engine=setup.engine).run(prog, cts)
+    theirs = OpenFHEExecutor(setup.cc, threads=1).run(prog, cts)
+    noise = NoiseModel.from_context(setup.cc)
+    for name, want in expected.items():
+        a = setup.imp(ours[name])
+        b_ = setup.imp(theirs[name])
+        kinds = [op.kind for op in prog.ops]
+        consts = [op.const for op in prog.ops if op.const is not None]
+        assert np.array_equal(a.data, b_.data), (kinds, consts)  # same towers as OpenFHE's
+        got = setup.decrypt(ours[name])
+        assert float(np.max(np.abs(got - want))) <= prog.error_bound(name, noise=noise)
+
+
+def test_batch_and_output_types(setup):
+    rng = np.random.default_rng(3)
+    b = ProgramBuilder("batch", SLOTS)
+    x = b.input("x", (0.5, 2.0))
+    w = rng.uniform(0, 1, SLOTS)
+    b.output("y", x * x * w + b.rotate(x, 1) + 0.25)
+    prog = b.build(PARAMS)
+    xs = [rng.uniform(0.5, 2.0, SLOTS) for _ in range(3)]
+    ex = get_executor("native", cc=setup.cc)
+    outs = ex.run(prog, {"x": [setup.encrypt(v) for v in xs]})["y"]
+    assert len(outs) == 3 and all(isinstance(o, openfhe.Ciphertext) for o in outs)
+    for v, ct in zip(xs, outs):
+        np.testing.assert_allclose(setup.decrypt(ct), v * v * w + np.roll(v, -1) + 0.25, atol=1e-5)
+    # bytes in -> bytes out; engine ciphertexts in -> engine ciphertexts out
+    bx = openfhe.Serialize(setup.encrypt(xs[0]), openfhe.BINARY)
+    out_b = ex.run(prog, {"x": bx})["y"]
+    assert isinstance(out_b, bytes)
+    out_n = ex.run(prog, {"x": setup.imp(bx)})["y"]
+    assert isinstance(out_n, _core.Ciphertext)
+    assert setup.exp(out_n) == out_b
+
+
+def test_errors(setup):
+    b = ProgramBuilder("rot", SLOTS)
+    x = b.input("x", (0.0, 1.0))
+    b.output("r", b.rotate(x, 7))  # no key for 7
+    prog = b.build(PARAMS)
+    with pytest.raises(ProgramError, match="rotation key"):
+        NativeExecutor(engine=setup.engine).run(prog, {"x": setup.encrypt(np.zeros(SLOTS))})
+    b = ProgramBuilder("lvl", SLOTS)
+    x = b.input("x", (0.0, 1.0))
+    b.output("y", x * x)
+    prog = b.build(PARAMS)
+    deep = setup.cc.LevelReduce(setup.encrypt(np.zeros(SLOTS)), None, 1)
+    with pytest.raises(ProgramError, match="level-0"):
+        NativeExecutor(engine=setup.engine).run(prog, {"x": deep})
+    with pytest.raises(ProgramError, match="needs a crypto context"):
+        NativeExecutor()
+    cp = compile_program(prog)
+    bad = cp.code.copy()
+    bad[0] = 99
+    with pytest.raises(ProgramError, match="opcode"):
+        setup.engine.run_program(bad, cp.consts, cp.plains, [[setup.imp(setup.encrypt([0.0]))]], cp.n_regs, cp.outputs)
+    bad = cp.code.copy()
+    bad[2] = 5  # input index out of range
+    with pytest.raises(ProgramError, match="input index"):
+        setup.engine.run_program(bad, cp.consts, cp.plains, [[setup.imp(setup.encrypt([0.0]))]], cp.n_regs, cp.outputs)
