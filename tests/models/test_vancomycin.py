@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from medtwin.errors import RangeError, ValidationError
+from medtwin.models.two_compartment import Dosing, macro_constants
+from medtwin.models.vancomycin import VANCOMYCIN as M
+
+
+def _cov(wt, crcl):
+    return {"weight_kg": np.atleast_1d(np.asarray(wt, float)), "crcl_ml_min": np.atleast_1d(np.asarray(crcl, float))}
+
+
+def test_matzke_1984_clearance_and_volume():
+    # Matzke et al. 1984: CLS [mL/min] = 3.66 + 0.689 CLCR; Vss 0.72-0.90 L/kg.
+    for crcl in (0.0, 10.0, 60.0, 120.0):
+        assert M.clearance_l_h(crcl) == pytest.approx((3.66 + 0.689 * crcl) * 0.06, rel=1e-14)
+    p = M.individual_parameters(_cov(70.0, 100.0))
+    assert p["vss"][0] == pytest.approx(0.72 * 70.0)
+    assert p["v1"][0] == pytest.approx(0.15 * 70.0)  # Matzke 1986: Vc about 0.15 L/kg
+
+
+def test_half_lives_in_published_ranges_at_normal_renal_function():
+    # Rybak 2006 (Clin Infect Dis 42:S35): alpha phase 30 min - 1 h, beta half-life 6-12 h.
+    for wt, crcl in ((60.0, 100.0), (70.0, 120.0), (80.0, 130.0)):
+        k10 = M.individual_parameters(_cov(wt, crcl))["k10"][0]
+        a, b = macro_constants(k10, M.k12, M.k21)
+        assert 0.5 <= math.log(2) / a <= 1.0
+        assert 6.0 <= math.log(2) / b <= 12.0
+
+
+def test_rybak_2020_auc_relation_and_dose_for_target():
+    cov = _cov([70.0, 80.0], [100.0, 40.0])
+    cl = M.individual_parameters(cov)["cl"]
+    # AUC24,ss = daily dose / CL; e.g. 1 g q12h for CL 4.35 L/h gives 459 mg*h/L (in 400-600).
+    auc = M.auc24_ss(cov, 1000.0, 12.0)
+    np.testing.assert_allclose(auc, 2000.0 / cl, rtol=1e-14)
+    assert 400.0 <= auc[0] <= 600.0
+    dose = M.daily_dose_for_target(cov, 500.0, mic=1.0)
+    np.testing.assert_allclose(M.auc24_ss(cov, dose / 2, 12.0), 500.0, rtol=1e-12)
+    # the simulated AUC over a 24 h interval at (near) steady state agrees with dose/CL
+    d = Dosing.regular(1000.0, 12.0, 40, infusion_h=1.0)
+    ref = M.reference(cov, d, [432.0, 456.0])
+    np.testing.assert_allclose(ref["auc"][:, 1] - ref["auc"][:, 0], 2000.0 / cl, rtol=2e-3)
+    assert list(M.regimen_for_daily_dose([2180.0, 900.0])) == [1000.0, 500.0]
+    with pytest.raises(ValidationError):
+        M.daily_dose_for_target(cov, 0.0)
+
+
+def test_ranges_refused_without_values():
+    with pytest.raises(RangeError, match="crcl_ml_min") as e:
+        M.individual_parameters(_cov(70.0, 260.5))
+    assert "260" not in str(e.value)
+
+
+def test_encrypted_openfhe_within_stated_bound():
+    from medtwin.he.openfhe_backend import generate_keys
+    from medtwin.he.params import preset
+    from medtwin.program.bounds import NoiseModel
+    from medtwin.program.executors import get_executor
+
+    wts, crcl = np.array([50.0, 70.0, 90.0, 120.0]), np.array([30.0, 60.0, 100.0, 150.0])
+    tp = np.array([0.5, 1.0, 6.0, 11.9, 13.0, 24.0, 30.5, 35.9])
+    cov = _cov(wts, crcl)
+    ref = M.reference(cov, Dosing.regular(1000.0, 12.0, 3, infusion_h=1.0), tp)["conc"].ravel()
+    params = preset("test-insecure", depth=20)
+    prog = M.build_program(32, np.tile(tp, 4), dose_mg=1000.0, interval_h=12.0, count=3, infusion_h=1.0,
+                           mic=1.0, target_auc=500.0, params=params)
+    slots = {"weight_kg": np.repeat(wts, 8), "crcl_ml_min": np.repeat(crcl, 8)}
+    num = get_executor("numpy").run(prog, slots)
+    assert np.max(np.abs(num["conc_h"][:32] * 100 - ref)) <= 100 * prog.error_bound("conc_h")
+    ctx, _ = generate_keys(params.with_depth(prog.depth), prog.rotation_indices())
+    out = get_executor("openfhe", cc=ctx.cc, threads=1).run(prog, {k: ctx.encrypt(v) for k, v in slots.items()})
+    noise = NoiseModel.from_context(ctx.cc)
+    conc = ctx.decrypt(out["conc_h"], 32) * 100
+    err = np.max(np.abs(conc - ref))
+    assert err <= 100 * prog.error_bound("conc_h", noise=noise)
+    assert err < 0.1  # mg/L; measured about 0.005
+    exact = {"auc24_h": np.repeat(M.auc24_ss(cov, 1000.0, 12.0) / 100, 8),
+             "dose_g_day": np.repeat(M.daily_dose_for_target(cov, 500.0) / 1000, 8),
+             "cl": np.repeat(M.individual_parameters(cov)["cl"], 8)}
+    for name, want in exact.items():
+        got = ctx.decrypt(out[name], 32)
+        assert np.max(np.abs(got - want)) <= prog.error_bound(name, noise=noise), name
