@@ -184,34 +184,20 @@ def model_names() -> list[str]:
 
 
 def available_backends() -> list[str]:
-    """Backends the program executors know: ``openfhe`` always, ``native`` when registered."""
+    """Encrypted backends offered in the app: ``openfhe`` always, ``native`` when
+    :mod:`medtwin.program` has it registered (the native engine registers itself on import).
+    Plaintext executors (``numpy``) are never offered."""
     out = ["openfhe"]
     try:
-        import medtwin.program as prog
-        names = None
-        for attr in ("executor_names", "available_executors", "backends"):
-            f = getattr(prog, attr, None)
-            if callable(f):
-                names = list(f())
-                break
-            if isinstance(f, (list, tuple, dict, set, frozenset)):
-                names = list(f)
-                break
-        if names is None and hasattr(prog, "get_executor"):
-            names = []
-            for cand in ("native",):
-                try:
-                    prog.get_executor(cand, ctx=None)
-                    names.append(cand)
-                except TypeError:
-                    names.append(cand)
-                except Exception:  # noqa: BLE001 - an unknown backend raises; that is the answer
-                    pass
-        for n in names or []:
-            if n not in out:
-                out.append(n)
+        from medtwin.program import available_executors
+    except ImportError:
+        return out
+    try:
+        import medtwin.he.native  # noqa: F401 - registers "native" when the engine is built
     except ImportError:
         pass
+    if "native" in available_executors():
+        out.append("native")
     return out
 
 
