@@ -355,6 +355,7 @@ def plaintext_digest(plain: dict[str, np.ndarray], chunk: int) -> str:
 
 # Chebyshev tolerances (absolute, on the approximated function) for the program's pieces.
 TOLERANCES = {"reciprocal": 1e-7, "exp": 1e-8, "window": 2e-4}
+DOSE_UNIT = 100.0  # mg; the program works in dose units of this size
 MAX_POWER = 48  # dosing intervals within the horizon that the u-polynomial covers
 
 
@@ -365,13 +366,17 @@ def _span(expr, pad: float = 0.0) -> tuple[float, float]:
 
 
 def build_program(model: OralPKModel, plain: dict[str, np.ndarray], chunk: int, slots: int, block: int,
-                  *, time_in_window: bool = True, name: str | None = None):
+                  *, time_in_window: bool = True, sum_in_program: bool = False, name: str | None = None,
+                  params=None, noise=None):
     """The FHE program of one ciphertext chunk (see the module docstring for the algebra).
 
     Inputs (encrypted, one value per slot): ``age_years``, ``weight_kg``,
     ``serum_creatinine_mg_dl``, ``female``. Outputs: ``conc`` [mg/L] per slot, ``auc_h`` =
-    AUC/100 [100 mg*h/L] per slot, and (optionally) ``tiw``: the smooth time-in-window fraction in
-    the first slot of every pair's block.
+    AUC/100 [100 mg*h/L] per slot, and (optionally) the smooth time-in-window fraction: either its
+    per-time-point terms ``tiw_terms`` (window indicator times the trapezoid weight; the client adds
+    a pair's terms after decryption, so the keys need no rotations) or, with ``sum_in_program``,
+    ``tiw``: the block sums in the first slot of every pair's block (rotation keys needed; used
+    when only aggregates may be decrypted).
     """
     from medtwin.program import ProgramBuilder
 
@@ -403,25 +408,31 @@ def build_program(model: OralPKModel, plain: dict[str, np.ndarray], chunk: int, 
     x_hi = max(_span(x_tau)[1], _span(x_r)[1]) * 1.01 + 1e-6
     u = b.apply(lambda x: np.exp(-x), x_tau, domain=(0.0, x_hi), tol=TOLERANCES["exp"])
     er = b.apply(lambda x: np.exp(-x), x_r, domain=(0.0, x_hi), tol=TOLERANCES["exp"])
-    coeffs = [pv(f"c{j}") for j in range(jmax + 1)]
+    # Doses in units of DOSE_UNIT mg inside the program: keeps S, K, M of order 1-30, so that the
+    # cancellation in S - K and OpenFHE's fixed-scale rescaling error act on small magnitudes.
+    U = DOSE_UNIT
+    coeffs = [pv(f"c{j}") / U for j in range(jmax + 1)]
     poly = b.poly_plain(u, coeffs)  # sum_j c_j(slot) * u^j, baby-step giant-step
     S = er * poly
     inv_kdiff = b.apply(lambda k: 1.0 / (model.ka - ke_pop * k), kfac, domain=k_dom, tol=1e-8)
     inv_kfac = b.apply(lambda k: 1.0 / k, kfac, domain=k_dom, tol=TOLERANCES["reciprocal"])
     oral = pv("oral")
-    Q = S - b.plain(pv("K"))
-    D1 = inv_kdiff * b.plain(oral * model.f * model.ka / model.v_per_kg) + b.plain((1.0 - oral) / model.v_per_kg)
+    Q = S - b.plain(pv("K") / U)
+    D1 = inv_kdiff * b.plain(oral * model.f * model.ka * U / model.v_per_kg) + b.plain((1.0 - oral) * U / model.v_per_kg)
     conc = (inv_wt * D1) * Q
     b.output("conc", conc)
     fs = np.where(oral > 0, model.f, 1.0)
-    inner = (b.plain(pv("M")) - inv_kdiff * (S * b.plain(oral * model.ka) - kfac * b.plain(oral * ke_pop * pv("K")))
+    inner = (b.plain(pv("M") / U) - inv_kdiff * (S * b.plain(oral * model.ka) - kfac * b.plain(oral * ke_pop * pv("K") / U))
              - S * b.plain(1.0 - oral))
-    auc_h = (inv_wt * inv_kfac) * (inner * b.plain(fs / model.cl_per_kg / 100.0))
+    auc_h = (inv_wt * inv_kfac) * (inner * b.plain(fs * U / model.cl_per_kg / 100.0))
     b.output("auc_h", auc_h)
     if time_in_window:
         cdom = model.conc_domain
         c_in = b.assume_range(conc, cdom)  # verified on the decrypted trajectory by the client
         win = b.apply(model.smooth_window, c_in, domain=cdom, tol=TOLERANCES["window"])
-        tiw = b.sum_blocks(win * b.plain(pv("tiw_w")), block)
-        b.output("tiw", tiw)
-    return b.build()
+        terms = win * b.plain(pv("tiw_w"))
+        if sum_in_program:
+            b.output("tiw", b.sum_blocks(terms, block))  # needs rotation keys 1, 2, 4, ... < block
+        else:
+            b.output("tiw_terms", terms)  # the client adds the block's terms after decryption
+    return b.build(params, noise=noise)

@@ -106,8 +106,12 @@ class CompiledStudy:
         return sorted(idx)
 
 
-def compile_study(spec: StudySpec, n_patients: int, slots: int, taken=None) -> CompiledStudy:
-    """Plan the study's slot layout and compile its FHE programs (one per distinct chunk)."""
+def compile_study(spec: StudySpec, n_patients: int, slots: int, taken=None, *, noise=None) -> CompiledStudy:
+    """Plan the study's slot layout and compile its FHE programs (one per distinct chunk).
+
+    ``noise``: the CKKS noise model of the live context (``NoiseModel.from_context``) so that the
+    stated error bounds use its actual primes; default: an estimate for N = 2^16.
+    """
     model = spec.pk
     times = np.asarray(spec.times)
     layout = SlotLayout(n_patients, len(spec.scenarios), len(times), slots)
@@ -118,7 +122,7 @@ def compile_study(spec: StudySpec, n_patients: int, slots: int, taken=None) -> C
         key = pk_oral.plaintext_digest(plain, c)
         if key not in cache:
             cache[key] = pk_oral.build_program(model, plain, c, slots, layout.block,
-                                               time_in_window=spec.time_in_window)
+                                               time_in_window=spec.time_in_window, noise=noise)
         programs.append(cache[key])
     return CompiledStudy(spec, layout, plain, programs)
 
@@ -191,7 +195,9 @@ def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads:
     if cohort.key_tag != ctx.key_tag:
         from medtwin.errors import KeyMismatchError
         raise KeyMismatchError("the cohort was encrypted under another key pair than the evaluation keys")
-    cs = compile_study(cohort.spec, cohort.layout.n_patients, ctx.slots)
+    from medtwin.program.bounds import NoiseModel
+
+    cs = compile_study(cohort.spec, cohort.layout.n_patients, ctx.slots, noise=NoiseModel.from_context(ctx.cc))
     if cs.depth > ctx.depth:
         from medtwin.errors import ProgramError
         raise ProgramError(f"the study needs multiplicative depth {cs.depth} but the keys were made for {ctx.depth}")
@@ -286,7 +292,13 @@ class StudyResult:
         return self.n_results / self.seconds_simulate if self.seconds_simulate > 0 else float("inf")
 
     def deviations(self) -> dict[str, float]:
-        """Largest absolute and relative deviation of each encrypted output from the reference."""
+        """Largest deviation of each encrypted output from the plaintext reference.
+
+        ``*_abs``: the largest absolute difference over every (patient, scenario, time point).
+        ``*_rel``: the largest, over (patient, scenario) pairs, of the pair's largest absolute
+        difference divided by the pair's largest reference value (its peak concentration or its
+        AUC over the horizon), so near-zero values before the first dose do not inflate it.
+        """
         if self.reference is None:
             return {}
         out = {}
@@ -294,8 +306,8 @@ class StudyResult:
             enc, ref = getattr(self, key), self.reference[key]
             err = np.abs(enc - ref)
             out[f"{key}_abs"] = float(err.max())
-            scale = np.maximum(np.abs(ref), 1e-3 * max(np.abs(ref).max(), 1e-12))
-            out[f"{key}_rel"] = float((err / scale).max())
+            peak = np.maximum(np.abs(ref).max(axis=2), 1e-12)
+            out[f"{key}_rel"] = float((err.max(axis=2) / peak).max())
         if self.tiw is not None and "tiw" in self.reference:
             out["tiw_abs"] = float(np.abs(self.tiw - self.reference["tiw"]).max())
         return out
@@ -333,8 +345,15 @@ def decrypt_outcome(out: EncryptedOutcome, ctx, *, progress: ProgressFn | None =
         dec[name] = np.stack(rows)
     conc = lay.gather(dec["conc"])
     auc = lay.gather(dec["auc_h"]) * 100.0
-    tiw = lay.gather(dec["tiw"])[:, :, 0] if "tiw" in dec else None
+    if "tiw" in dec:
+        tiw = lay.gather(dec["tiw"])[:, :, 0]
+    elif "tiw_terms" in dec:
+        tiw = lay.gather(dec["tiw_terms"]).sum(axis=2)
+    else:
+        tiw = None
     bounds = dict(out.bounds)
+    if "tiw_terms" in bounds:  # sum of T terms, each within the per-slot bound times its weight (<= 1)
+        bounds["tiw"] = bounds.pop("tiw_terms") * lay.n_times
     if "auc_h" in bounds:
         bounds["auc"] = bounds.pop("auc_h") * 100.0
     res = StudyResult(out.spec, out.twin_ids, np.asarray(out.spec.times), conc, auc, tiw, bounds,
