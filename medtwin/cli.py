@@ -4,6 +4,11 @@ Roles stay apart as in the desktop app: ``encrypt`` and ``decrypt`` run on the c
 workstation (they unlock the keystore); ``simulate`` needs only the public bundle and runs on the
 compute node. Passphrases are asked for on the terminal, or read from the environment variable
 named by ``--passphrase-env`` for scripted use; they are never accepted as plain arguments.
+
+Every command that touches keys or patient data acts as an authenticated user (``--user``,
+password from the terminal or ``--password-env``) from the user store in ``$MEDTWIN_HOME``
+(default ``~/.medtwin``), is checked against the user's role, and is written to the signed audit
+log there (``$MEDTWIN_HOME/audit.db``). ``medtwin init --admin NAME`` creates both.
 """
 from __future__ import annotations
 
@@ -43,6 +48,24 @@ def _passphrase(env: Optional[str], prompt: str, confirm: bool = False) -> str:
     return p
 
 
+def _home() -> Path:
+    return Path(os.environ.get("MEDTWIN_HOME", Path.home() / ".medtwin"))
+
+
+def _session(user: Optional[str], password_env: Optional[str]):
+    """Authenticate ``user`` against $MEDTWIN_HOME/users.db; returns (session, audit log)."""
+    from medtwin.custody.audit import AuditLog
+    from medtwin.custody.users import authenticate
+
+    home = _home()
+    if not (home / "users.db").exists():
+        _fail(MedTwinError(f"no user store in {home}; run 'medtwin init --admin NAME' first"))
+    name = user or os.environ.get("MEDTWIN_USER") or getpass.getuser()
+    pw = _passphrase(password_env, f"password for {name}")
+    log = AuditLog(home / "audit.db")
+    return authenticate(home / "users.db", name, pw, audit=log), log
+
+
 class _Progress:
     """A rich progress bar driven by the core's (stage, fraction) callback."""
 
@@ -72,32 +95,59 @@ class _Progress:
             self._bar.__exit__(*exc)
 
 
+UserOpt = typer.Option(None, "--user", help="acting user (default $MEDTWIN_USER or the login name)")
+PasswordEnvOpt = typer.Option(None, "--password-env", help="read the user's password from this variable")
+
+
+@app.command("init")
+def init(admin: str = typer.Option(..., help="name of the first (admin) account"),
+         password_env: Optional[str] = PasswordEnvOpt):
+    """Create the user store and the audit log in $MEDTWIN_HOME with a first admin account."""
+    from medtwin.custody.audit import AuditLog
+    from medtwin.custody.users import UserStore
+
+    home = _home()
+    if (home / "users.db").exists():
+        _fail(MedTwinError(f"{home / 'users.db'} exists already"))
+    try:
+        pw = _passphrase(password_env, f"new password for {admin}", confirm=True)
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        UserStore(home / "users.db").bootstrap_admin(admin, pw)
+        AuditLog(home / "audit.db")
+    except MedTwinError as exc:
+        _fail(exc)
+    typer.echo(f"initialised {home}: admin {admin}; add users with 'medtwin users add'")
+
+
 # ------------------------------------------------------------------------------------------ keys
 @keys_app.command("create")
 def keys_create(keystore: Path = typer.Argument(..., help="new keystore path"),
                 preset: str = typer.Option("standard-128", help="CKKS preset"),
                 model: str = typer.Option("theophylline", help="model whose programs the keys must serve"),
-                passphrase_env: Optional[str] = typer.Option(None, help="read the passphrase from this variable")):
+                passphrase_env: Optional[str] = typer.Option(None, help="read the passphrase from this variable"),
+                user: Optional[str] = UserOpt, password_env: Optional[str] = PasswordEnvOpt):
     """Generate a key pair sized for the model's programs and store it encrypted at rest."""
-    from medtwin.custody.keystore import create_keystore
     from medtwin.study import workflow
 
     try:
+        session, log = _session(user, password_env)
         pw = _passphrase(passphrase_env, "new keystore passphrase", confirm=True)
-        info = workflow.create_keys(keystore, pw, preset=preset, model=model)
+        info = workflow.create_keys(keystore, pw, session=session, log=log, preset=preset, model=model)
     except MedTwinError as exc:
         _fail(exc)
     typer.echo(f"created {keystore}: {info}")
 
 
 @keys_app.command("unlock")
-def keys_unlock(keystore: Path, passphrase_env: Optional[str] = typer.Option(None)):
+def keys_unlock(keystore: Path, passphrase_env: Optional[str] = typer.Option(None),
+                user: Optional[str] = UserOpt, password_env: Optional[str] = PasswordEnvOpt):
     """Check that the passphrase opens the keystore and the keys belong together."""
     from medtwin.custody.keystore import unlock_keystore
     from medtwin.he.openfhe_backend import HEContext
 
     try:
-        km = unlock_keystore(keystore, _passphrase(passphrase_env, "keystore passphrase"))
+        session, log = _session(user, password_env)
+        km = unlock_keystore(keystore, _passphrase(passphrase_env, "keystore passphrase"), log=log, actor=session)
         ctx = HEContext.from_keys(km)
     except MedTwinError as exc:
         _fail(exc)
@@ -107,26 +157,35 @@ def keys_unlock(keystore: Path, passphrase_env: Optional[str] = typer.Option(Non
 
 @keys_app.command("rekey")
 def keys_rekey(keystore: Path, passphrase_env: Optional[str] = typer.Option(None),
-               new_passphrase_env: Optional[str] = typer.Option(None)):
+               new_passphrase_env: Optional[str] = typer.Option(None),
+               user: Optional[str] = UserOpt, password_env: Optional[str] = PasswordEnvOpt):
     """Re-encrypt the secret key under a new passphrase (the keys themselves are unchanged)."""
     from medtwin.custody.keystore import change_passphrase
 
     try:
+        session, log = _session(user, password_env)
         old = _passphrase(passphrase_env, "current passphrase")
         new = _passphrase(new_passphrase_env, "new passphrase", confirm=True)
-        change_passphrase(keystore, old, new)
+        change_passphrase(keystore, old, new, log=log, actor=session)
     except MedTwinError as exc:
         _fail(exc)
     typer.echo("passphrase changed")
 
 
 @keys_app.command("export-public")
-def keys_export_public(keystore: Path, dest: Path):
-    """Write the public bundle (context, public and evaluation keys) for a compute node."""
+def keys_export_public(keystore: Path, dest: Path, passphrase_env: Optional[str] = typer.Option(None),
+                       user: Optional[str] = UserOpt, password_env: Optional[str] = PasswordEnvOpt):
+    """Write the public bundle (context, public and evaluation keys) for a compute node.
+
+    The keystore passphrase authenticates the keystore header before anything is exported."""
     from medtwin.custody.keystore import export_public
+    from medtwin.custody.users import require
 
     try:
-        out = export_public(keystore, dest)
+        session, log = _session(user, password_env)
+        require(session, "export")
+        out = export_public(keystore, dest, passphrase=_passphrase(passphrase_env, "keystore passphrase"),
+                            log=log, actor=session)
     except MedTwinError as exc:
         _fail(exc)
     typer.echo(f"public bundle written to {out} (no secret key inside)")
@@ -134,12 +193,17 @@ def keys_export_public(keystore: Path, dest: Path):
 
 # -------------------------------------------------------------------------------------- patients
 @app.command("import")
-def import_patients(sources: List[Path] = typer.Argument(..., help="FHIR R4 bundles (.json) or CSV files")):
+def import_patients(sources: List[Path] = typer.Argument(..., help="FHIR R4 bundles (.json) or CSV files"),
+                    user: Optional[str] = UserOpt, password_env: Optional[str] = PasswordEnvOpt):
     """Validate patient files and summarise them (nothing is written; values are not printed)."""
+    from medtwin.custody.users import require
     from medtwin.study import workflow
 
     try:
+        session, log = _session(user, password_env)
+        require(session, "create_twins")
         records = workflow.load_records(sources)
+        log.append(session, "patient.import", n_patients=len(records))
     except MedTwinError as exc:
         _fail(exc)
     fields = {}
@@ -169,14 +233,16 @@ def encrypt(sources: List[Path] = typer.Argument(..., help="FHIR bundles or CSV 
             keystore: Path = typer.Option(..., help="keystore (unlocked to derive pseudonyms)"),
             study: Path = typer.Option(..., help="study definition JSON (see study-template)"),
             out: Path = typer.Option(..., help="new encrypted-cohort bundle directory"),
-            passphrase_env: Optional[str] = typer.Option(None)):
+            passphrase_env: Optional[str] = typer.Option(None),
+            user: Optional[str] = UserOpt, password_env: Optional[str] = PasswordEnvOpt):
     """Client: import, minimise, validate against the model's ranges, pack and encrypt."""
     from medtwin.study import workflow
 
     try:
+        session, log = _session(user, password_env)
         pw = _passphrase(passphrase_env, "keystore passphrase")
         with _Progress() as prog:
-            n = workflow.encrypt_files(sources, keystore, pw, study, out, progress=prog)
+            n = workflow.encrypt_files(sources, keystore, pw, study, out, session=session, log=log, progress=prog)
     except MedTwinError as exc:
         _fail(exc)
     typer.echo(f"encrypted {n} twin(s) into {out}")
@@ -186,13 +252,16 @@ def encrypt(sources: List[Path] = typer.Argument(..., help="FHIR bundles or CSV 
 def simulate(cohort: Path = typer.Option(..., help="encrypted-cohort bundle"),
              public: Path = typer.Option(..., help="public bundle or keystore (public part only is read)"),
              out: Path = typer.Option(..., help="new encrypted-outcome bundle directory"),
-             backend: str = typer.Option("openfhe", help="openfhe | native")):
+             backend: str = typer.Option("openfhe", help="openfhe | native"),
+             user: Optional[str] = UserOpt, password_env: Optional[str] = PasswordEnvOpt):
     """Compute node: run the study's FHE program on ciphertexts (no secret key is read)."""
     from medtwin.study import workflow
 
     try:
+        session, log = _session(user, password_env)
         with _Progress() as prog:
-            info = workflow.simulate_bundle(cohort, public, out, backend=backend, progress=prog)
+            info = workflow.simulate_bundle(cohort, public, out, session=session, log=log, backend=backend,
+                                            progress=prog)
     except MedTwinError as exc:
         _fail(exc)
     typer.echo(info)
@@ -202,13 +271,15 @@ def simulate(cohort: Path = typer.Option(..., help="encrypted-cohort bundle"),
 def decrypt(outcome: Path = typer.Option(..., help="encrypted-outcome bundle"),
             keystore: Path = typer.Option(...),
             report_dir: Path = typer.Option(..., help="new folder for the CSV and PNG"),
-            passphrase_env: Optional[str] = typer.Option(None)):
-    """Client: decrypt an outcome, print the comparison, write CSV and PNG."""
+            passphrase_env: Optional[str] = typer.Option(None),
+            user: Optional[str] = UserOpt, password_env: Optional[str] = PasswordEnvOpt):
+    """Client: decrypt an outcome, print the comparison, write CSV and PNG (signed)."""
     from medtwin.study import workflow
 
     try:
+        session, log = _session(user, password_env)
         pw = _passphrase(passphrase_env, "keystore passphrase")
-        text = workflow.decrypt_bundle(outcome, keystore, pw, report_dir)
+        text = workflow.decrypt_bundle(outcome, keystore, pw, report_dir, session=session, log=log)
     except MedTwinError as exc:
         _fail(exc)
     typer.echo(text)

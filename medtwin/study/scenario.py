@@ -125,4 +125,4 @@ class Scenario:
             raise ValidationError(f"malformed scenario definition: {exc}") from None
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()

@@ -76,7 +76,7 @@ class StudySpec:
             raise ValidationError(f"malformed study definition: missing or invalid {exc}") from None
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
 def covariate_matrix(records: Sequence, model: OralPKModel) -> dict[str, np.ndarray]:

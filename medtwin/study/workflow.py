@@ -1,5 +1,11 @@
 """End-to-end workflows used by the CLI and the desktop app (no Qt, no terminal I/O here).
 
+Every workflow takes the acting ``session`` (:func:`medtwin.custody.users.authenticate`) and the
+``log`` (:class:`medtwin.custody.audit.AuditLog`): the session's role is checked with
+:func:`medtwin.custody.users.require` before anything happens, and every key operation,
+encryption, simulation, decryption and export is appended to the audit log, signed by the actor.
+Entries name pseudonymous ids, digests, counts and model names only, never a patient value.
+
 Patient plaintext exists only in memory on the client: records are read, minimised to the model's
 covariates and encrypted; nothing unencrypted about a patient is written to disk. Twin ids are
 HMAC pseudonyms keyed by a secret derived from the keystore's secret key, so they are stable for
@@ -57,14 +63,16 @@ def make_keys(preset_name: str, model: str = "theophylline"):
     return generate_keys(preset(preset_name, depth=depth), rots)
 
 
-def create_keys(path, passphrase: str, *, preset: str = "standard-128", model: str = "theophylline",
-                log=None, actor=None, **kw) -> str:
+def create_keys(path, passphrase: str, *, session, log, preset: str = "standard-128", model: str = "theophylline",
+                **kw) -> str:
+    """Generate keys sized for the model's programs into a new passphrase-encrypted keystore."""
     from medtwin.custody.keystore import create_keystore
 
+    _authorise(session, log, "create_twins")
     if Path(path).exists():
         raise MedTwinError(f"{path} exists already; refusing to overwrite it")
     ctx, km = make_keys(preset, model)
-    create_keystore(path, passphrase, km, log=log, actor=actor, **kw)
+    create_keystore(path, passphrase, km, log=log, actor=session, **kw)
     return f"preset {km.public.preset}, ring {ctx.ring_dim}, depth {ctx.depth}, key tag {km.public.key_tag}"
 
 
@@ -173,7 +181,21 @@ def _public_material(path):
     return read_public(p) if p.is_dir() else load_public_bundle(p)
 
 
-def encrypt_files(sources, keystore, passphrase: str, study_path, out, *, progress=None, log=None, actor=None) -> int:
+def _authorise(session, log, permission: str) -> None:
+    from medtwin.custody.users import require
+    from medtwin.errors import PermissionDenied
+
+    if session is None or log is None:
+        raise PermissionDenied(f"{permission}: an authenticated session and an audit log are required")
+    require(session, permission)
+
+
+def encrypt_files(sources, keystore, passphrase: str, study_path, out, *, session, log, progress=None) -> int:
+    """Client: import, minimise, validate, pack and encrypt patients into a cohort bundle.
+
+    Raises: PermissionDenied (role lacks ``create_twins``), the import and keystore errors,
+    RangeError for patients outside the model's ranges, MedTwinError if ``out`` exists.
+    """
     from medtwin.custody.keystore import unlock_keystore
     from medtwin.he.openfhe_backend import HEContext
     from medtwin.twin.pseudonym import pseudonym
@@ -181,6 +203,7 @@ def encrypt_files(sources, keystore, passphrase: str, study_path, out, *, progre
 
     import json
 
+    _authorise(session, log, "create_twins")
     if Path(out).exists():
         raise MedTwinError(f"{out} exists already; refusing to overwrite it")
     try:
@@ -188,55 +211,93 @@ def encrypt_files(sources, keystore, passphrase: str, study_path, out, *, progre
     except (OSError, ValueError) as exc:
         raise ValidationError(f"{study_path}: cannot read the study definition ({exc})") from None
     records = load_records(sources)
-    km = unlock_keystore(keystore, passphrase, log=log, actor=actor)
+    km = unlock_keystore(keystore, passphrase, log=log, actor=session)
     ctx = HEContext.from_keys(km)
     key = pseudonym_key(km)
     ids = [pseudonym(r.source_id, key) for r in records]
+    t0 = time.perf_counter()
     enc = encrypt_cohort(spec, covariates_of(records), ids, ctx, progress)
     write_bundle(out, _cohort_bundle(enc, ctx))
-    if log is not None:
-        log.append(actor, "twin.encrypt", model=spec.model, twin_count=len(ids), study_digest=spec.digest())
+    log.append(session, "twin.encrypt", model=spec.model, key_tag=km.public.key_tag, n_twins=len(ids),
+               n_ciphertexts=enc.layout.n_ciphertexts * len(COVARIATES),
+               scenario_digests=[sc.digest() for sc in spec.scenarios],
+               details={"duration_s": time.perf_counter() - t0})
     return len(ids)
 
 
-def simulate_bundle(cohort, public, out, *, backend: str = "openfhe", progress=None, log=None, actor=None) -> str:
+def simulate_bundle(cohort, public, out, *, session, log, backend: str = "openfhe", progress=None) -> str:
+    """Compute node: run the study's program on an encrypted cohort with public material only.
+
+    Raises: PermissionDenied (role lacks ``run_simulation``), TamperedError / KeyMismatchError for
+    bad bundles, ProgramError when the keys lack depth or rotations.
+    """
     from medtwin.he.openfhe_backend import HEContext
     from medtwin.twin.store import write_bundle
 
+    _authorise(session, log, "run_simulation")
     if Path(out).exists():
         raise MedTwinError(f"{out} exists already; refusing to overwrite it")
     ctx = HEContext.from_public(_public_material(public))
     enc = _load_cohort(cohort, ctx)
     res = simulate(enc, ctx, backend=backend, progress=progress)
     write_bundle(out, _outcome_bundle(res, ctx))
-    if log is not None:
-        log.append(actor, "simulation.run", model=enc.spec.model, twin_count=len(enc.twin_ids),
-                   study_digest=enc.spec.digest(), program_digest=res.program_digest, backend=backend)
+    _log_simulation(log, session, enc, res)
     n = enc.layout.n_results
     return (f"simulated {len(enc.twin_ids)} twin(s) x {len(enc.spec.scenarios)} scenario(s) x "
             f"{len(enc.spec.times)} time points on {backend} in {res.seconds:.1f} s "
             f"({n / res.seconds:.0f} results/s); program {res.program_digest[:16]}, depth {res.depth}")
 
 
-def decrypt_bundle(outcome, keystore, passphrase: str, report_dir, *, log=None, actor=None) -> str:
+def _log_simulation(log, session, enc: EncryptedCohort, res: EncryptedOutcome) -> None:
+    log.append(session, "simulation.run", model=enc.spec.model, key_tag=enc.key_tag, backend=res.backend,
+               n_twins=len(enc.twin_ids), n_scenarios=len(enc.spec.scenarios),
+               n_time_points=len(enc.spec.times), n_results=enc.layout.n_results,
+               scenario_digests=[sc.digest() for sc in enc.spec.scenarios], program_digest=res.program_digest,
+               details={"duration_s": res.seconds, "depth": res.depth,
+                        "max_error_bound": max(res.bounds.values()) if res.bounds else 0.0})
+
+
+def _log_decrypt(log, session, out: EncryptedOutcome) -> None:
+    log.append(session, "result.decrypt", model=out.spec.model, key_tag=out.key_tag, n_twins=len(out.twin_ids),
+               n_scenarios=len(out.spec.scenarios), program_digest=out.program_digest,
+               n_ciphertexts=sum(len(v) for v in out.outputs.values()))
+
+
+def decrypt_bundle(outcome, keystore, passphrase: str, report_dir, *, session, log) -> str:
+    """Client: decrypt an outcome bundle, write the CSV and PNG report (signed), return the table.
+
+    Raises: PermissionDenied (role lacks ``decrypt_patient``/``export``), keystore and bundle errors.
+    """
     from medtwin.custody.keystore import unlock_keystore
+    from medtwin.custody.signing import sign_file
     from medtwin.he.openfhe_backend import HEContext
     from medtwin.reports.study_report import comparison_rows, format_table, plot_png, write_metrics_csv
 
+    _authorise(session, log, "decrypt_patient")
+    _authorise(session, log, "export")
     report_dir = Path(report_dir)
     if report_dir.exists():
         raise MedTwinError(f"{report_dir} exists already; refusing to overwrite it")
-    km = unlock_keystore(keystore, passphrase, log=log, actor=actor)
+    km = unlock_keystore(keystore, passphrase, log=log, actor=session)
     ctx = HEContext.from_keys(km)
     out = _load_outcome(outcome, ctx)
     res = decrypt_outcome(out, ctx)
-    if log is not None:
-        log.append(actor, "result.decrypt", model=out.spec.model, twin_count=len(out.twin_ids),
-                   program_digest=out.program_digest)
+    _log_decrypt(log, session, out)
     report_dir.mkdir(parents=True)
-    write_metrics_csv(res, report_dir / "metrics.csv")
-    plot_png(res, report_dir / "concentrations.png")
-    return format_table(comparison_rows(res)) + f"\nwrote {report_dir}/metrics.csv and concentrations.png"
+    files = [write_metrics_csv(res, report_dir / "metrics.csv"), plot_png(res, report_dir / "concentrations.png")]
+    _sign_exports(files, session, log)
+    return format_table(comparison_rows(res)) + f"\nwrote {report_dir}/metrics.csv and concentrations.png (signed)"
+
+
+def _sign_exports(files, session, log) -> None:
+    """Detached Ed25519 signatures by the exporting user, and an export.write entry per file."""
+    from medtwin.custody.signing import sign_file
+    from medtwin.twin.store import sha256
+
+    for f in files:
+        sign_file(f, session.identity)
+        log.append(session, "export.write", format=Path(f).suffix.lstrip(".") or "file",
+                   file_sha256=sha256(Path(f).read_bytes()))
 
 
 # ------------------------------------------------------------------------------------ demo
@@ -256,8 +317,22 @@ def demo(*, patients: int = 1200, preset: str = "standard-128", out="medtwin-dem
     from medtwin.reports.study_report import comparison_rows, format_table, plot_png, write_metrics_csv
     from medtwin.twin.pseudonym import pseudonym
 
+    from medtwin.custody.audit import AuditLog
+    from medtwin.custody.users import UserStore, authenticate
+
     out = _fresh_dir(Path(out))
     t_start = time.perf_counter()
+    # A throwaway clinician account and an audit log for this run (in the output folder).
+    users = UserStore(out / "users.db")
+    pw_admin, pw_clin = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    users.bootstrap_admin("demo-admin", pw_admin)
+    log = AuditLog(out / "audit.db")
+    admin = authenticate(users, "demo-admin", pw_admin, audit=log)
+    users.add_user(admin, "demo-clinician", "clinician", pw_clin)
+    admin.close()
+    session = authenticate(users, "demo-clinician", pw_clin, audit=log)
+    _authorise(session, log, "create_twins")
+
     spec = demo_spec(horizon, step, preset)
     records = load_records([cohort_csv_path()])[: max(1, int(patients))]
     records, excluded = eligible(records, spec)
@@ -274,10 +349,11 @@ def demo(*, patients: int = 1200, preset: str = "standard-128", out="medtwin-dem
     with tempfile.TemporaryDirectory(prefix="medtwin-demo-") as tmp:
         ks = Path(tmp) / "keystore"
         passphrase = secrets.token_urlsafe(24)
-        create_keystore(ks, passphrase, km)
-        km2 = unlock_keystore(ks, passphrase)
+        create_keystore(ks, passphrase, km, log=log, actor=session)
+        km2 = unlock_keystore(ks, passphrase, log=log, actor=session)
         client = HEContext.from_keys(km2)
-        pub = load_public_bundle(export_public(ks, Path(tmp) / "public.mtpub"))
+        pub = load_public_bundle(export_public(ks, Path(tmp) / "public.mtpub", passphrase=passphrase,
+                                               log=log, actor=session))
     node = HEContext.from_public(pub)  # the compute side never sees the secret key
     del km, km2, ctx_client
 
@@ -287,12 +363,19 @@ def demo(*, patients: int = 1200, preset: str = "standard-128", out="medtwin-dem
     t = time.perf_counter()
     enc = encrypt_cohort(spec, cov, ids, client, progress)
     t_enc = time.perf_counter() - t
+    log.append(session, "twin.encrypt", model=spec.model, key_tag=enc.key_tag, n_twins=len(ids),
+               n_ciphertexts=enc.layout.n_ciphertexts * len(COVARIATES),
+               scenario_digests=[sc.digest() for sc in spec.scenarios], details={"duration_s": t_enc})
     echo(f"encrypted {len(ids)} twins x {len(spec.scenarios)} scenarios x {len(spec.times)} time points "
          f"into {enc.layout.n_ciphertexts} ciphertext(s) per covariate in {t_enc:.1f} s")
+    _authorise(session, log, "run_simulation")
     res_enc = simulate(enc, node, backend=backend, progress=progress)
+    _log_simulation(log, session, enc, res_enc)
+    _authorise(session, log, "decrypt_patient")
     t = time.perf_counter()
     res = decrypt_outcome(res_enc, client, progress=progress)
     t_dec = time.perf_counter() - t
+    _log_decrypt(log, session, res_enc)
     res.reference = reference_outcome(spec, cov)
     res.seconds_total = time.perf_counter() - t_start
 
@@ -306,14 +389,21 @@ def demo(*, patients: int = 1200, preset: str = "standard-128", out="medtwin-dem
     echo(f"simulation on {backend}: {res_enc.seconds:.1f} s for {res.n_results:,} (patient, scenario, time point) "
          f"results -> throughput {res.throughput():,.0f} results/s (decryption {t_dec:.1f} s)")
     echo(f"max deviation from the plaintext reference: concentration {dev['conc_abs']:.2e} mg/L "
-         f"(bound {res.bounds.get('conc', float('nan')):.2e}), AUC {dev['auc_abs']:.2e} mg*h/L "
-         f"(bound {res.bounds.get('auc', float('nan')):.2e}), relative {max(dev['conc_rel'], dev['auc_rel']):.2e}"
-         + (f", time in window {dev['tiw_abs']:.2e} (bound {res.bounds.get('tiw', float('nan')):.2e})" if 'tiw_abs' in dev else ""))
+         f"(stated bound {res.bounds.get('conc', float('nan')):.2e}), AUC {dev['auc_abs']:.2e} mg*h/L "
+         f"(bound {res.bounds.get('auc', float('nan')):.2e}); relative to each trajectory's peak/AUC "
+         f"{max(dev['conc_rel'], dev['auc_rel']):.1e}"
+         + (f"; time in window {dev['tiw_abs']:.1e} (bound {res.bounds.get('tiw', float('nan')):.1e})" if 'tiw_abs' in dev else ""))
+    _authorise(session, log, "export")
     csv_path = write_metrics_csv(res, out / "metrics.csv")
     png_path = plot_png(res, out / "concentrations.png")
-    echo(f"wrote {csv_path} and {png_path}; total {res.seconds_total:.1f} s")
+    _sign_exports([csv_path, png_path], session, log)
+    rep = log.verify(users.public_keys())
+    n_entries = rep.head_seq if hasattr(rep, "head_seq") else len(list(log.entries()))
+    echo(f"wrote {csv_path} and {png_path} (Ed25519-signed); audit log {out / 'audit.db'}: {n_entries} entries, "
+         f"chain and signatures {'verified' if rep.ok else 'FAILED: ' + str(rep)}; total {res.seconds_total:.1f} s")
+    session.close()
     return {"throughput": res.throughput(), "deviations": dev, "bounds": res.bounds, "n_results": res.n_results,
-            "out": str(out), "result": res}
+            "out": str(out), "result": res, "audit_ok": rep.ok}
 
 
 def _fresh_dir(path: Path) -> Path:
