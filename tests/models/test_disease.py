@@ -33,10 +33,10 @@ def _params(depth=20):
 # -- ADAG ----------------------------------------------------------------------------------------
 
 def test_adag_table_of_nathan_2008():
-    # Nathan et al. 2008, table: A1C 5..12 % -> eAG 97, 126, 154, 183, 212, 240, 269, 298 mg/dL
+    # Nathan et al. 2008, table (half up: 6 % gives 125.5 -> 126): A1C 5..12 % -> eAG 97, 126, 154, 183, 212, 240, 269, 298 mg/dL
     # and 7.0, 8.6, 10.2 mmol/L at 6, 7, 8 %.
     a1c = np.arange(5.0, 13.0)
-    np.testing.assert_array_equal(np.floor(adag_eag_mg_dl(a1c) + 0.5), [97, 126, 154, 183, 212, 240, 269, 298])
+    np.testing.assert_array_equal(np.floor(adag_eag_mg_dl(a1c) + 0.5 + 1e-9), [97, 126, 154, 183, 212, 240, 269, 298])
     r = ADAG_EAG.reference({"hba1c_percent": [6.0, 7.0, 8.0]})
     np.testing.assert_array_equal(np.round(r["eag_mmol_l"], 1), [7.0, 8.6, 10.2])
     with pytest.raises(RangeError, match="hba1c_percent"):
