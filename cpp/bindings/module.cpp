@@ -47,6 +47,7 @@ class Engine {
     }
     ks_.ctx = std::make_shared<Context>(pk.params);
     ks_.relin = std::make_shared<SwitchKey>(std::move(pk.key));
+    prepare_switch_key(*ks_.ctx, *ks_.relin);
     ks_.key_tag = pk.params.key_tag;
     for (auto& kv : rots) {
       const Params& p = kv.second.params;
@@ -54,6 +55,7 @@ class Engine {
       if (p.q != pk.params.q || p.p != pk.params.p || p.n != pk.params.n)
         throw MismatchError("rotation keys use other moduli than the relinearisation key");
       ks_.rot[kv.first] = std::make_shared<SwitchKey>(std::move(kv.second.key));
+      prepare_switch_key(*ks_.ctx, *ks_.rot[kv.first]);
     }
   }
 

@@ -49,12 +49,19 @@ class CompiledProgram:
         return int(self.code.size // 4)
 
 
-def compile_program(program: Program) -> CompiledProgram:
+def compile_program(program: Program, corrections: dict[int, float] | None = None) -> CompiledProgram:
     """Translate a planned program into the engine's instruction array.
+
+    ``corrections`` (op id -> factor, from :func:`medtwin.program.bounds.scale_corrections`)
+    multiplies the constant / plaintext of those ops exactly as the OpenFHE executor does, so
+    both backends compute the same ciphertexts.
 
     Raises:
         ProgramError: an op kind the native engine does not implement.
     """
+    corr = corrections or {}
+    plains: list[np.ndarray] = [np.ascontiguousarray(p, dtype=np.float64) for p in program.plaintexts]
+    scaled: dict[tuple[int, float], int] = {}
     names = [i.name for i in program.inputs]
     last = last_uses(program.ops, program.outputs)
     code: list[int] = []
@@ -71,9 +78,17 @@ def compile_program(program: Program) -> CompiledProgram:
         elif k in ("neg", "relin", "rescale"):
             ins = (OPCODES[k], op.out, a, 0)
         elif k in ("mul_plain", "add_plain"):
-            ins = (OPCODES[k], op.out, a, int(op.plain))
+            f = corr.get(op.out, 1.0)
+            idx = int(op.plain)
+            if f != 1.0:
+                key = (idx, f)
+                if key not in scaled:
+                    plains.append(np.ascontiguousarray(program.plaintexts[idx] * f, dtype=np.float64))
+                    scaled[key] = len(plains) - 1
+                idx = scaled[key]
+            ins = (OPCODES[k], op.out, a, idx)
         elif k in ("mul_const", "add_const"):
-            consts.append(float(op.const))
+            consts.append(float(op.const) * corr.get(op.out, 1.0))
             ins = (OPCODES[k], op.out, a, len(consts) - 1)
         elif k == "rotate":
             ins = (OPCODES[k], op.out, a, int(op.rot))
@@ -86,8 +101,7 @@ def compile_program(program: Program) -> CompiledProgram:
             if last[x] == op.out:
                 code.extend((OPCODES["free"], x, 0, 0))
     return CompiledProgram(np.asarray(code, dtype=np.int64), np.asarray(consts, dtype=np.float64),
-                           [np.ascontiguousarray(p, dtype=np.float64) for p in program.plaintexts],
-                           len(ops), [o.value for o in program.outputs], names)
+                           plains, len(ops), [o.value for o in program.outputs], names)
 
 
 class NativeExecutor(Executor):
@@ -102,6 +116,10 @@ class NativeExecutor(Executor):
         engine: alternatively a ready :class:`medtwin._core.Engine` (see
             :func:`medtwin.he.bridge.load_engine`).
         threads: engine threads (None: OpenMP's default, i.e. every core).
+        correct_scale: cancel FIXEDMANUAL's scale drift exactly as ``OpenFHEExecutor(correct_scale=True)``
+            does (the same factors from :func:`medtwin.program.bounds.scale_corrections` for the
+            engine's primes), so both backends produce identical ciphertexts; use
+            :meth:`noise_model` for the matching error bounds.
 
     Inputs may be ``openfhe.Ciphertext`` objects, their BINARY bytes, or ``medtwin._core.Ciphertext``;
     outputs have the type of the program's first input (OpenFHE objects, bytes, or engine
@@ -114,7 +132,8 @@ class NativeExecutor(Executor):
 
     name = "native"
 
-    def __init__(self, cc=None, *, ctx=None, engine: _core.Engine | None = None, threads: int | None = None):
+    def __init__(self, cc=None, *, ctx=None, engine: _core.Engine | None = None, threads: int | None = None,
+                 correct_scale: bool = True):
         if engine is None and ctx is not None:
             engine = bridge.engine_from_public(ctx.public)
             cc = ctx.cc
@@ -124,6 +143,8 @@ class NativeExecutor(Executor):
         self.engine = engine
         self.threads = threads
         self._compiled: dict[int, tuple[Program, CompiledProgram]] = {}
+        self.correct_scale = bool(correct_scale)
+        self._noise = None
         if threads is not None:
             _core.set_num_threads(max(1, int(threads)))
 
@@ -162,12 +183,38 @@ class NativeExecutor(Executor):
             return bridge.export_ciphertext(eng, ct)
         return bridge.to_openfhe(eng, ct)
 
+    def noise_model(self):
+        """The :class:`~medtwin.program.bounds.NoiseModel` of the engine's primes and this
+        executor's correction mode (available once the engine exists)."""
+        if self._noise is None:
+            from medtwin.program.bounds import NoiseModel
+
+            if self.engine is None:
+                raise ProgramError("the engine is built on the first run; pass engine=... to ask earlier")
+            e = self.engine
+            p = e.scaling_mod_size
+            q = e.moduli_q
+            base = float(2 ** p)
+            factors = tuple(base / qq for qq in reversed(q[1:]))
+            eps = max((abs(f - 1.0) for f in factors), default=0.0)
+            self._noise = NoiseModel.make(e.n, p, eps, source=f"native engine N={e.n}", factors=factors,
+                                          corrected=self.correct_scale)
+        return self._noise
+
     def compiled(self, program: Program) -> CompiledProgram:
         """The cached instruction array of ``program``."""
         hit = self._compiled.get(id(program))
         if hit is not None and hit[0] is program:
             return hit[1]
-        cp = compile_program(program)
+        corr = None
+        if self.correct_scale:
+            from medtwin.program.bounds import scale_corrections
+
+            nm = self.noise_model()
+            if len(nm.rescale_factors) < program.depth:
+                raise ProgramError(f"program depth {program.depth} exceeds the context's {len(nm.rescale_factors)}")
+            corr = scale_corrections(program, nm)
+        cp = compile_program(program, corr)
         self._compiled[id(program)] = (program, cp)
         return cp
 
@@ -178,11 +225,12 @@ class NativeExecutor(Executor):
     def run_batch(self, program: Program, elems: list[dict[str, Any]], meter) -> list[dict[str, Any]]:
         if not elems:
             return []
-        cp = self.compiled(program)
-        first = elems[0][cp.input_names[0]] if cp.input_names else None
+        names_in = [i.name for i in program.inputs]
+        first = elems[0][names_in[0]] if names_in else None
         if first is None:
             raise ProgramError("the native backend needs at least one encrypted input")
         eng = self._ensure_engine(first)
+        cp = self.compiled(program)
         kind = ("native" if isinstance(first, _core.Ciphertext)
                 else "bytes" if isinstance(first, (bytes, bytearray)) else "openfhe")
         if program.slots > eng.n // 2:

@@ -36,9 +36,11 @@ def test_random_programs_match_openfhe(setup, case):
     b, inputs, expected, _ = case
     prog = b.build(PARAMS)
     cts = {k: setup.encrypt(v) for k, v in inputs.items()}
-    ours = NativeExecutor(engine=setup.engine).run(prog, cts)
+    ex = NativeExecutor(engine=setup.engine)
+    noise = ex.noise_model()
+    assert noise.rescale_factors == NoiseModel.from_context(setup.cc).rescale_factors
+    ours = ex.run(prog, cts)
     theirs = OpenFHEExecutor(setup.cc, threads=1).run(prog, cts)
-    noise = NoiseModel.from_context(setup.cc)
     for name, want in expected.items():
         a = setup.imp(ours[name])
         b_ = setup.imp(theirs[name])

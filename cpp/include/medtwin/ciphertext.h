@@ -70,6 +70,11 @@ struct Ciphertext {
 struct SwitchKey {
   std::uint32_t digits = 0, towers = 0, n = 0;
   std::vector<u64> a, b;  // [digit][tower][n]
+  // Montgomery forms (x 2^52 mod q) of the towers whose modulus is below 2^50, for the IFMA
+  // inner product; mont_tower[t] indexes them (-1: none). Filled by prepare_switch_key.
+  std::vector<u64> a_mont, b_mont;
+  std::vector<std::int32_t> mont_tower;
+  std::uint32_t mont_count = 0;
   const u64* a_poly(std::uint32_t j, std::uint32_t t) const { return a.data() + (std::size_t(j) * towers + t) * n; }
   const u64* b_poly(std::uint32_t j, std::uint32_t t) const { return b.data() + (std::size_t(j) * towers + t) * n; }
 };

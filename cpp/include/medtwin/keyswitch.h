@@ -18,6 +18,8 @@ struct KeySet {
   std::string key_tag;
 };
 
+/// Precompute the key's Montgomery forms for the IFMA path (no-op without IFMA).
+void prepare_switch_key(const Context& ctx, SwitchKey& key);
 /// Automorphism index of a slot rotation by r (5^r mod 2N; negative r allowed).
 u64 rotation_index(std::uint32_t n, std::int64_t r);
 /// acc0 = sum_j ext_j * b_j, acc1 = sum_j ext_j * a_j over T+K towers.

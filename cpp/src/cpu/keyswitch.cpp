@@ -1,9 +1,13 @@
 #include "medtwin/keyswitch.h"
 
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
 #include "medtwin/rns.h"
+#include "medtwin/rns_ifma.h"
 
 namespace medtwin {
 
@@ -16,6 +20,35 @@ u64 rotation_index(std::uint32_t n, std::int64_t r) {
 void apply_automorphism(const std::vector<std::uint32_t>& perm, const u64* in, u64* out) {
   const std::size_t n = perm.size();
   for (std::size_t j = 0; j < n; ++j) out[j] = in[perm[j]];
+}
+
+void prepare_switch_key(const Context& ctx, SwitchKey& key) {
+  if (!cpu_has_ifma()) return;
+  const std::uint32_t n = key.n, L1 = ctx.num_q();
+  key.mont_tower.assign(key.towers, -1);
+  key.mont_count = 0;
+  for (std::uint32_t t = 0; t < key.towers; ++t) {
+    const std::size_t idx = t;  // key tower t: Q towers then P towers, as in the context
+    if (ctx.modulus(idx) < (u64(1) << 50)) key.mont_tower[t] = static_cast<std::int32_t>(key.mont_count++);
+  }
+  (void)L1;
+  key.a_mont.resize(std::size_t(key.digits) * key.mont_count * n);
+  key.b_mont.resize(std::size_t(key.digits) * key.mont_count * n);
+  for (std::uint32_t j = 0; j < key.digits; ++j) {
+    for (std::uint32_t t = 0; t < key.towers; ++t) {
+      const std::int32_t mt = key.mont_tower[t];
+      if (mt < 0) continue;
+      const u64 q = ctx.modulus(t);
+      const u64* sa = key.a_poly(j, t);
+      const u64* sb = key.b_poly(j, t);
+      u64* da = key.a_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
+      u64* db = key.b_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
+      for (std::uint32_t c = 0; c < n; ++c) {
+        da[c] = static_cast<u64>((static_cast<u128>(sa[c]) << 52) % q);
+        db[c] = static_cast<u64>((static_cast<u128>(sb[c]) << 52) % q);
+      }
+    }
+  }
 }
 
 void key_inner(const Context& ctx, const u64* ext, std::uint32_t T, const SwitchKey& key, u64* acc0, u64* acc1) {
@@ -36,6 +69,16 @@ void key_inner(const Context& ctx, const u64* ext, std::uint32_t T, const Switch
       e[j] = ext + (std::size_t(j) * TK + m) * n;
       b[j] = key.b_poly(j, idx);
       a[j] = key.a_poly(j, idx);
+    }
+    if (!key.mont_tower.empty() && key.mont_tower[idx] >= 0) {
+      const u64* bm[64];
+      const u64* am[64];
+      const std::size_t mt = static_cast<std::size_t>(key.mont_tower[idx]);
+      for (std::uint32_t j = 0; j < beta; ++j) {
+        bm[j] = key.b_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
+        am[j] = key.a_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
+      }
+      if (ifma::inner_mont(e, bm, am, beta, mm.q, ctx.mont_neg_inv(idx), o0, o1, n)) continue;
     }
     for (std::uint32_t c = 0; c < n; ++c) {
       u128 s0 = 0, s1 = 0;
@@ -64,10 +107,19 @@ void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& ke
   u64* ext = scratch(3, std::size_t(beta) * TK * n);
   u64* acc0 = scratch(4, std::size_t(TK) * n);
   u64* acc1 = scratch(5, std::size_t(TK) * n);
+  static const bool prof = std::getenv("MEDTWIN_PROFILE") != nullptr;
+  auto t0 = std::chrono::steady_clock::now();
   modup(ctx, ct.poly(2, 0), T, ext);
+  auto t1 = std::chrono::steady_clock::now();
   key_inner(ctx, ext, T, key, acc0, acc1);
+  auto t2 = std::chrono::steady_clock::now();
   moddown(ctx, acc0, T, ct.poly(0, 0), ct.poly(0, 0));
   moddown(ctx, acc1, T, ct.poly(1, 0), ct.poly(1, 0));
+  auto t3 = std::chrono::steady_clock::now();
+  if (prof) {
+    auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+    std::fprintf(stderr, "relin T=%u modup %.2f inner %.2f moddown %.2f ms\n", T, ms(t0, t1), ms(t1, t2), ms(t2, t3));
+  }
   ct.elems = 2;
   ct.data.resize(std::size_t(2) * T * n);
 }

@@ -22,6 +22,14 @@ Context::Context(Params p) : prm_(std::move(p)) {
       throw FormatError(std::string("bad tower root: ") + e.what());
     }
   }
+  mont_qneg_.assign(L1 + K, 0);
+  for (std::size_t m = 0; m < L1 + K; ++m) {
+    u64 q = mods_[m].q;
+    if (q >= (u64(1) << 50)) continue;
+    u64 x = q;  // Newton: inverse of odd q modulo 2^64
+    for (int it = 0; it < 6; ++it) x *= 2 - q * x;
+    mont_qneg_[m] = (0 - x) & ((u64(1) << 52) - 1);
+  }
   // rescale: q_l^-1 mod q_i for i < l
   qlinv_.resize(L1);
   qlinvp_.resize(L1);
@@ -45,6 +53,17 @@ Context::Context(Params p) : prm_(std::move(p)) {
         u64 qi = prm_.q[i], v = 1;
         for (std::size_t l = 0; l < K; ++l) if (l != k) v = mulmod(v, prm_.p[l] % qi, mods_[i]);
         phat_modq_[k * L1 + i] = v;
+      }
+    }
+    phat_modq52_.resize(K * L1); phat_modq_hi_.resize(K * L1); phat_modq_hi52_.resize(K * L1);
+    for (std::size_t k = 0; k < K; ++k) {
+      for (std::size_t i = 0; i < L1; ++i) {
+        u64 qi = prm_.q[i], w = phat_modq_[k * L1 + i];
+        if (qi >= (u64(1) << 50)) continue;
+        u64 wh = static_cast<u64>((static_cast<u128>(w) << 52) % qi);
+        phat_modq52_[k * L1 + i] = static_cast<u64>((static_cast<u128>(w) << 52) / qi);
+        phat_modq_hi_[k * L1 + i] = wh;
+        phat_modq_hi52_[k * L1 + i] = static_cast<u64>((static_cast<u128>(wh) << 52) / qi);
       }
     }
     pinv_modq_.resize(L1); pinv_modq_p_.resize(L1); p_modq_.resize(L1);
@@ -89,6 +108,7 @@ const ModUpTable& Context::modup(std::uint32_t T, std::uint32_t j) const {
       u64 v = 1;
       for (std::uint32_t l = t->begin; l < t->end; ++l) if (l != i) v = mulmod(v, prm_.q[l] % mm.q, mm);
       t->qhat_mod.push_back(v);
+      t->qhat_mod52.push_back(mm.q < (u64(1) << 50) ? static_cast<u64>((static_cast<u128>(v) << 52) / mm.q) : 0);
     }
   }
   auto& ref = *t;

@@ -1,5 +1,7 @@
 #include "medtwin/rns.h"
 
+#include "medtwin/rns_ifma.h"
+
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -97,10 +99,14 @@ void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
     const std::uint32_t w = tab.end - tab.begin;
     const u64* qm = tab.qhat_mod.data() + ti * w;
     const Modulus& mm = ctx.mod(idx);
-    for (std::uint32_t c = 0; c < n; ++c) {
-      u128 s = 0;
-      for (std::uint32_t i = 0; i < w; ++i) s += static_cast<u128>(y[std::size_t(tab.begin + i) * n + c]) * qm[i];
-      out[c] = barrett128(s, mm);
+    const u64* ins[64];
+    for (std::uint32_t i = 0; i < w; ++i) ins[i] = y + std::size_t(tab.begin + i) * n;
+    if (!ifma::conv_small(ins, qm, tab.qhat_mod52.data() + ti * w, w, mm.q, out, n)) {
+      for (std::uint32_t c = 0; c < n; ++c) {
+        u128 s = 0;
+        for (std::uint32_t i = 0; i < w; ++i) s += static_cast<u128>(ins[i][c]) * qm[i];
+        out[c] = barrett128(s, mm);
+      }
     }
     ctx.ntt(idx).forward(out);
   }
@@ -122,12 +128,22 @@ void moddown(const Context& ctx, u64* acc, std::uint32_t T, u64* out, const u64*
     u64* t = scratch(1, n);
     const Modulus& mi = ctx.mod(i);
     const u64 qi = mi.q;
-    u64 coef[64];
-    for (std::uint32_t k = 0; k < K; ++k) coef[k] = ctx.phat_mod_q(k, i);
-    for (std::uint32_t c = 0; c < n; ++c) {
-      u128 s = 0;
-      for (std::uint32_t k = 0; k < K; ++k) s += static_cast<u128>(acc[std::size_t(T + k) * n + c]) * coef[k];
-      t[c] = barrett128(s, mi);
+    u64 coef[64], c52[64], ch[64], ch52[64];
+    const u64* ins[64];
+    for (std::uint32_t k = 0; k < K; ++k) {
+      const std::size_t ix = std::size_t(k) * L1 + i;
+      coef[k] = ctx.phat_mod_q(k, i);
+      c52[k] = ctx.phat_mod_q52()[ix];
+      ch[k] = ctx.phat_mod_q_hi()[ix];
+      ch52[k] = ctx.phat_mod_q_hi52()[ix];
+      ins[k] = acc + std::size_t(T + k) * n;
+    }
+    if (!ifma::conv_wide(ins, coef, c52, ch, ch52, K, qi, t, n)) {
+      for (std::uint32_t c = 0; c < n; ++c) {
+        u128 s = 0;
+        for (std::uint32_t k = 0; k < K; ++k) s += static_cast<u128>(ins[k][c]) * coef[k];
+        t[c] = barrett128(s, mi);
+      }
     }
     ctx.ntt(i).forward(t);
     const u64 w = ctx.pinv_mod_q(i), wp = ctx.pinv_mod_q_p(i);

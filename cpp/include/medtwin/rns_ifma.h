@@ -1,0 +1,24 @@
+// AVX-512 IFMA kernels for RNS basis conversion and key-switching inner products on towers
+// whose modulus is below 2^50 (52-bit lanes). Each returns false when the IFMA path is not
+// available (not compiled, CPU without IFMA, or disabled), and the caller uses the portable path.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "medtwin/modarith.h"
+
+namespace medtwin {
+namespace ifma {
+
+/// out[c] = sum_i in[i][c] * w[i] mod q for in[i][c] < 2^52, w[i] < q < 2^50, w52[i] = floor(w 2^52 / q).
+bool conv_small(const u64* const* in, const u64* w, const u64* w52, std::size_t cnt, u64 q, u64* out, std::size_t n);
+/// Same for inputs below 2^64 split as hi*2^52 + lo: wh[i] = w[i] 2^52 mod q (with whp its constant).
+bool conv_wide(const u64* const* in, const u64* w, const u64* w52, const u64* wh, const u64* wh52,
+               std::size_t cnt, u64 q, u64* out, std::size_t n);
+/// o0[c] = sum_j e[j][c] * b[j][c], o1 likewise with a, where a and b are in Montgomery form
+/// (x 2^52 mod q); qneg = -q^-1 mod 2^52. Inputs e < q.
+bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, std::size_t cnt, u64 q, u64 qneg,
+                u64* o0, u64* o1, std::size_t n);
+
+}  // namespace ifma
+}  // namespace medtwin

@@ -1,0 +1,87 @@
+#include "medtwin/rns_ifma.h"
+
+#if defined(MEDTWIN_HAVE_IFMA)
+#include <immintrin.h>
+
+namespace medtwin {
+namespace ifma {
+namespace {
+#define M52 _mm512_set1_epi64((1LL << 52) - 1)
+#define Z0 _mm512_setzero_si512()
+inline __m512i mul_lazy(__m512i a, __m512i w, __m512i wp, __m512i q) {
+  __m512i hi = _mm512_madd52hi_epu64(Z0, a, wp);
+  __m512i r = _mm512_sub_epi64(_mm512_madd52lo_epu64(Z0, a, w), _mm512_madd52lo_epu64(Z0, hi, q));
+  return _mm512_and_si512(r, M52);
+}
+inline __m512i csub(__m512i x, __m512i m) { return _mm512_min_epu64(x, _mm512_sub_epi64(x, m)); }
+}  // namespace
+
+bool conv_small(const u64* const* in, const u64* w, const u64* w52, std::size_t cnt, u64 qs, u64* out, std::size_t n) {
+  if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
+  for (std::size_t c = 0; c < n; c += 8) {
+    __m512i acc = Z0;
+    for (std::size_t i = 0; i < cnt; ++i) {
+      __m512i x = _mm512_loadu_si512(in[i] + c);
+      acc = csub(_mm512_add_epi64(acc, mul_lazy(x, _mm512_set1_epi64(w[i]), _mm512_set1_epi64(w52[i]), q)), q2);
+    }
+    _mm512_storeu_si512(out + c, csub(acc, q));
+  }
+  return true;
+}
+
+bool conv_wide(const u64* const* in, const u64* w, const u64* w52, const u64* wh, const u64* wh52,
+               std::size_t cnt, u64 qs, u64* out, std::size_t n) {
+  if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
+  for (std::size_t c = 0; c < n; c += 8) {
+    __m512i acc = Z0;
+    for (std::size_t i = 0; i < cnt; ++i) {
+      __m512i x = _mm512_loadu_si512(in[i] + c);
+      __m512i lo = _mm512_and_si512(x, M52), hi = _mm512_srli_epi64(x, 52);
+      acc = csub(_mm512_add_epi64(acc, mul_lazy(lo, _mm512_set1_epi64(w[i]), _mm512_set1_epi64(w52[i]), q)), q2);
+      acc = csub(_mm512_add_epi64(acc, mul_lazy(hi, _mm512_set1_epi64(wh[i]), _mm512_set1_epi64(wh52[i]), q)), q2);
+    }
+    _mm512_storeu_si512(out + c, csub(acc, q));
+  }
+  return true;
+}
+
+bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, std::size_t cnt, u64 qs, u64 qneg,
+                u64* o0, u64* o1, std::size_t n) {
+  if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs), qn = _mm512_set1_epi64(qneg);
+  // Montgomery product x*y*2^-52 mod q in [0, 2q): T = x*y = hi 2^52 + lo; m = lo*qneg mod 2^52;
+  // (T + m q) / 2^52 = hi + hi52(m q) + (lo != 0).
+  auto mont = [&](__m512i x, __m512i y) {
+    __m512i lo = _mm512_madd52lo_epu64(Z0, x, y);
+    __m512i hi = _mm512_madd52hi_epu64(Z0, x, y);
+    __m512i m = _mm512_and_si512(_mm512_madd52lo_epu64(Z0, lo, qn), M52);
+    __m512i r = _mm512_madd52hi_epu64(hi, m, q);
+    __mmask8 nz = _mm512_test_epi64_mask(lo, lo);
+    return _mm512_mask_add_epi64(r, nz, r, _mm512_set1_epi64(1));
+  };
+  for (std::size_t c = 0; c < n; c += 8) {
+    __m512i s0 = Z0, s1 = Z0;
+    for (std::size_t j = 0; j < cnt; ++j) {
+      __m512i x = _mm512_loadu_si512(e[j] + c);
+      s0 = csub(_mm512_add_epi64(s0, mont(x, _mm512_loadu_si512(b[j] + c))), q2);
+      s1 = csub(_mm512_add_epi64(s1, mont(x, _mm512_loadu_si512(a[j] + c))), q2);
+    }
+    _mm512_storeu_si512(o0 + c, csub(s0, q));
+    _mm512_storeu_si512(o1 + c, csub(s1, q));
+  }
+  return true;
+}
+
+}  // namespace ifma
+}  // namespace medtwin
+#else
+namespace medtwin {
+namespace ifma {
+bool conv_small(const u64* const*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
+bool conv_wide(const u64* const*, const u64*, const u64*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
+bool inner_mont(const u64* const*, const u64* const*, const u64* const*, std::size_t, u64, u64, u64*, u64*, std::size_t) { return false; }
+}  // namespace ifma
+}  // namespace medtwin
+#endif
