@@ -1,0 +1,738 @@
+"""Bounded fuzzing campaign over every parser that reads outside input (issue 6).
+
+Targets (each gets ``--examples N`` inputs or ``--seconds S`` of generation, whichever ends first):
+
+=============  ================================================================================
+fhir           ``medtwin.fhir.load_bundle`` on a FHIR R4 bundle file
+csv            ``medtwin.twin.csv_io.load_csv`` on a CSV file
+keystore       ``unlock_keystore`` and ``read_public`` on a keystore directory
+public_bundle  ``load_public_bundle`` on a public bundle file
+ct_bundle      ``medtwin.twin.store.read_bundle`` on a ciphertext bundle directory
+ciphertext     ``HEContext.deserialize`` (then ``decrypt`` when it is accepted) on OpenFHE bytes
+signature      ``verify_file`` on an exported file and its detached signature
+audit          ``AuditLog(path).verify``, ``entries`` and ``checkpoints`` on an audit database
+=============  ================================================================================
+
+Inputs are drawn by hypothesis (generate phase only, no example database) from a valid seed of
+each format: byte-level mutations (flip, truncate, insert, delete, overwrite, splice), raw random
+bytes, and structure-aware mutations that keep the outer digests valid so that the inner checks
+are reached (JSON fields of FHIR bundles, manifests and signature files replaced by arbitrary
+JSON, with ``manifest_sha256`` recomputed; keystore and public-bundle headers edited with the
+trailing SHA-256 recomputed; CSV cells replaced by random text; audit rows changed to values of
+any sqlite type, deleted or swapped with the append-only triggers dropped).
+
+Every input runs in a separate *worker process* (one per target, restarted after a crash), so
+that a native crash (OpenFHE on corrupted bytes) or a hang is counted and the campaign goes on.
+For each input the worker checks:
+
+* no crash (the worker process died: a signal or abort), no hang (``--timeout`` per input),
+* only documented exceptions: subclasses of :class:`medtwin.errors.MedTwinError`,
+* nothing stored changed: SHA-256 of every file of the input before and after, and no file
+  created or removed.
+
+Usage::
+
+    .venv/bin/python scripts/fuzz.py --examples 200            # 200 inputs per target
+    .venv/bin/python scripts/fuzz.py --seconds 60 --targets ciphertext
+    .venv/bin/python scripts/fuzz.py --examples 20 --json report.json --crash-dir crashes/
+
+Prints a table (target, inputs tried, accepted, refused with a documented error, failures,
+crashes, hangs, seconds) and exits 1 when any failure, crash or hang was seen. Crash, hang and
+failure inputs are written to ``--crash-dir`` (default: a temporary folder, printed) as files
+that reproduce them (``--replay FILE``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pickle
+import select
+import shutil
+import sqlite3
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TARGETS = ("fhir", "csv", "keystore", "public_bundle", "ct_bundle", "ciphertext", "signature", "audit")
+PASSPHRASE = "violet tundra kettle 93 marching"
+
+Files = dict  # relative path -> bytes
+
+
+# =============================================================================== seeds (parent)
+def make_seeds(work: Path) -> dict:
+    """Build a valid input of every format in ``work``; returns per-target seed files and setup."""
+    import numpy as np
+
+    from medtwin.custody import keystore as ks
+    from medtwin.custody.audit import AuditLog
+    from medtwin.custody.identity import Identity, public_bytes
+    from medtwin.custody.kdf import TEST_KDF
+    from medtwin.custody.signing import sign_file
+    from medtwin.he.keys import KeyMaterial, PublicMaterial
+    from medtwin.he.openfhe_backend import generate_keys
+    from medtwin.he.params import CKKSParams
+    from medtwin.twin.store import Bundle, write_bundle
+
+    data = Path(__file__).resolve().parents[1] / "medtwin" / "data"
+    seeds: dict = {}
+
+    # FHIR: the first patient of the bundled sample and that patient's resources
+    doc = json.loads((data / "cohort_fhir_sample.json").read_text())
+    first = doc["entry"][0]["fullUrl"]
+    entries = [e for e in doc["entry"] if e.get("fullUrl") == first
+               or (e.get("resource", {}).get("subject", {}).get("reference") == first)]
+    seeds["fhir"] = {"bundle.json": json.dumps(dict(doc, entry=entries), indent=1).encode()}
+
+    # CSV: header and five rows of the bundled synthetic cohort
+    lines = (data / "cohort.csv").read_text().splitlines()[:6]
+    seeds["csv"] = {"cohort.csv": ("\n".join(lines) + "\n").encode()}
+
+    # keystore and public bundle with small stand-in key bytes (the keystore does not parse them)
+    tag = os.urandom(16).hex()
+
+    def tagged(n: int) -> bytes:
+        return os.urandom(40) + (32).to_bytes(8, "little") + tag.encode() + os.urandom(n)
+
+    pub = PublicMaterial(preset="test-insecure", context=os.urandom(200), public_key=tagged(100),
+                         eval_mult_key=tagged(200), rotation_keys=tagged(150), rotation_indices=(1, 2),
+                         key_tag=tag, params={"ring_dim": 1024, "depth": 2, "insecure": True})
+    km = KeyMaterial(public=pub, secret_key=tagged(120))
+    ks.create_keystore(work / "ks", PASSPHRASE, km, kdf=TEST_KDF, allow_weak=True)
+    ks.export_public(work / "ks", work / "pub.mtpub")
+    seeds["keystore"] = _read_tree(work / "ks")
+    seeds["public_bundle"] = {"pub.mtpub": (work / "pub.mtpub").read_bytes()}
+
+    # ciphertext bundle with stand-in blobs (the store does not parse them)
+    write_bundle(work / "ctb", Bundle("encrypted-cohort", tag, {"twin_ids": ["tw-1", "tw-2"], "slots": 8},
+                                      {"weight_kg": [os.urandom(64), os.urandom(64)], "age": [os.urandom(80)]}))
+    seeds["ct_bundle"] = _read_tree(work / "ctb")
+
+    # a real OpenFHE ciphertext under a small insecure ring (N = 2^10, depth 2)
+    ctx, real = generate_keys(CKKSParams("fuzz-insecure", "HEStd_NotSet", depth=2, ring_dim=1 << 10,
+                                         insecure=True))
+    ct = ctx.encrypt(np.linspace(-1, 1, 16))
+    seeds["ciphertext"] = {"ct.bin": ctx.serialize(ct)}
+    (work / "material.pkl").write_bytes(pickle.dumps(real))
+
+    # signed export
+    me = Identity.generate("dr.a", "clinician")
+    (work / "sig").mkdir()
+    f = work / "sig" / "summary.csv"
+    f.write_bytes(b"scenario,auc_median\nA,101.5\nB,98.25\n")
+    sign_file(f, me)
+    seeds["signature"] = _read_tree(work / "sig")
+
+    # audit log: 6 entries and a checkpoint every 3
+    log = AuditLog(work / "audit.db", checkpoint_every=3)
+    for i in range(6):
+        log.append(me, "twin.encrypt", twin_id=f"tw-{i}", n_twins=i + 1)
+    seeds["audit"] = {"audit.db": (work / "audit.db").read_bytes()}
+
+    setup = {"trusted": {"dr.a": public_bytes(me.public_key)}, "key_tag": tag,
+             "material": str(work / "material.pkl"), "anchor": list(log.head()), "seeds": seeds,
+             "audit_hashes": [e.entry_hash for e in log.entries()]}
+    return {"seeds": seeds, "setup": setup}
+
+
+def _read_tree(root: Path) -> Files:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
+
+
+# ========================================================================== mutations (parent)
+def mutate_bytes(data: bytes, ops) -> bytes:
+    """Apply byte-level mutations ``(op, pos, val, n)``; positions wrap around the length."""
+    b = bytearray(data)
+    for op, pos, val, n in ops:
+        p = pos % (len(b) + 1)
+        if op == "flip" and b:
+            b[p % len(b)] ^= (val % 255) + 1
+        elif op == "truncate":
+            del b[p:]
+        elif op == "insert":
+            b[p:p] = bytes([val % 256]) * (n % 64 + 1)
+        elif op == "delete":
+            del b[p:p + n % 64 + 1]
+        elif op == "overwrite":
+            chunk = struct.pack("<Q", (val * 0x9E3779B97F4A7C15 + n) % (1 << 64))[: n % 8 + 1]
+            b[p:p + len(chunk)] = chunk
+        elif op == "splice" and b:
+            q = (val * 7919) % len(b)
+            b[p:p] = b[q:q + n % 256 + 1]
+    return bytes(b)
+
+
+def edit_json(doc, path, action: str, value):
+    """Replace / delete / insert at a position chosen by ``path`` (indices modulo the sizes)."""
+    if not path or not isinstance(doc, (dict, list)) or not doc:
+        return value if action != "delete" else None
+    i, rest = path[0], path[1:]
+    if isinstance(doc, dict):
+        keys = sorted(doc)
+        k = keys[i % len(keys)]
+        if rest and isinstance(doc[k], (dict, list)) and doc[k]:
+            doc[k] = edit_json(doc[k], rest, action, value)
+        elif action == "delete":
+            del doc[k]
+        elif action == "insert":
+            doc[f"x{i}"] = value
+        else:
+            doc[k] = value
+    else:
+        j = i % len(doc)
+        if rest and isinstance(doc[j], (dict, list)) and doc[j]:
+            doc[j] = edit_json(doc[j], rest, action, value)
+        elif action == "delete":
+            del doc[j]
+        elif action == "insert":
+            doc.insert(j, value)
+        else:
+            doc[j] = value
+    return doc
+
+
+def _reseal_container(data: bytes, magic: bytes, edit) -> bytes:
+    """Keystore / public bundle: edit the JSON header, fix its length and the trailing SHA-256."""
+    if len(data) < len(magic) + 4 + 32:
+        return data
+    (h,) = struct.unpack(">I", data[len(magic):len(magic) + 4])
+    hdr = data[len(magic) + 4:len(magic) + 4 + h]
+    rest = data[len(magic) + 4 + h:-32]
+    try:
+        new = json.dumps(edit(json.loads(hdr)), separators=(",", ":"), sort_keys=True).encode()
+    except (ValueError, TypeError):
+        return data
+    out = magic + struct.pack(">I", len(new)) + new + rest
+    return out + hashlib.sha256(out).digest()
+
+
+def _reseal_manifest(raw: bytes, edit) -> bytes:
+    m = json.loads(raw)
+    m.pop("manifest_sha256", None)
+    m = edit(m)
+    if isinstance(m, dict):
+        body = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
+        m = dict(m, manifest_sha256=hashlib.sha256(body).hexdigest())
+    try:
+        return json.dumps(m, indent=1, sort_keys=True).encode()
+    except (TypeError, ValueError):
+        return raw
+
+
+def _audit_rows(db: bytes, changes) -> bytes:
+    """Change rows of an audit database (triggers dropped) and return the new file's bytes."""
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "a.db"
+        p.write_bytes(db)
+        con = sqlite3.connect(p, isolation_level=None)
+        try:
+            for t in ("entries_no_update", "entries_no_delete", "checkpoints_no_update",
+                      "checkpoints_no_delete", "entries_in_order"):
+                con.execute(f"DROP TRIGGER IF EXISTS {t}")
+            for kind, seq, col, value in changes:
+                try:
+                    if kind == "set":
+                        con.execute(f"UPDATE entries SET {col}=? WHERE seq=?", (value, seq))
+                    elif kind == "checkpoint":
+                        con.execute(f"UPDATE checkpoints SET {col if col in _CP_COLS else 'signature'}=? "
+                                    "WHERE id=?", (value, seq % 3 + 1))
+                    elif kind == "delete":
+                        con.execute("DELETE FROM entries WHERE seq=?", (seq,))
+                    elif kind == "swap":
+                        other = seq % 6 + 1
+                        con.execute("UPDATE entries SET seq=-1 WHERE seq=?", (seq,))
+                        con.execute("UPDATE entries SET seq=? WHERE seq=?", (seq, other))
+                        con.execute("UPDATE entries SET seq=? WHERE seq=-1", (other,))
+                    elif kind == "drop":
+                        con.execute(f"DROP TABLE IF EXISTS {col if col in ('meta', 'checkpoints') else 'meta'}")
+                except sqlite3.Error:
+                    pass
+        finally:
+            con.close()
+        return p.read_bytes()
+
+
+_CP_COLS = ("seq", "head_hash", "ts", "signer", "role", "key_fp", "signature")
+_ROW_COLS = ("seq", "ts", "actor", "role", "action", "breakglass", "body", "prev_hash", "entry_hash",
+             "key_fp", "signature")
+
+
+def strategies(seeds: dict):
+    """target -> hypothesis strategy producing the input files (dict relative path -> bytes)."""
+    from hypothesis import strategies as st
+
+    byte_ops = st.lists(st.tuples(st.sampled_from(["flip", "truncate", "insert", "delete", "overwrite",
+                                                   "splice"]),
+                                  st.integers(0, 1 << 22), st.integers(0, 1 << 16), st.integers(0, 1 << 10)),
+                        min_size=1, max_size=4)
+    json_val = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70)
+                            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=24),
+                            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                            max_leaves=6)
+    json_edit = st.tuples(st.lists(st.integers(0, 1 << 16), min_size=1, max_size=6),
+                          st.sampled_from(["replace", "delete", "insert"]), json_val)
+    json_edits = st.lists(json_edit, min_size=1, max_size=3)
+
+    def apply_edits(edits):
+        def edit(doc):
+            for path, action, value in edits:
+                doc = edit_json(doc, path, action, value)
+            return doc
+        return edit
+
+    def json_text(doc_bytes: bytes, edits) -> bytes:
+        doc = apply_edits(edits)(json.loads(doc_bytes))
+        try:
+            return json.dumps(doc, allow_nan=True).encode()
+        except (TypeError, ValueError):
+            return doc_bytes
+
+    def one_file(target: str, name: str, structured):
+        seed = seeds[target][name]
+        choices = [byte_ops.map(lambda ops: {name: mutate_bytes(seed, ops)}),
+                   st.binary(max_size=2048).map(lambda b: {name: b})]
+        if structured is not None:
+            choices.append(structured)
+        return st.one_of(*choices)
+
+    def tree(target: str, structured=None):
+        files = seeds[target]
+        names = sorted(files)
+
+        def mut(args):
+            name, ops = args
+            out = dict(files)
+            out[name] = mutate_bytes(files[name], ops)
+            return out
+
+        def remove(name):
+            out = dict(files)
+            out.pop(name)
+            return out
+
+        choices = [st.tuples(st.sampled_from(names), byte_ops).map(mut), st.sampled_from(names).map(remove)]
+        if structured is not None:
+            choices.append(structured)
+        return st.one_of(*choices)
+
+    fhir = one_file("fhir", "bundle.json",
+                    json_edits.map(lambda e: {"bundle.json": json_text(seeds["fhir"]["bundle.json"], e)}))
+
+    csv_seed = seeds["csv"]["cohort.csv"].decode()
+    csv_rows = [r.split(",") for r in csv_seed.splitlines()]
+
+    def csv_edit(cells):
+        rows = [list(r) for r in csv_rows]
+        for (ri, ci, text) in cells:
+            r = rows[ri % len(rows)]
+            r[ci % len(r)] = text
+        return {"cohort.csv": ("\n".join(",".join(r) for r in rows) + "\n").encode("utf-8", "surrogatepass")}
+
+    csv = one_file("csv", "cohort.csv", st.lists(st.tuples(st.integers(0, 99), st.integers(0, 99),
+                                                           st.text(max_size=16)), min_size=1, max_size=4)
+                   .map(csv_edit))
+
+    from medtwin.custody import keystore as ks
+
+    ks_struct = json_edits.map(lambda e: dict(seeds["keystore"], **{
+        ks.SECRET_FILE: _reseal_container(seeds["keystore"][ks.SECRET_FILE], ks.MAGIC, apply_edits(e))}))
+    keystore = tree("keystore", ks_struct)
+    pb_struct = json_edits.map(lambda e: {"pub.mtpub": _reseal_container(
+        seeds["public_bundle"]["pub.mtpub"], ks.BUNDLE_MAGIC, apply_edits(e))})
+    public_bundle = one_file("public_bundle", "pub.mtpub", pb_struct)
+
+    ctb_struct = json_edits.map(lambda e: dict(seeds["ct_bundle"], **{
+        "manifest.json": _reseal_manifest(seeds["ct_bundle"]["manifest.json"], apply_edits(e))}))
+    ct_bundle = tree("ct_bundle", ctb_struct)
+
+    ct_seed = seeds["ciphertext"]["ct.bin"]
+    # most of a ciphertext is tower data; aim half of the mutations at the header and the tail
+    head_ops = st.lists(st.tuples(st.sampled_from(["flip", "overwrite", "insert", "delete", "truncate"]),
+                                  st.integers(0, 1200), st.integers(0, 1 << 16), st.integers(0, 1 << 10)),
+                        min_size=1, max_size=3)
+    tail_ops = st.lists(st.tuples(st.sampled_from(["flip", "overwrite", "truncate"]),
+                                  st.integers(len(ct_seed) - 64, len(ct_seed)), st.integers(0, 1 << 16),
+                                  st.integers(0, 1 << 10)), min_size=1, max_size=2)
+    ciphertext = st.one_of(byte_ops.map(lambda o: {"ct.bin": mutate_bytes(ct_seed, o)}),
+                           head_ops.map(lambda o: {"ct.bin": mutate_bytes(ct_seed, o)}),
+                           tail_ops.map(lambda o: {"ct.bin": mutate_bytes(ct_seed, o)}),
+                           st.binary(min_size=64, max_size=4096).map(lambda b: {"ct.bin": b}))
+
+    sig_name = next(n for n in seeds["signature"] if n.endswith(".sig.json"))
+    sig_struct = json_edits.map(lambda e: dict(seeds["signature"], **{
+        sig_name: json_text(seeds["signature"][sig_name], e)}))
+    signature = tree("signature", sig_struct)
+
+    row_change = st.tuples(st.sampled_from(["set", "set", "checkpoint", "delete", "swap", "drop"]),
+                           st.integers(1, 6), st.sampled_from(_ROW_COLS + ("meta", "checkpoints")),
+                           st.one_of(st.none(), st.integers(-2 ** 63, 2 ** 63 - 1), st.text(max_size=40),
+                                     st.binary(max_size=40), st.floats(allow_nan=False)))
+    audit = st.one_of(
+        st.lists(row_change, min_size=1, max_size=3).map(lambda ch: {"audit.db": _audit_rows(seeds["audit"]["audit.db"], ch)}),
+        byte_ops.map(lambda o: {"audit.db": mutate_bytes(seeds["audit"]["audit.db"], o)}))
+
+    return {"fhir": fhir, "csv": csv, "keystore": keystore, "public_bundle": public_bundle,
+            "ct_bundle": ct_bundle, "ciphertext": ciphertext, "signature": signature, "audit": audit}
+
+
+# ============================================================================== worker (child)
+def _snapshot(root: Path) -> dict:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+        elif p.is_dir():
+            out[str(p.relative_to(root)) + "/"] = "dir"
+    return out
+
+
+def _worker_call(target: str, root: Path, setup: dict, state: dict):
+    """Run the target's parsers on the input at ``root``."""
+    if target == "fhir":
+        from medtwin.fhir import load_bundle
+        load_bundle(root / "bundle.json")
+    elif target == "csv":
+        from medtwin.twin.csv_io import load_csv
+        load_csv(root / "cohort.csv")
+    elif target == "keystore":
+        from medtwin.custody.keystore import read_public, unlock_keystore
+        try:
+            unlock_keystore(root, PASSPHRASE)
+            # oracle: the secret key is released only from the unaltered keystore
+            if _read_tree(root) != setup["seeds"]["keystore"]:
+                raise _WrongSuccess("unlock_keystore accepted an altered keystore")
+        except _documented():
+            state["refused"] = True
+        try:
+            read_public(root)
+        except _documented():
+            state["refused"] = True
+    elif target == "public_bundle":
+        from medtwin.custody.keystore import load_public_bundle
+        load_public_bundle(root / "pub.mtpub")
+    elif target == "ct_bundle":
+        from medtwin.twin.store import read_bundle
+        read_bundle(root, kind="encrypted-cohort", key_tag=setup["key_tag"])
+    elif target == "ciphertext":
+        ctx = state.get("ctx")
+        if ctx is None:
+            from medtwin.he.openfhe_backend import HEContext
+            ctx = state["ctx"] = HEContext.from_keys(pickle.loads(Path(setup["material"]).read_bytes()))
+        ct = ctx.deserialize((root / "ct.bin").read_bytes())
+        state["stage"] = "decrypt"
+        ctx.decrypt(ct, 16)
+    elif target == "signature":
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        from medtwin.custody.signing import verify_file
+        trusted = {k: Ed25519PublicKey.from_public_bytes(v) for k, v in setup["trusted"].items()}
+        verify_file(root / "summary.csv", root / "summary.csv.sig.json", trusted)
+        if (root / "summary.csv").read_bytes() != setup["seeds"]["signature"]["summary.csv"]:
+            raise _WrongSuccess("verify_file accepted an altered file")
+    elif target == "audit":
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        from medtwin.cli_security import ReadOnlyAuditLog
+        trusted = {k: Ed25519PublicKey.from_public_bytes(v) for k, v in setup["trusted"].items()}
+        log = ReadOnlyAuditLog(root / "audit.db")   # what `medtwin audit verify` opens
+        rep = log.verify(trusted, anchor=tuple(setup["anchor"]))
+        if not rep.ok:
+            state["refused"] = True       # tampering reported: the documented outcome
+        elif (root / "audit.db").read_bytes() != setup["seeds"]["audit"]["audit.db"]:
+            # a changed file may still verify (free pages, unused bytes); its entries must not differ
+            if [e.entry_hash for e in log.entries()] != setup["audit_hashes"]:
+                raise _WrongSuccess("verify passed an audit log whose entries differ")
+        for read in (log.entries, log.checkpoints):
+            try:
+                read()
+            except _documented():
+                pass
+    else:
+        raise SystemExit(f"unknown target {target}")
+
+
+class _WrongSuccess(Exception):
+    """A parser accepted altered input that it must refuse."""
+
+
+def _documented():
+    from medtwin.errors import MedTwinError
+    return MedTwinError
+
+
+def _recv(stream):
+    head = stream.read(8)
+    if len(head) < 8:
+        return None
+    (n,) = struct.unpack("<Q", head)
+    return pickle.loads(stream.read(n))
+
+
+def _send(stream, obj) -> None:
+    b = pickle.dumps(obj)
+    stream.write(struct.pack("<Q", len(b)) + b)
+    stream.flush()
+
+
+def worker(target: str, setup_file: str) -> None:
+    """Child: read inputs from stdin, run the target, write one result per input to stdout."""
+    setup = pickle.loads(Path(setup_file).read_bytes())
+    state: dict = {}
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)                       # stray prints go to stderr, not into the protocol
+    inp = sys.stdin.buffer
+    Documented = _documented()
+    while True:
+        files = _recv(inp)
+        if files is None:
+            return
+        with tempfile.TemporaryDirectory(prefix="fuzz-") as d:
+            root = Path(d) / "in"
+            root.mkdir()
+            for name, data in files.items():
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                (root / name).write_bytes(data)
+            before = _snapshot(root)
+            state["stage"] = "parse"
+            state.pop("refused", None)
+            try:
+                _worker_call(target, root, setup, state)
+                status, detail = ("refused", "") if state.get("refused") else ("accepted", "")
+            except Documented as exc:
+                status, detail = "refused", type(exc).__name__
+            except Exception as exc:  # noqa: BLE001 - an undocumented exception is the finding
+                tb = traceback.extract_tb(exc.__traceback__)[-1]
+                status = "failure"
+                if isinstance(exc, _WrongSuccess):
+                    tb = traceback.extract_tb(exc.__traceback__)[0]
+                detail = (f"undocumented {type(exc).__name__} at {Path(tb.filename).name}:{tb.lineno} "
+                          f"in {tb.name} ({state['stage']}): {str(exc)[:160]}")
+            after = _snapshot(root)
+            if after != before:
+                changed = sorted(set(before.items()) ^ set(after.items()))
+                status, detail = "failure", f"stored input changed: {[c[0] for c in changed][:4]} ({detail})"
+        _send(out, (status, detail, state.get("stage")))
+
+
+# ============================================================================ campaign (parent)
+@dataclass
+class TargetReport:
+    target: str
+    tried: int = 0
+    accepted: int = 0
+    refused: int = 0
+    failures: int = 0
+    crashes: int = 0
+    hangs: int = 0
+    seconds: float = 0.0
+    findings: list = field(default_factory=list)
+
+
+class Worker:
+    """A worker process for one target; restarted after a crash or a hang."""
+
+    def __init__(self, target: str, setup_file: Path, timeout: float):
+        self.target, self.setup_file, self.timeout = target, setup_file, timeout
+        self.proc = None
+
+    def _start(self):
+        env = dict(os.environ, MEDTWIN_ALLOW_INSECURE="1", PYTHONFAULTHANDLER="1")
+        # stderr to a file: a pipe nobody reads could fill up and stall the worker
+        self.log = self.setup_file.parent / f"worker-{self.target}.log"
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", self.target,
+                                          "--setup", str(self.setup_file)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env)
+
+    def run(self, files: Files, first_timeout: float) -> tuple[str, str, str | None]:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+            timeout = first_timeout
+        else:
+            timeout = self.timeout
+        try:
+            _send(self.proc.stdin, files)
+        except BrokenPipeError:
+            return self._died("parse")
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+            return "hang", f"no answer within {timeout:.0f} s", None
+        res = _recv(self.proc.stdout)
+        if res is None:
+            return self._died(None)
+        return res
+
+    def _died(self, stage):
+        rc = self.proc.wait()
+        err = self.log.read_bytes()[-8000:].decode(errors="replace")
+        self.proc = None
+        sig = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
+        lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+        tail = " | ".join(lines[-3:])[:400]
+        return "crash", f"worker died ({sig}): {tail}", stage
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class _TimeUp(Exception):
+    pass
+
+
+def run_target(target: str, strategy, setup_file: Path, *, examples: int, seconds: float, timeout: float,
+               crash_dir: Path, seed: int | None) -> TargetReport:
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hseed
+
+    rep = TargetReport(target)
+    w = Worker(target, setup_file, timeout)
+    t0 = time.perf_counter()
+
+    def one(files):
+        if rep.tried >= examples or time.perf_counter() - t0 > seconds:
+            raise _TimeUp
+        rep.tried += 1
+        status, detail, stage = w.run(files, first_timeout=timeout + 60)
+        if status == "accepted":
+            rep.accepted += 1
+        elif status == "refused":
+            rep.refused += 1
+        else:
+            setattr(rep, {"failure": "failures", "crash": "crashes", "hang": "hangs"}[status],
+                    getattr(rep, {"failure": "failures", "crash": "crashes", "hang": "hangs"}[status]) + 1)
+            crash_dir.mkdir(parents=True, exist_ok=True)
+            f = crash_dir / f"{target}-{status}-{rep.tried:06d}.pkl"
+            f.write_bytes(pickle.dumps({"target": target, "files": files}))
+            rep.findings.append({"status": status, "detail": detail, "stage": stage, "input": str(f)})
+
+    test = settings(max_examples=10 ** 9, deadline=None, database=None, phases=[Phase.generate],
+                    suppress_health_check=list(HealthCheck), report_multiple_bugs=False)(given(strategy)(one))
+    if seed is not None:
+        test = hseed(seed)(test)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # hypothesis: "overly large repr" of the stop signal
+            test()
+    except _TimeUp:
+        pass
+    finally:
+        w.close()
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def format_table(reports) -> str:
+    head = ("target", "inputs tried", "accepted", "refused", "failures", "crashes", "hangs", "seconds")
+    rows = [head] + [(r.target, str(r.tried), str(r.accepted), str(r.refused), str(r.failures), str(r.crashes),
+                      str(r.hangs), f"{r.seconds:.1f}") for r in reports]
+    tot = ("total", *(str(sum(getattr(r, k) for r in reports)) for k in
+                      ("tried", "accepted", "refused", "failures", "crashes", "hangs")),
+           f"{sum(r.seconds for r in reports):.1f}")
+    rows.append(tot)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    fmt = lambda r: "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([fmt(rows[0]), sep] + [fmt(r) for r in rows[1:]])
+
+
+def replay(path: Path, setup_file: Path, timeout: float) -> tuple:
+    d = pickle.loads(path.read_bytes())
+    w = Worker(d["target"], setup_file, timeout)
+    try:
+        return w.run(d["files"], first_timeout=timeout + 60)
+    finally:
+        w.close()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--examples", type=int, default=100, help="inputs per target (default 100)")
+    ap.add_argument("--seconds", type=float, default=None, help="time budget per target (default: none)")
+    ap.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}")
+    ap.add_argument("--timeout", type=float, default=10.0, help="seconds per input before it counts as a hang")
+    ap.add_argument("--seed", type=int, default=None, help="hypothesis seed (reproducible campaign)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    ap.add_argument("--crash-dir", type=Path, default=None, help="where failing inputs are saved")
+    ap.add_argument("--replay", type=Path, default=None, help="run one saved input again (needs --workdir)")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep seeds here (default: a temp folder)")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--setup", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker:
+        worker(a.worker, a.setup)
+        return 0
+    targets = [t.strip() for t in a.targets.split(",") if t.strip()]
+    unknown = set(targets) - set(TARGETS)
+    if unknown:
+        ap.error(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS)}")
+    os.environ.setdefault("MEDTWIN_ALLOW_INSECURE", "1")
+    tmp = None
+    work = a.workdir
+    if work is None:
+        tmp = tempfile.mkdtemp(prefix="medtwin-fuzz-")
+        work = Path(tmp)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        setup_file = work / "setup.pkl"
+        if a.replay:
+            print(replay(a.replay, setup_file, a.timeout))
+            return 0
+        t = time.perf_counter()
+        made = make_seeds(work / f"seeds-{os.getpid()}")
+        setup_file.write_bytes(pickle.dumps(made["setup"]))
+        strats = strategies(made["seeds"])
+        print(f"seeds ready in {time.perf_counter() - t:.1f} s; budget per target: {a.examples} inputs"
+              + (f" or {a.seconds:g} s" if a.seconds else "") + f", {a.timeout:g} s per input", flush=True)
+        crash_dir = a.crash_dir or work / "findings"
+        reports = []
+        for target in targets:
+            r = run_target(target, strats[target], setup_file, examples=a.examples,
+                           seconds=a.seconds if a.seconds else float("inf"), timeout=a.timeout,
+                           crash_dir=crash_dir, seed=a.seed)
+            reports.append(r)
+            print(f"  {target}: {r.tried} inputs, {r.failures} failures, {r.crashes} crashes, {r.hangs} hangs "
+                  f"({r.seconds:.1f} s)", flush=True)
+        print()
+        print(format_table(reports))
+        bad = [f | {"target": r.target} for r in reports for f in r.findings]
+        if bad:
+            print(f"\nfindings (inputs saved under {crash_dir}; replay with --replay FILE --workdir {work}):")
+            seen = set()
+            for f in bad:
+                key = (f["target"], f["status"], f["detail"][:120])
+                if key in seen:
+                    continue
+                seen.add(key)
+                print(f"  [{f['target']}] {f['status']}: {f['detail']}")
+        if a.json:
+            a.json.write_text(json.dumps({"reports": [r.__dict__ for r in reports]}, indent=1))
+        return 1 if bad else 0
+    finally:
+        if tmp is not None and not a.crash_dir and not any(Path(tmp, "findings").glob("*")):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
