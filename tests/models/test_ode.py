@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+from medtwin.errors import RangeError, ValidationError
+from medtwin.models.ode import ODEModel, Series, integrate_encrypted, key_holder_refresh
+
+
+def logistic(y, p):
+    (n,) = y
+    return [p["r"] * n * (1.0 - n * 0.01) - p["kill"] * n]
+
+
+def lotka_volterra(y, p):
+    x, z = y
+    return [x * (p["a"] - z * p["b"]), z * (x * p["d"] - p["c"])]
+
+
+LOG = ODEModel(logistic, states=("n",), state_ranges={"n": (0.0, 100.0)},
+               params={"r": (0.05, 0.5), "kill": (0.0, 0.3)}, name="logistic-kill")
+LV = ODEModel(lotka_volterra, states=("x", "z"), state_ranges={"x": (0.0, 10.0), "z": (0.0, 10.0)},
+              params={"a": (0.5, 1.5), "b": (0.2, 0.6), "c": (0.5, 1.5), "d": (0.2, 0.6)}, name="lotka-volterra")
+LV_VALUES = {"x": [2.0, 1.0], "z": [1.0, 0.5], "a": [1.0, 1.2], "b": [0.4, 0.5], "c": [1.0, 0.8], "d": [0.3, 0.4]}
+
+
+def _solve_lv(i, t_end, ts):
+    v = {k: LV_VALUES[k][i] for k in LV_VALUES}
+    f = lambda t, y: lotka_volterra(list(y), v)
+    return solve_ivp(f, (0, t_end), [v["x"], v["z"]], t_eval=ts, rtol=1e-12, atol=1e-12).y
+
+
+@pytest.mark.parametrize("method,order,h,tol", [("euler", 4, 0.001, 5e-3), ("rk4", 4, 0.05, 1e-6),
+                                                ("taylor", 4, 0.05, 1e-5), ("taylor", 6, 0.05, 1e-8)])
+def test_reference_converges_to_solve_ivp(method, order, h, tol):
+    steps = int(round(2.0 / h))
+    traj = LV.reference(LV_VALUES, h=h, steps=steps, method=method, order=order)
+    ts = np.arange(steps + 1) * h
+    for i in range(2):
+        ref = _solve_lv(i, ts[-1], ts)
+        assert np.max(np.abs(traj[:, :, i].T - ref)) < tol
+
+
+def test_rk4_order_of_accuracy():
+    errs = []
+    for h in (0.2, 0.1):
+        steps = int(round(2.0 / h))
+        traj = LV.reference(LV_VALUES, h=h, steps=steps, method="rk4")
+        errs.append(np.max(np.abs(traj[-1, :, 0] - _solve_lv(0, 2.0, [2.0])[:, 0])))
+    assert 12.0 < errs[0] / errs[1] < 20.0  # ~2^4
+
+
+def test_series_arithmetic():
+    a, b = Series([1.0, 2.0], 3), Series([3.0, 0.0, 1.0], 3)
+    c = a * b + 2.0 - a
+    assert [float(x) for x in c.c] == [4.0, 4.0, 1.0, 2.0]
+
+
+def test_bad_inputs():
+    with pytest.raises(RangeError, match="kill"):
+        LOG.reference({"n": [10.0], "r": [0.1], "kill": [0.9]}, h=0.1, steps=2)
+    with pytest.raises(ValidationError, match="method"):
+        LOG.reference({"n": [10.0], "r": [0.1], "kill": [0.1]}, h=0.1, steps=2, method="midpoint")
+    with pytest.raises(ValidationError):
+        ODEModel(logistic, states=("n",), state_ranges={})
+    with pytest.raises(RangeError, match="state n left"):
+        LOG.check_trajectory({"n": np.array([50.0, 120.0])})
+
+
+def test_depth_per_step_and_horizon():
+    # logistic rhs: r*n (1 level), *(1 - 0.01 n) (1 more, the constant 0.01 costs one): d_f = 2.
+    assert LOG.depth_per_step(h=0.5, method="euler") == 3
+    assert LOG.depth_per_step(h=0.5, method="rk4") == 12
+    assert LOG.max_steps(20, h=0.5, method="euler") == 6
+
+
+def test_numpy_program_equals_reference_and_openfhe_within_bound():
+    from medtwin.he.openfhe_backend import generate_keys
+    from medtwin.he.params import preset
+    from medtwin.program.bounds import NoiseModel
+    from medtwin.program.executors import get_executor
+
+    vals = {"n": np.array([5.0, 20.0, 60.0, 90.0]), "r": np.array([0.1, 0.3, 0.5, 0.2]),
+            "kill": np.array([0.0, 0.1, 0.05, 0.3])}
+    ref = LOG.reference(vals, h=0.5, steps=5, method="euler")
+    params = preset("test-insecure", depth=20)
+    prog = LOG.build_program(8, h=0.5, steps=5, method="euler", record=[1, 5], params=params)
+    num = get_executor("numpy").run(prog, vals)
+    np.testing.assert_allclose(num["n@5"][:4], ref[5, 0], rtol=1e-12)
+    ctx, _ = generate_keys(params.with_depth(prog.depth))
+    out = get_executor("openfhe", cc=ctx.cc, threads=1).run(prog, {k: ctx.encrypt(v) for k, v in vals.items()})
+    noise = NoiseModel.from_context(ctx.cc)
+    for name, want in (("n@1", ref[1, 0]), ("n@5", ref[5, 0])):
+        err = np.max(np.abs(ctx.decrypt(out[name], 4) - want))
+        assert err <= prog.error_bound(name, noise=noise) <= prog.error_bound(name), name
+        assert err < 1e-4
+
+
+def test_segments_with_key_holder_refresh_pass_the_depth_limit():
+    from medtwin.he.openfhe_backend import generate_keys
+    from medtwin.he.params import preset
+    from medtwin.program.executors import get_executor
+
+    vals = {"n": np.array([5.0, 40.0]), "r": np.array([0.3, 0.2]), "kill": np.array([0.05, 0.1])}
+    steps = 12
+    ref = LOG.reference(vals, h=0.5, steps=steps, method="euler")
+    seg = LOG.max_steps(18, h=0.5, method="euler")
+    assert seg < steps  # one context could not hold the horizon
+    params = preset("test-insecure", depth=18)
+    ctx, _ = generate_keys(params)
+    enc = {k: ctx.encrypt(v) for k, v in vals.items()}
+    outs, progs = integrate_encrypted(LOG, get_executor("openfhe", cc=ctx.cc, threads=1), enc, h=0.5, steps=steps,
+                                      segment_steps=seg, refresh=key_holder_refresh(ctx, LOG, slots=2),
+                                      method="euler", slots=8, params=params)
+    assert len(outs) == -(-steps // seg) >= 2
+    got = ctx.decrypt(outs[-1]["n"], 2)
+    assert np.max(np.abs(got - ref[steps, 0])) < 1e-3
