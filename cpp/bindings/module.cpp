@@ -230,6 +230,15 @@ PYBIND11_MODULE(_core, m) {
         auto pt = encode_for(e, a, p, len, sf);
         CtPtr r = copy_ct(a); mul_plain_inplace(e.ctx(), *r, pt.data(), sf); return r;
       })
+      .def("mul_encoded", [](const Engine& e, const Ciphertext& a, U64Array pt, double scale) {
+        e.check_ct(a);
+        if (pt.ndim() != 2 || static_cast<std::size_t>(pt.shape(0)) < a.towers || static_cast<std::size_t>(pt.shape(1)) != a.n)
+          throw std::invalid_argument("encoded plaintext must have shape (towers >= ciphertext towers, N)");
+        const std::uint64_t* p = pt.data();
+        py::gil_scoped_release rel;
+        CtPtr r = copy_ct(a); mul_plain_inplace(e.ctx(), *r, p, scale); return r;
+      }, py::arg("ct"), py::arg("plaintext"), py::arg("scale"),
+         "Multiply by a plaintext already encoded with Engine.encode (towers x N, evaluation form).")
       .def("add_plain", [](const Engine& e, const Ciphertext& a, F64Array v) {
         e.check_ct(a);
         const double* p = v.data(); std::size_t len = static_cast<std::size_t>(v.size());
