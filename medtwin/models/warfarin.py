@@ -20,9 +20,9 @@ Supplementary Appendix, derived for a target INR of 2-3)::
     weekly dose = (sqrt dose)^2
 
 VKORC1 is the -1639G>A genotype (rs9923231); the reference categories are VKORC1 G/G, CYP2C9
-*1/*1 and white race. Every coefficient above was checked against the coefficient list of the
-IWPC appendix as reproduced in an independent public implementation of the algorithm (the primary
-appendix was not retrievable from this workstation); the values agree to all four decimals.
+*1/*1 and white race. Every coefficient above was checked against the coefficient lists of the
+IWPC appendix as reproduced in two independent public implementations of the algorithm (the
+primary appendix was not retrievable from this workstation); all agree to four decimals.
 
 Under encryption
 ----------------
