@@ -72,4 +72,5 @@ def test_encrypted_openfhe_within_stated_bound(per_kg):
         err = np.max(np.abs(got - want))
         assert err <= prog.error_bound(name, noise=noise), name
         assert err <= prog.error_bound(name), name
-        assert err < 1e-3
+        # FIXEDMANUAL rescales by primes within ~1.5e-5 of 2^36 at N = 2^12: ~1e-4 relative after 9 levels
+        assert err < 5e-4 * np.max(np.abs(want))
