@@ -1,6 +1,20 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
+import os
+import sys
+
+# scripts/sanitize_tests.sh: run these tests against a sanitizer build of the engine.
+_OVERRIDE = os.environ.get("MEDTWIN_CORE_OVERRIDE")
+if _OVERRIDE:
+    import medtwin
+
+    _spec = importlib.util.spec_from_file_location("medtwin._core", _OVERRIDE)
+    _mod = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_mod)
+    sys.modules["medtwin._core"] = _mod
+    medtwin._core = _mod
 from dataclasses import dataclass
 
 import numpy as np
