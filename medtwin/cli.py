@@ -302,6 +302,16 @@ def demo(patients: int = typer.Option(1200, help="patients from the bundled synt
         _fail(exc)
 
 
+@app.command("gui")
+def gui():
+    """Start the desktop app (needs the 'gui' extra: PySide6, pyqtgraph)."""
+    try:
+        from medtwin.gui.app import main as gui_main
+    except ImportError as exc:
+        _fail(MedTwinError(f"the desktop app needs the gui extra (pip install 'medtwin[gui]'): {exc}"))
+    raise typer.Exit(gui_main([]))
+
+
 def main() -> None:  # console-script entry point
     app()
 
