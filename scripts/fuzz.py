@@ -10,8 +10,13 @@ public_bundle  ``load_public_bundle`` on a public bundle file
 ct_bundle      ``medtwin.twin.store.read_bundle`` on a ciphertext bundle directory
 ciphertext     ``HEContext.deserialize`` (then ``decrypt`` when it is accepted) on OpenFHE bytes
 signature      ``verify_file`` on an exported file and its detached signature
-audit          ``AuditLog(path).verify``, ``entries`` and ``checkpoints`` on an audit database
+audit          ``verify``, ``entries``, ``checkpoints`` on an audit database opened read-only
+               (:class:`medtwin.cli_security.ReadOnlyAuditLog`, what ``medtwin audit verify`` uses)
 =============  ================================================================================
+
+Extra targets (``--targets``): ``ciphertext_guarded`` runs the ``ciphertext`` inputs behind the
+*proposed* structural validator :func:`guard_ciphertext`, to show what it stops; ``selftest``
+checks the harness itself (an abort, a hang, an undocumented exception, a changed input).
 
 Inputs are drawn by hypothesis (generate phase only, no example database) from a valid seed of
 each format: byte-level mutations (flip, truncate, insert, delete, overwrite, splice), raw random
@@ -62,6 +67,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TARGETS = ("fhir", "csv", "keystore", "public_bundle", "ct_bundle", "ciphertext", "signature", "audit")
+#: Not run by default: ``ciphertext`` behind the proposed validator, and the harness self-test.
+EXTRA_TARGETS = ("ciphertext_guarded", "selftest")
 PASSPHRASE = "violet tundra kettle 93 marching"
 
 Files = dict  # relative path -> bytes
@@ -264,6 +271,7 @@ def _audit_rows(db: bytes, changes) -> bytes:
         return p.read_bytes()
 
 
+_SIGNALS = {6: "SIGABRT", 8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV", 7: "SIGBUS", 4: "SIGILL"}
 _CP_COLS = ("seq", "head_hash", "ts", "signer", "role", "key_fp", "signature")
 _ROW_COLS = ("seq", "ts", "actor", "role", "action", "breakglass", "body", "prev_hash", "entry_hash",
              "key_fp", "signature")
@@ -383,8 +391,10 @@ def strategies(seeds: dict):
         st.lists(row_change, min_size=1, max_size=3).map(lambda ch: {"audit.db": _audit_rows(seeds["audit"]["audit.db"], ch)}),
         byte_ops.map(lambda o: {"audit.db": mutate_bytes(seeds["audit"]["audit.db"], o)}))
 
+    selftest = st.sampled_from([b"abort", b"sleep", b"raise", b"write", b"fine"]).map(lambda b: {"in.bin": b})
     return {"fhir": fhir, "csv": csv, "keystore": keystore, "public_bundle": public_bundle,
-            "ct_bundle": ct_bundle, "ciphertext": ciphertext, "signature": signature, "audit": audit}
+            "ct_bundle": ct_bundle, "ciphertext": ciphertext, "ciphertext_guarded": ciphertext,
+            "signature": signature, "audit": audit, "selftest": selftest}
 
 
 # ============================================================================== worker (child)
@@ -425,14 +435,29 @@ def _worker_call(target: str, root: Path, setup: dict, state: dict):
     elif target == "ct_bundle":
         from medtwin.twin.store import read_bundle
         read_bundle(root, kind="encrypted-cohort", key_tag=setup["key_tag"])
-    elif target == "ciphertext":
+    elif target in ("ciphertext", "ciphertext_guarded"):
         ctx = state.get("ctx")
         if ctx is None:
             from medtwin.he.openfhe_backend import HEContext
             ctx = state["ctx"] = HEContext.from_keys(pickle.loads(Path(setup["material"]).read_bytes()))
-        ct = ctx.deserialize((root / "ct.bin").read_bytes())
-        state["stage"] = "decrypt"
+        data = (root / "ct.bin").read_bytes()
+        if target == "ciphertext_guarded":
+            _stage(state, "guard")
+            guard_ciphertext(ctx, data, state)
+        _stage(state, "deserialize")
+        ct = ctx.deserialize(data)
+        _stage(state, "decrypt")
         ctx.decrypt(ct, 16)
+    elif target == "selftest":       # checks the harness: a crash, a hang, an undocumented error
+        data = (root / "in.bin").read_bytes()
+        if data.startswith(b"abort"):
+            os.abort()
+        if data.startswith(b"sleep"):
+            time.sleep(3600)
+        if data.startswith(b"raise"):
+            raise KeyError("selftest")
+        if data.startswith(b"write"):
+            (root / "in.bin").write_bytes(b"changed")
     elif target == "signature":
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -463,6 +488,60 @@ def _worker_call(target: str, root: Path, setup: dict, state: dict):
         raise SystemExit(f"unknown target {target}")
 
 
+def _warm(target: str, setup: dict, state: dict) -> None:
+    """Import what the target needs and build its crypto context before the first input, so
+    that the per-input timeout does not include start-up."""
+    import medtwin.custody.keystore  # noqa: F401
+    import medtwin.fhir  # noqa: F401
+    import medtwin.twin.csv_io  # noqa: F401
+    import medtwin.twin.store  # noqa: F401
+    if target.startswith("ciphertext"):
+        from medtwin.he.openfhe_backend import HEContext
+        state["ctx"] = HEContext.from_keys(pickle.loads(Path(setup["material"]).read_bytes()))
+
+
+def _stage(state: dict, name: str) -> None:
+    """Record the step under way, in a file the parent reads when the worker dies."""
+    state["stage"] = name
+    Path(state["stage_file"]).write_text(name)
+
+
+def guard_ciphertext(ctx, data: bytes, state: dict) -> None:
+    """PROPOSED structural validator run before OpenFHE sees ciphertext bytes (a prototype here;
+    the real one belongs in ``HEContext.deserialize``).
+
+    1. The bytes up to and including the key tag (the embedded crypto context) must equal those
+       of a fresh ciphertext of this context: they are identical for every ciphertext under one
+       key pair at every level (DESIGN section 8), and every crash found lies in this region.
+    2. The element section and the 48-byte tail must parse with the native bridge's C++ parser
+       (tower count and size, N, moduli, format, exact consumption), when ``medtwin._core`` is
+       built.
+
+    Raises:
+        CiphertextFormatError: either check fails.
+    """
+    from medtwin.errors import CiphertextFormatError
+
+    head = state.get("ct_header")
+    if head is None:
+        fresh = ctx.serialize(ctx.encrypt([0.0]))
+        end = fresh.find(ctx.key_tag.encode())
+        head = state["ct_header"] = fresh[: end + len(ctx.key_tag)]
+    if len(data) <= len(head) or data[: len(head)] != head:
+        raise CiphertextFormatError("ciphertext header differs from this crypto context's")
+    eng = state.get("engine", False)
+    if eng is False:
+        try:
+            from medtwin.he.bridge import engine_from_public
+            eng = engine_from_public(ctx.public)
+        except ImportError:
+            eng = None
+        state["engine"] = eng
+    if eng is not None:
+        from medtwin.he.bridge import import_ciphertext
+        import_ciphertext(eng, data)
+
+
 class _WrongSuccess(Exception):
     """A parser accepted altered input that it must refuse."""
 
@@ -489,11 +568,13 @@ def _send(stream, obj) -> None:
 def worker(target: str, setup_file: str) -> None:
     """Child: read inputs from stdin, run the target, write one result per input to stdout."""
     setup = pickle.loads(Path(setup_file).read_bytes())
-    state: dict = {}
+    state: dict = {"stage_file": str(Path(setup_file).parent / f"stage-{target}")}
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)                       # stray prints go to stderr, not into the protocol
     inp = sys.stdin.buffer
     Documented = _documented()
+    _warm(target, setup, state)
+    _send(out, ("ready", "", None))
     while True:
         files = _recv(inp)
         if files is None:
@@ -505,7 +586,7 @@ def worker(target: str, setup_file: str) -> None:
                 (root / name).parent.mkdir(parents=True, exist_ok=True)
                 (root / name).write_bytes(data)
             before = _snapshot(root)
-            state["stage"] = "parse"
+            _stage(state, "parse")
             state.pop("refused", None)
             try:
                 _worker_call(target, root, setup, state)
@@ -559,32 +640,43 @@ class Worker:
     def run(self, files: Files, first_timeout: float) -> tuple[str, str, str | None]:
         if self.proc is None or self.proc.poll() is not None:
             self._start()
-            timeout = first_timeout
-        else:
-            timeout = self.timeout
+            ready, _, _ = select.select([self.proc.stdout], [], [], first_timeout)
+            if not ready or _recv(self.proc.stdout) is None:
+                err = self.log.read_bytes()[-2000:].decode(errors="replace")
+                raise RuntimeError(f"the {self.target} worker did not start: {err}")
+        timeout = self.timeout
         try:
             _send(self.proc.stdin, files)
         except BrokenPipeError:
-            return self._died("parse")
+            return self._died()
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
-            return "hang", f"no answer within {timeout:.0f} s", None
+            stage = self._stage()
+            return "hang", f"no answer within {timeout:.0f} s (in {stage})", stage
         res = _recv(self.proc.stdout)
         if res is None:
-            return self._died(None)
+            return self._died()
         return res
 
-    def _died(self, stage):
+    def _stage(self) -> str:
+        try:
+            return (self.setup_file.parent / f"stage-{self.target}").read_text() or "start"
+        except OSError:
+            return "start"
+
+    def _died(self):
+        stage = self._stage()
         rc = self.proc.wait()
         err = self.log.read_bytes()[-8000:].decode(errors="replace")
         self.proc = None
-        sig = f"signal {-rc}" if rc < 0 else f"exit code {rc}"
-        lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-        tail = " | ".join(lines[-3:])[:400]
-        return "crash", f"worker died ({sig}): {tail}", stage
+        sig = f"signal {-rc} ({_SIGNALS.get(-rc, '?')})" if rc < 0 else f"exit code {rc}"
+        # faulthandler prints the Python stack, innermost first: keep the medtwin frame
+        frames = [ln.strip() for ln in err.splitlines() if 'File "' in ln and "fuzz.py" not in ln]
+        where = frames[0] if frames else "no Python frame"
+        return "crash", f"worker died with {sig} in {stage}: {where}", stage
 
     def close(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -684,9 +776,9 @@ def main(argv=None) -> int:
         worker(a.worker, a.setup)
         return 0
     targets = [t.strip() for t in a.targets.split(",") if t.strip()]
-    unknown = set(targets) - set(TARGETS)
+    unknown = set(targets) - set(TARGETS) - set(EXTRA_TARGETS)
     if unknown:
-        ap.error(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS)}")
+        ap.error(f"unknown targets {sorted(unknown)}; choose from {', '.join(TARGETS + EXTRA_TARGETS)}")
     os.environ.setdefault("MEDTWIN_ALLOW_INSECURE", "1")
     tmp = None
     work = a.workdir
