@@ -14,13 +14,13 @@ from medtwin.models.disease import (ADAG_EAG, CKD_EPI_2021, EGFR_DECLINE, Claret
 def _openfhe(prog, inputs, n):
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
-    from medtwin.program.bounds import NoiseModel
     from medtwin.program.executors import get_executor
 
     params = preset("test-insecure", depth=max(prog.depth, 1))
     ctx, _ = generate_keys(params, prog.rotation_indices())
-    out = get_executor("openfhe", cc=ctx.cc, threads=1).run(prog, {k: ctx.encrypt(v) for k, v in inputs.items()})
-    noise = NoiseModel.from_context(ctx.cc)
+    ex = get_executor("openfhe", cc=ctx.cc, threads=1)
+    out = ex.run(prog, {k: ctx.encrypt(v) for k, v in inputs.items()})
+    noise = ex.noise_model()
     return {k: ctx.decrypt(v, n) for k, v in out.items()}, noise
 
 

@@ -78,7 +78,6 @@ def test_depth_per_step_and_horizon():
 def test_numpy_program_equals_reference_and_openfhe_within_bound():
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
-    from medtwin.program.bounds import NoiseModel
     from medtwin.program.executors import get_executor
 
     vals = {"n": np.array([5.0, 20.0, 60.0, 90.0]), "r": np.array([0.1, 0.3, 0.5, 0.2]),
@@ -89,8 +88,9 @@ def test_numpy_program_equals_reference_and_openfhe_within_bound():
     num = get_executor("numpy").run(prog, vals)
     np.testing.assert_allclose(num["n@5"][:4], ref[5, 0], rtol=1e-12)
     ctx, _ = generate_keys(params.with_depth(prog.depth))
-    out = get_executor("openfhe", cc=ctx.cc, threads=1).run(prog, {k: ctx.encrypt(v) for k, v in vals.items()})
-    noise = NoiseModel.from_context(ctx.cc)
+    ex = get_executor("openfhe", cc=ctx.cc, threads=1)
+    out = ex.run(prog, {k: ctx.encrypt(v) for k, v in vals.items()})
+    noise = ex.noise_model()
     for name, want in (("n@1", ref[1, 0]), ("n@5", ref[5, 0])):
         err = np.max(np.abs(ctx.decrypt(out[name], 4) - want))
         assert err <= prog.error_bound(name, noise=noise) <= prog.error_bound(name), name

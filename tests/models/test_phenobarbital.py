@@ -54,7 +54,6 @@ def test_refusals():
 def test_encrypted_openfhe_within_stated_bound(per_kg):
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
-    from medtwin.program.bounds import NoiseModel
     from medtwin.program.executors import get_executor
 
     wts, asph = np.array([0.6, 1.1, 2.4, 3.6]), np.array([0.0, 1.0, 0.0, 1.0])
@@ -65,8 +64,9 @@ def test_encrypted_openfhe_within_stated_bound(per_kg):
     prog = M.build_program(32, np.tile(tp, 4), d, per_kg=per_kg, params=params)
     slots = {"weight_kg": np.repeat(wts, 8), "apgar_lt5": np.repeat(asph, 8)}
     ctx, _ = generate_keys(params.with_depth(prog.depth), prog.rotation_indices())
-    out = get_executor("openfhe", cc=ctx.cc, threads=1).run(prog, {k: ctx.encrypt(v) for k, v in slots.items()})
-    noise = NoiseModel.from_context(ctx.cc)
+    ex = get_executor("openfhe", cc=ctx.cc, threads=1)
+    out = ex.run(prog, {k: ctx.encrypt(v) for k, v in slots.items()})
+    noise = ex.noise_model()
     for name, want in (("conc", ref["conc"].ravel()), ("auc_k", ref["auc"].ravel() / 1000.0)):
         got = ctx.decrypt(out[name], 32)
         err = np.max(np.abs(got - want))

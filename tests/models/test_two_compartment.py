@@ -70,7 +70,6 @@ def test_bad_dosing_and_ranges():
 def test_program_bolus_numpy_and_openfhe_within_bound():
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
-    from medtwin.program.bounds import NoiseModel
     from medtwin.program.executors import get_executor
 
     m = TwoCompartmentIV("two-cpt-test", K12, K21, ranges={"k10": (0.1, 0.6), "v1_l": (5.0, 20.0)})
@@ -84,8 +83,9 @@ def test_program_bolus_numpy_and_openfhe_within_bound():
     num = get_executor("numpy").run(prog, inputs)["conc"][:16]
     assert np.max(np.abs(num - ref)) <= prog.error_bound("conc")
     ctx, _ = generate_keys(params.with_depth(prog.depth), prog.rotation_indices())
-    out = get_executor("openfhe", cc=ctx.cc, threads=1).run(prog, {k: ctx.encrypt(v) for k, v in inputs.items()})
+    ex = get_executor("openfhe", cc=ctx.cc, threads=1)
+    out = ex.run(prog, {k: ctx.encrypt(v) for k, v in inputs.items()})
     got = ctx.decrypt(out["conc"], 16)
     err = np.max(np.abs(got - ref))
-    assert err <= prog.error_bound("conc", noise=NoiseModel.from_context(ctx.cc))
+    assert err <= prog.error_bound("conc", noise=ex.noise_model())
     assert err < 1e-4

@@ -59,7 +59,6 @@ def test_ranges_refused_without_values():
 def test_encrypted_openfhe_within_stated_bound():
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
-    from medtwin.program.bounds import NoiseModel
     from medtwin.program.executors import get_executor
 
     wts, crcl = np.array([50.0, 70.0, 90.0, 120.0]), np.array([30.0, 60.0, 100.0, 150.0])
@@ -73,8 +72,9 @@ def test_encrypted_openfhe_within_stated_bound():
     num = get_executor("numpy").run(prog, slots)
     assert np.max(np.abs(num["conc_h"][:32] * 100 - ref)) <= 100 * prog.error_bound("conc_h")
     ctx, _ = generate_keys(params.with_depth(prog.depth), prog.rotation_indices())
-    out = get_executor("openfhe", cc=ctx.cc, threads=1).run(prog, {k: ctx.encrypt(v) for k, v in slots.items()})
-    noise = NoiseModel.from_context(ctx.cc)
+    ex = get_executor("openfhe", cc=ctx.cc, threads=1)
+    out = ex.run(prog, {k: ctx.encrypt(v) for k, v in slots.items()})
+    noise = ex.noise_model()
     conc = ctx.decrypt(out["conc_h"], 32) * 100
     err = np.max(np.abs(conc - ref))
     assert err <= 100 * prog.error_bound("conc_h", noise=noise)
