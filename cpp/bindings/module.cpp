@@ -13,6 +13,9 @@
 
 #include "medtwin/bridge.h"
 #include "medtwin/ciphertext.h"
+#ifdef MEDTWIN_WITH_CUDA
+#include "medtwin/cuda.h"
+#endif
 #include "medtwin/encoder.h"
 #include "medtwin/keyswitch.h"
 #include "medtwin/program.h"
@@ -141,6 +144,10 @@ PYBIND11_MODULE(_core, m) {
       raise_err("ProgramError", e.what());
     } catch (const std::invalid_argument& e) {
       raise_err("ValidationError", e.what());
+#ifdef MEDTWIN_WITH_CUDA
+    } catch (const medtwin::cuda::CudaError& e) {
+      raise_err("MedTwinError", std::string("CUDA: ") + e.what());
+#endif
     }
   });
 
@@ -347,6 +354,47 @@ PYBIND11_MODULE(_core, m) {
       }, py::arg("code"), py::arg("consts"), py::arg("plains"), py::arg("inputs"), py::arg("n_regs"), py::arg("outputs"),
          "Run a compiled instruction array over a batch: inputs[b][i] is input i of batch item b.");
 
+#ifdef MEDTWIN_WITH_CUDA
+  m.attr("built_with_cuda") = true;
+  m.def("cuda_device_count", &medtwin::cuda::device_count, "Visible CUDA devices (0 without a GPU).");
+  m.def("cuda_ntt", [](U64Array a, std::uint64_t q, std::uint64_t psi, bool inverse) {
+    const std::size_t n = static_cast<std::size_t>(a.size());
+    NTTTables t(n, q, psi);
+    std::vector<std::uint64_t> host(a.data(), a.data() + n);
+    for (auto& v : host) v %= q;
+    {
+      py::gil_scoped_release rel;
+      auto dt = medtwin::cuda::upload_ntt(n, q, t.w, t.wp, t.iw, t.iwp, t.ninv, t.ninvp);
+      medtwin::cuda::DeviceBuffer buf(n);
+      buf.upload(host.data(), n);
+      if (inverse) medtwin::cuda::ntt_inverse(dt, buf.data(), 1); else medtwin::cuda::ntt_forward(dt, buf.data(), 1);
+      buf.download(host.data(), n);
+    }
+    U64Array out(n);
+    std::memcpy(out.mutable_data(), host.data(), 8 * n);
+    return out;
+  }, py::arg("values"), py::arg("q"), py::arg("psi"), py::arg("inverse") = false, "NTT on the GPU (tests).");
+  m.def("cuda_modmul", [](U64Array a, U64Array b, std::uint64_t q) {
+    const std::size_t n = static_cast<std::size_t>(a.size());
+    if (static_cast<std::size_t>(b.size()) != n) throw std::invalid_argument("length mismatch");
+    Modulus mq(q);
+    std::vector<std::uint64_t> out(n);
+    {
+      py::gil_scoped_release rel;
+      medtwin::cuda::DeviceBuffer da(n), db(n), dc(n);
+      da.upload(a.data(), n);
+      db.upload(b.data(), n);
+      medtwin::cuda::modmul(dc.data(), da.data(), db.data(), n, q, mq.r0, mq.r1);
+      dc.download(out.data(), n);
+    }
+    U64Array r(n);
+    std::memcpy(r.mutable_data(), out.data(), 8 * n);
+    return r;
+  }, py::arg("a"), py::arg("b"), py::arg("q"), "Element-wise a*b mod q on the GPU (tests).");
+#else
+  m.attr("built_with_cuda") = false;
+  m.def("cuda_device_count", []() { return 0; }, "Visible CUDA devices (always 0: built without CUDA).");
+#endif
   m.def("cpu_has_ifma", &cpu_has_ifma, "Whether this CPU has AVX-512 IFMA and the module was built with the IFMA path.");
   m.def("set_ifma_enabled", &set_ifma_enabled, py::arg("on"), "Enable/disable the IFMA path (moduli < 2^50 only).");
   m.def("ifma_enabled", &ifma_enabled);
