@@ -130,7 +130,9 @@ class MainWindow(QMainWindow):
         self.nav.setAccessibleName("Screens")
         for i, name in enumerate(SCREENS):
             self.nav.addItem(f"{name}    Ctrl+{i + 1}")
-        self.nav.setMaximumWidth(190)
+        self.nav.setMaximumWidth(200)
+        self.nav.setStyleSheet("QListWidget#navigation { font-size: 11pt; } "
+                               "QListWidget#navigation::item { padding: 9px 8px; }")
         self.pages = QStackedWidget()
         for w in (self.keys, self.twins, self.scenarios, self.run, self.results, self.dashboard):
             self.pages.addWidget(w)

@@ -202,22 +202,29 @@ def available_backends() -> list[str]:
 
 
 def score(summary) -> float:
-    """Ranking score of a scenario: the fraction of patients with peak and trough in the window,
-    ties broken by the mean time in window (both in [0, 1]; higher is better)."""
-    tiw = summary.tiw_mean if np.isfinite(summary.tiw_mean) else 0.0
-    return float(summary.attain) + 1e-3 * float(tiw)
+    """Ranking score of a scenario in [0, 1], higher is better: the cohort's mean fraction of the
+    horizon spent inside the therapeutic window (the encrypted time-in-window output). Without
+    that output, the fraction of patients whose peak and trough both lie in the window."""
+    if np.isfinite(summary.tiw_mean):
+        return float(summary.tiw_mean)
+    return float(summary.attain)
+
+
+SCORE_DESCRIPTION = ("mean fraction of the horizon inside the therapeutic window (time in window), "
+                     "averaged over the cohort; higher is better")
 
 
 def ranking(result) -> list[tuple[int, float]]:
-    """(scenario index, score) best first."""
+    """(scenario index, score) best first (ties keep the table order)."""
     s = [(i, score(x)) for i, x in enumerate(result.summaries())]
     return sorted(s, key=lambda t: -t[1])
 
 
-def top_ranked(result, tolerance: float = 0.05) -> set[int]:
-    """Scenario indices ranked first or within ``tolerance`` of the best score."""
+def top_ranked(result, tolerance: float = 0.02) -> set[int]:
+    """The best scenario and any whose score is within ``tolerance`` of it (none when every
+    score is zero: nothing is recommended then)."""
     r = ranking(result)
-    if not r:
+    if not r or r[0][1] <= 0:
         return set()
     best = r[0][1]
     return {i for i, s in r if s >= best - tolerance}
@@ -631,7 +638,7 @@ class AppModel:
                             else str(res.extra.get("preset"))),
             "backend": res.backend,
             "program digest": res.program_digest,
-            "ranking score": "fraction of patients with peak and trough in the window; ties by mean time in window",
+            "ranking score": SCORE_DESCRIPTION,
         }
 
     def export(self, dest_dir, *, scenarios: Sequence[int], csv_metrics: bool = True, csv_summary: bool = True,

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog,
                                QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget)
 
 from medtwin.gui.common import TOP_BG, Runner, heading, hint, insecure_label, show_error
-from medtwin.gui.model import AppModel, ranking, top_ranked
+from medtwin.gui.model import SCORE_DESCRIPTION, AppModel, ranking, top_ranked
 from medtwin.reports.study_report import comparison_rows
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -147,7 +147,8 @@ class ResultsScreen(QWidget):
         uh.setContentsMargins(0, 0, 0, 0)
         self.scen_list = QListWidget()
         self.scen_list.setObjectName("scenarioList")
-        self.scen_list.setMaximumWidth(260)
+        self.scen_list.setMaximumWidth(220)
+        self.scen_list.setAccessibleName("Scenarios shown in the plot")
         self.scen_list.itemChanged.connect(self._draw)
         uh.addWidget(self.scen_list)
         self.plot = _plot()
@@ -161,7 +162,8 @@ class ResultsScreen(QWidget):
         lv = QVBoxLayout(lower)
         lv.setContentsMargins(0, 0, 0, 0)
         lh = QHBoxLayout()
-        lh.addWidget(QLabel("Comparison (cohort medians; best options highlighted). Double-click a row, or:"))
+        lh.addWidget(QLabel("Comparison (cohort medians; ranked by time in window, best options highlighted). "
+                            "Double-click a row, or:"))
         self.basis_btn = QPushButton("Show &basis…")
         self.basis_btn.clicked.connect(self.show_basis)
         lh.addWidget(self.basis_btn)
@@ -197,7 +199,8 @@ class ResultsScreen(QWidget):
             return
         top = top_ranked(res)
         for i, sc in enumerate(res.spec.scenarios):
-            it = QListWidgetItem(f"{sc.name}: {sc.regimen.describe()}")
+            it = QListWidgetItem(sc.name)
+            it.setToolTip(sc.regimen.describe())
             it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             it.setCheckState(Qt.CheckState.Checked)
             it.setForeground(colour(i))
@@ -212,7 +215,9 @@ class ResultsScreen(QWidget):
         scores = dict(ranking(res))
         cols = ["rank"] + list(rows[0]) + ["score"]
         self.table.setColumnCount(len(cols))
-        self.table.setHorizontalHeaderLabels(cols)
+        self.table.setHorizontalHeaderLabels([c.replace(" [", "\n[").replace(" median", "\nmedian")
+                                              .replace(" in window", "\nin window") for c in cols])
+        self.table.horizontalHeaderItem(len(cols) - 1).setToolTip(SCORE_DESCRIPTION)
         self.table.setRowCount(len(rows))
         for i, r in enumerate(rows):
             vals = [str(rank[i])] + [str(r[c]) for c in rows[0]] + [f"{scores[i]:.3f}"]
@@ -226,7 +231,7 @@ class ResultsScreen(QWidget):
                     it.setToolTip("top-ranked: double-click for the basis")
                 self.table.setItem(i, j, it)
         self.table.resizeColumnsToContents()
-        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setStretchLastSection(True)
         self._draw()
 
     def checked(self) -> list[int]:
@@ -319,7 +324,8 @@ class DashboardScreen(QWidget):
         self.p_auc.setTitle("AUC over the horizon [mg·h/L]", color="#222")
         self.p_peak.setTitle("Peak and trough [mg/L]", color="#222")
         self.p_tiw.setTitle("Time in therapeutic window [fraction]", color="#222")
-        self.p_att.setTitle("Target attainment by scenario [% peak & trough in window]", color="#222")
+        self.p_att.setTitle("Target attainment by scenario [% of twins / % of horizon]", color="#222")
+        self.p_att.addLegend(offset=(-10, 10))
         for p in (self.p_auc, self.p_peak, self.p_tiw):
             p.setLabel("left", "twins")
         self.p_peak.addLegend(offset=(-10, 10))
@@ -342,15 +348,16 @@ class DashboardScreen(QWidget):
         self._draw()
 
     @staticmethod
-    def _hist(plot, values, colour_: QColor, bins: int = 20, name: str | None = None, width_frac: float = 0.9):
+    def _hist(plot, values, colour_: QColor, bins: int = 20, name: str | None = None, width_frac: float = 0.9,
+              span: tuple[float, float] | None = None, offset: float = 0.0):
         values = np.asarray(values, dtype=float)
-        lo, hi = float(values.min()), float(values.max())
+        lo, hi = span or (float(values.min()), float(values.max()))
         if hi - lo < 1e-9:
             lo, hi = lo - 0.5, hi + 0.5
         counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
         w = (edges[1] - edges[0]) * width_frac
-        item = pg.BarGraphItem(x=(edges[:-1] + edges[1:]) / 2, height=counts, width=w, brush=pg.mkBrush(colour_),
-                               pen=pg.mkPen(colour_.darker(130)), name=name)
+        item = pg.BarGraphItem(x=(edges[:-1] + edges[1:]) / 2 + offset * w, height=counts, width=w,
+                               brush=pg.mkBrush(colour_), pen=pg.mkPen(colour_.darker(130)), name=name)
         plot.addItem(item)
         return counts
 
@@ -364,8 +371,12 @@ class DashboardScreen(QWidget):
         s = max(0, self.scenario.currentIndex())
         lo, hi = res.spec.pk.window
         self._hist(self.p_auc, res.auc[:, s, -1], colour(s, 180))
-        self._hist(self.p_peak, res.peak[:, s], QColor(214, 39, 40, 150), name="peak")
-        self._hist(self.p_peak, res.trough[:, s], QColor(31, 119, 180, 150), name="trough")
+        both = np.concatenate([res.peak[:, s], res.trough[:, s]])
+        span = (min(float(both.min()), lo) - 0.5, max(float(both.max()), hi) + 0.5)
+        self._hist(self.p_peak, res.trough[:, s], QColor(31, 119, 180, 170), bins=24, name="trough (pre-dose)",
+                   span=span, width_frac=0.45, offset=-0.5)
+        self._hist(self.p_peak, res.peak[:, s], QColor(214, 39, 40, 170), bins=24, name="peak", span=span,
+                   width_frac=0.45, offset=0.5)
         for v in (lo, hi):
             self.p_peak.addItem(pg.InfiniteLine(v, angle=90, pen=pg.mkPen(46, 160, 67, 200, width=2,
                                                                           style=Qt.PenStyle.DashLine)))
@@ -374,10 +385,15 @@ class DashboardScreen(QWidget):
         summ = res.summaries()
         x = np.arange(len(summ))
         att = np.array([100 * x_.attain for x_ in summ])
-        self.p_att.addItem(pg.BarGraphItem(x=x, height=att, width=0.6,
-                                           brushes=[pg.mkBrush(colour(i, 200)) for i in range(len(summ))]))
-        self.p_att.getAxis("bottom").setTicks([[(i, summ[i].name) for i in range(len(summ))]])
+        tiw_pct = np.array([100 * x_.tiw_mean if np.isfinite(x_.tiw_mean) else 0.0 for x_ in summ])
+        self.p_att.addItem(pg.BarGraphItem(x=x - 0.18, height=tiw_pct, width=0.34, brush=pg.mkBrush(46, 160, 67, 200),
+                                           name="mean time in window"))
+        self.p_att.addItem(pg.BarGraphItem(x=x + 0.18, height=att, width=0.34, brush=pg.mkBrush(120, 120, 120, 200),
+                                           name="peak and trough in window"))
+        short = lambda n: n if len(n) <= 14 else n[:13] + "…"
+        self.p_att.getAxis("bottom").setTicks([[(i, short(summ[i].name)) for i in range(len(summ))]])
         self.p_att.setYRange(0, 100)
+        self.p_att.setXRange(-0.6, len(summ) - 0.4)
         n = len(res.twin_ids)
         tiw = f", mean time in window {summ[s].tiw_mean:.2f}" if res.tiw is not None else ""
         self.info.setText(f"{n} twins in scenario {summ[s].name}: median AUC {summ[s].auc_median:.0f} mg·h/L, "

@@ -91,7 +91,7 @@ def test_unlock_screen_wrong_passphrase(make_window, qtbot, tmp_path):
     w2.keys.unlock_pw.clear()
     qtbot.keyClicks(w2.keys.unlock_pw, PASSPHRASE)
     qtbot.keyClick(w2.keys.unlock_pw, Qt.Key.Key_Return)
-    qtbot.waitUntil(lambda: w2.model.unlocked, timeout=30_000)
+    qtbot.waitUntil(lambda: w2.model.unlocked and not w2.runner.busy, timeout=30_000)
     assert w2.model.key_tag == m.key_tag
     assert w2.nav.currentRow() == 1  # moves on to the Twins screen
 
