@@ -214,47 +214,69 @@ def _h(x):
     return np.where(small, 1.0 - x / 2.0, -np.expm1(-xs) / xs)
 
 
-def regimen_terms(times: np.ndarray, dosing_amounts: np.ndarray, interval_h: float, infusion_h: float,
-                  start_h: float = 0.0):
+def regimen_terms(times: np.ndarray, dosing_amounts: np.ndarray, interval_h, infusion_h, start_h=0.0):
     """Per slot (time): r, the finished-dose coefficients c (slots x J+1) and the amount being infused.
 
-    A dose counts as finished once its infusion has ended (bolus: at once).
+    ``dosing_amounts`` is one row of doses for every slot, or (slots, doses); ``interval_h``,
+    ``infusion_h`` and ``start_h`` are scalars or one value per slot (a regimen per slot). A dose
+    counts as finished once its infusion has ended (bolus: at once).
     """
     times = np.asarray(times, dtype=np.float64)
+    ns = times.size
     amounts = np.asarray(dosing_amounts, dtype=np.float64)
-    n = amounts.size
-    rel = times - start_h
-    m = np.where(rel >= 0, np.floor(rel / interval_h + 1e-12), -1).astype(int)
-    r = np.where(rel >= 0, rel - np.maximum(m, 0) * interval_h, 0.0)
-    r = np.clip(r, 0.0, interval_h)
-    jmax = int(max(min(int(m.max()), n - 1) if m.max() >= 0 else 0, 0)) + 1
-    c = np.zeros((times.size, jmax + 1))
-    cur = np.zeros(times.size)
+    amounts = np.broadcast_to(amounts, (ns, amounts.shape[-1])) if amounts.ndim == 1 else amounts
+    tau = np.broadcast_to(np.asarray(interval_h, dtype=np.float64), (ns,))
+    T = np.broadcast_to(np.asarray(infusion_h, dtype=np.float64), (ns,))
+    t0 = np.broadcast_to(np.asarray(start_h, dtype=np.float64), (ns,))
+    if amounts.shape[0] != ns or np.any(tau <= 0) or np.any(T < 0) or np.any(T > tau):
+        raise ValidationError("regimen per slot needs positive intervals and 0 <= infusion time <= interval")
+    n = amounts.shape[1]
+    rel = times - t0
+    m = np.where(rel >= 0, np.floor(rel / tau + 1e-12), -1).astype(int)
+    r = np.where(rel >= 0, rel - np.maximum(m, 0) * tau, 0.0)
+    r = np.clip(r, 0.0, tau)
+    jmax = max(int(np.minimum(m, n - 1).max()), 0) + 1
+    c = np.zeros((ns, jmax + 1))
+    cur = np.zeros(ns)
     for k, mk in enumerate(m):
         for i in range(0, min(mk, n - 1) + 1):
-            finished = i < mk or infusion_h == 0.0 or r[k] >= infusion_h
-            if finished:
-                c[k, mk - i] = amounts[i]
+            if i < mk or T[k] == 0.0 or r[k] >= T[k]:
+                c[k, mk - i] = amounts[k, i]
             else:
-                cur[k] = amounts[i]
+                cur[k] = amounts[k, i]
     while c.shape[1] > 1 and not np.any(c[:, -1]):
         c = c[:, :-1]
     return r, c, cur
 
 
+def _q(y):
+    """(exp(y) - 1)/y, 1 at 0."""
+    y = np.asarray(y, dtype=np.float64)
+    small = np.abs(y) < 1e-8
+    ys = np.where(small, 1.0, y)
+    return np.where(small, 1.0 + y / 2.0, np.expm1(ys) / ys)
+
+
 def emit_concentration(b, k10, inv_v1, *, k12: float, k21: float, k10_domain: tuple[float, float],
-                       times: np.ndarray, amounts: np.ndarray, interval_h: float, infusion_h: float = 0.0,
-                       start_h: float = 0.0, tol: float = 1e-7):
+                       times: np.ndarray, amounts: np.ndarray, interval_h, infusion_h=0.0,
+                       start_h=0.0, tol: float = 1e-7):
     """Emit C(t) per slot into builder ``b`` for encrypted ``k10`` and ``inv_v1`` (= 1/V1 [1/L]).
 
-    ``times`` (one per slot) and the regular regimen (``amounts`` per dose, ``interval_h``,
-    ``infusion_h``: 0 for a bolus) are plaintext. Returns the concentration Expr [mg/L].
+    ``times`` (one per slot) and the regular regimen are plaintext: ``amounts`` per dose (one row,
+    or one row per slot), ``interval_h``, ``infusion_h`` (0: bolus) and ``start_h`` as scalars or
+    one value per slot, so one ciphertext can hold a grid of regimens. A regimen shared by all
+    slots uses Chebyshev pieces in k10 for exp(-lambda tau) and the infusion factor (shallower);
+    per-slot regimens use pieces in lambda * tau and lambda * T. Returns the concentration [mg/L].
 
     Raises:
+        ValidationError: an inconsistent regimen.
         ProgramError: a value leaves an approximation domain (the k10 domain must contain k10's range).
     """
-    T = float(infusion_h)
-    r, c, cur = regimen_terms(times, amounts, interval_h, T, start_h)
+    ns = np.asarray(times).size
+    tau = np.broadcast_to(np.asarray(interval_h, dtype=np.float64), (ns,))
+    T = np.broadcast_to(np.asarray(infusion_h, dtype=np.float64), (ns,))
+    shared = bool(np.all(tau == tau[0]) and np.all(T == T[0]))
+    r, c, cur = regimen_terms(times, amounts, tau, T, start_h)
     total = None
     dom = (float(k10_domain[0]), float(k10_domain[1]))
     for which in ("alpha", "beta"):
@@ -267,23 +289,36 @@ def emit_concentration(b, k10, inv_v1, *, k12: float, k21: float, k10_domain: tu
             return unit_coefficients(k, k12, k21)[idx]
 
         lam = b.apply(lam_f, k10, domain=dom, tol=tol, label=f"{which}(k10)")
-        u = b.apply(lambda k, f=lam_f: np.exp(-f(k) * interval_h), k10, domain=dom, tol=tol,
-                    label=f"exp(-{which} tau)")
-        if T == 0.0:
-            g1 = b.apply(coef_f, k10, domain=dom, tol=tol, label=f"{which} coefficient")
+        c_l = None
+        if shared:
+            t1, T1 = float(tau[0]), float(T[0])
+            u = b.apply(lambda k, f=lam_f, t1=t1: np.exp(-f(k) * t1), k10, domain=dom, tol=tol,
+                        label=f"exp(-{which} tau)")
+            g1 = b.apply(lambda k, f=lam_f, g=coef_f, T1=T1: g(k) * _q(f(k) * T1), k10, domain=dom, tol=tol,
+                         label=f"{which} infusion coefficient" if T1 > 0 else f"{which} coefficient")
+            if T1 == 0.0:
+                c_l = g1
         else:
-            g1 = b.apply(lambda k, f=lam_f, g=coef_f: g(k) / f(k) * np.expm1(f(k) * T) / T, k10, domain=dom,
-                         tol=tol, label=f"{which} infusion coefficient")
+            x_tau = lam * b.plain(tau)
+            u = b.apply(lambda x: np.exp(-x), x_tau, domain=_span(x_tau), tol=tol, label=f"exp(-{which} tau)")
+            c_l = b.apply(coef_f, k10, domain=dom, tol=tol, label=f"{which} coefficient")
+            if np.any(T > 0):
+                x_T = lam * b.plain(T)
+                g1 = c_l * b.apply(_q, x_T, domain=_span(x_T), tol=tol, label=f"(exp(x)-1)/x, {which}")
+            else:
+                g1 = c_l
         x_r = lam * b.plain(r)
         er = b.apply(lambda x: np.exp(-x), x_r, domain=_span(x_r), tol=tol, label=f"exp(-{which} r)")
         poly = b.poly_plain(u, [c[:, j] for j in range(c.shape[1])])
         term = g1 * (er * poly)
-        if T > 0.0 and np.any(cur):
+        if np.any(cur):
             # dose being infused: c/lambda (1 - exp(-lambda r)) / T = c * h(lambda r) * r / T,
             # h(x) = (1 - exp(-x))/x, smooth at 0 (avoids 1/lambda for small lambda)
-            c_l = b.apply(coef_f, k10, domain=dom, tol=tol, label=f"{which} coefficient")
+            if c_l is None:
+                c_l = b.apply(coef_f, k10, domain=dom, tol=tol, label=f"{which} coefficient")
             h = b.apply(_h, x_r, domain=_span(x_r), tol=tol, label=f"(1-exp(-x))/x, {which}")
-            term = term + (c_l * h) * b.plain(r * cur / T)
+            Tsafe = np.where(T > 0, T, 1.0)
+            term = term + (c_l * h) * b.plain(np.where(T > 0, r * cur / Tsafe, 0.0))
         total = term if total is None else total + term
     return total * inv_v1
 

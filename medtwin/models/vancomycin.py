@@ -118,24 +118,39 @@ class VancomycinModel:
         return np.maximum(step_mg, np.round(per / step_mg) * step_mg)
 
     # -- FHE program ---------------------------------------------------------------------------
-    def build_program(self, slots: int, times: np.ndarray, *, dose_mg: float, interval_h: float, count: int,
-                      infusion_h: float = 1.0, taken=None, mic: np.ndarray | float = 1.0,
-                      target_auc: float = 500.0, params=None, tol: float = 1e-5, name: str | None = None):
+    def build_program(self, slots: int, times: np.ndarray, *, dose_mg, interval_h, count, infusion_h=1.0,
+                      taken=None, mic: np.ndarray | float = 1.0, target_auc: float = 500.0, params=None,
+                      tol: float = 1e-5, name: str | None = None):
         """The FHE program of one ciphertext: encrypted ``weight_kg`` and ``crcl_ml_min`` per slot.
 
-        Outputs: ``conc_h`` = C / 100 [100 mg/L] at each slot's time under the regimen, ``cl`` [L/h],
-        ``auc24_h`` = AUC24,ss / 100 for the regimen, ``auc_mic_h`` = AUC24,ss / MIC / 100
-        (``mic`` plaintext per slot or scalar), and ``dose_g_day``: the daily dose [g] for
-        AUC24/MIC = ``target_auc``. ``tol`` is the absolute tolerance of each Chebyshev piece; the
-        default 1e-5 keeps the depth at 22: tighter pieces (1e-7, depth 25) made the stated bound
-        larger, not smaller, through the extra levels' noise terms.
+        The regimen (``dose_mg``, ``interval_h``, ``count``, ``infusion_h``) is shared by all slots
+        or given per slot (arrays of ``slots`` values), so one ciphertext can carry a grid of
+        candidate regimens for its patients; ``taken`` (0/1 per dose, one row or one row per slot)
+        marks missed doses. Outputs: ``conc_h`` = C / 100 [100 mg/L] at each slot's time,
+        ``cl`` [L/h], ``auc24_h`` = AUC24,ss / 100 for the slot's regimen, ``auc_mic_h`` =
+        AUC24,ss / MIC / 100 (``mic`` plaintext per slot or scalar), and ``dose_g_day``: the daily
+        dose [g] for AUC24/MIC = ``target_auc``. ``tol`` is the absolute tolerance of each
+        Chebyshev piece; the default 1e-5 keeps the depth at 22: tighter pieces (1e-7, depth 25)
+        made the stated bound larger, not smaller, through the extra levels' noise terms.
 
         Raises:
+            ValidationError: an inconsistent regimen.
             ProgramError: the plan does not fit ``params`` (depth or headroom).
         """
         from medtwin.program.builder import ProgramBuilder
 
-        reg = Dosing.regular(dose_mg, interval_h, count, infusion_h=infusion_h, taken=taken)
+        per = lambda v: np.resize(np.asarray(v, dtype=np.float64), slots)
+        dose, tau, tinf, cnt = per(dose_mg), per(interval_h), per(infusion_h), per(count).astype(int)
+        if np.any(dose <= 0) or np.any(cnt < 1) or np.any(tau <= 0) or np.any(tinf < 0) or np.any(tinf > tau):
+            raise ValidationError(f"model {self.name}: doses and counts must be positive and 0 <= infusion <= interval")
+        n = int(cnt.max())
+        amounts = np.where(np.arange(n)[None, :] < cnt[:, None], dose[:, None], 0.0)
+        if taken is not None:
+            tk = np.asarray(taken, dtype=np.float64)
+            tk = np.broadcast_to(tk, (slots, tk.shape[-1])) if tk.ndim == 1 else tk
+            if tk.shape != (slots, n):
+                raise ValidationError(f"model {self.name}: taken needs one 0/1 value per dose")
+            amounts = amounts * tk
         R = self.ranges
         b = ProgramBuilder(name=name or self.name, slots=slots)
         wt = b.input("weight_kg", range=R["weight_kg"])
@@ -152,13 +167,12 @@ class VancomycinModel:
         conc = emit_concentration(b, k10, inv_v1, k12=self.k12, k21=self.k21,
                                   k10_domain=(dom[0] * 0.999, dom[1] * 1.001),
                                   times=np.resize(np.asarray(times, dtype=np.float64), slots),
-                                  amounts=reg.amounts / 100.0, interval_h=interval_h, infusion_h=infusion_h,
-                                  tol=tol)
+                                  amounts=amounts / 100.0, interval_h=tau, infusion_h=tinf, tol=tol)
         b.output("conc_h", conc, scale_hint=0.2)
         inv_cl = b.inverse(cl, domain=cl.range, tol=tol / 10.0, method="newton", label="1/CL")
-        auc_h = inv_cl * (24.0 * dose_mg / interval_h / 100.0)
+        auc_h = inv_cl * b.plain(24.0 * dose / tau / 100.0)
         b.output("auc24_h", auc_h, scale_hint=5.0)
-        mic_v = np.resize(np.asarray(mic, dtype=np.float64), slots)
+        mic_v = per(mic)
         b.output("auc_mic_h", auc_h * b.plain(1.0 / mic_v), scale_hint=5.0)
         b.output("dose_g_day", cl * (target_auc / 1000.0) * b.plain(mic_v), scale_hint=2.0)
         return b.build(params)

@@ -57,16 +57,28 @@ def test_ranges_refused_without_values():
 
 
 def test_encrypted_openfhe_within_stated_bound():
+    # 4 patients x 2 regimens per ciphertext (1000 mg q12h and 750 mg q8h, 1 h infusions) x 4 times.
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
     from medtwin.program.executors import get_executor
 
     wts, crcl = np.array([50.0, 70.0, 90.0, 120.0]), np.array([30.0, 60.0, 100.0, 150.0])
-    tp = np.array([0.5, 1.0, 6.0, 11.9, 13.0, 24.0, 30.5, 35.9])
-    cov = _cov(wts, crcl)
-    ref = M.reference(cov, Dosing.regular(1000.0, 12.0, 3, infusion_h=1.0), tp)["conc"].ravel()
+    regs = [(1000.0, 12.0), (750.0, 8.0)]
+    tp = np.array([0.5, 6.0, 13.0, 23.9])
+    ref, auc, dose_t, cl = [], [], [], []
+    for i in range(4):
+        cov = _cov(wts[i], crcl[i])
+        for d, t in regs:
+            ref.append(M.reference(cov, Dosing.regular(d, t, 3, infusion_h=1.0), tp)["conc"][0])
+            auc.append(np.full(4, M.auc24_ss(cov, d, t)[0] / 100))
+            dose_t.append(np.full(4, M.daily_dose_for_target(cov, 500.0)[0] / 1000))
+            cl.append(np.full(4, M.individual_parameters(cov)["cl"][0]))
+    ref = np.concatenate(ref)
+    exact = {"auc24_h": np.concatenate(auc), "dose_g_day": np.concatenate(dose_t), "cl": np.concatenate(cl)}
+    dose = np.tile(np.repeat([r[0] for r in regs], 4), 4)
+    tau = np.tile(np.repeat([r[1] for r in regs], 4), 4)
     params = preset("test-insecure", depth=20)
-    prog = M.build_program(32, np.tile(tp, 4), dose_mg=1000.0, interval_h=12.0, count=3, infusion_h=1.0,
+    prog = M.build_program(32, np.tile(tp, 8), dose_mg=dose, interval_h=tau, count=3, infusion_h=1.0,
                            mic=1.0, target_auc=500.0, params=params)
     slots = {"weight_kg": np.repeat(wts, 8), "crcl_ml_min": np.repeat(crcl, 8)}
     num = get_executor("numpy").run(prog, slots)
@@ -79,9 +91,29 @@ def test_encrypted_openfhe_within_stated_bound():
     err = np.max(np.abs(conc - ref))
     assert err <= 100 * prog.error_bound("conc_h", noise=noise)
     assert err < 0.1  # mg/L; measured about 0.005
-    exact = {"auc24_h": np.repeat(M.auc24_ss(cov, 1000.0, 12.0) / 100, 8),
-             "dose_g_day": np.repeat(M.daily_dose_for_target(cov, 500.0) / 1000, 8),
-             "cl": np.repeat(M.individual_parameters(cov)["cl"], 8)}
     for name, want in exact.items():
         got = ctx.decrypt(out[name], 32)
         assert np.max(np.abs(got - want)) <= prog.error_bound(name, noise=noise), name
+
+
+def test_regimen_grid_in_one_ciphertext():
+    # 2 patients x 2x2 grid (750/1250 mg, q8h/q12h, 1 h infusions) x 4 times = 32 slots, one pass.
+    from medtwin.program.executors import get_executor
+
+    wts, crcl = np.array([60.0, 95.0]), np.array([45.0, 110.0])
+    grid = [(750.0, 8.0), (750.0, 12.0), (1250.0, 8.0), (1250.0, 12.0)]
+    tp = np.array([0.5, 9.0, 20.0, 30.0])
+    dose = np.repeat(np.tile([g[0] for g in grid], 2), 4)
+    tau = np.repeat(np.tile([g[1] for g in grid], 2), 4)
+    prog = M.build_program(32, np.tile(tp, 8), dose_mg=dose, interval_h=tau, count=4, infusion_h=1.0)
+    slots = {"weight_kg": np.repeat(wts, 16), "crcl_ml_min": np.repeat(crcl, 16)}
+    out = get_executor("numpy").run(prog, slots)
+    want, auc = [], []
+    for i in range(2):
+        for d, t in grid:
+            cov = _cov(wts[i], crcl[i])
+            want.append(M.reference(cov, Dosing.regular(d, t, 4, infusion_h=1.0), tp)["conc"][0])
+            auc.append(np.full(4, M.auc24_ss(cov, d, t)[0]))
+    np.testing.assert_allclose(out["conc_h"] * 100, np.concatenate(want), atol=100 * prog.error_bound("conc_h"))
+    np.testing.assert_allclose(out["conc_h"] * 100, np.concatenate(want), atol=1e-3)
+    np.testing.assert_allclose(out["auc24_h"] * 100, np.concatenate(auc), rtol=1e-6)
