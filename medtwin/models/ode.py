@@ -269,19 +269,21 @@ class ODEModel:
         return 1 + (depth - d1) // max(per, 1)
 
 
-def key_holder_refresh(ctx, model: ODEModel | None = None, state: str | None = None, slots: int | None = None):
+def key_holder_refresh(ctx, model: ODEModel | None = None, slots: int | None = None):
     """A ``refresh`` for :func:`integrate_encrypted` run by the key holder: decrypt, check the
-    state's declared range on ``slots`` used slots (when ``model`` and ``state`` are given), and
-    re-encrypt at level 0.
+    state's declared range on the first ``slots`` slots (when ``model`` is given), re-encrypt at
+    level 0. The compute node hands over ciphertexts and gets ciphertexts back.
 
-    The returned callable raises RangeError when the state left its range.
+    The returned callable ``refresh(ct, state_name)`` raises RangeError when the state left its
+    declared range (the encrypted result's bound would no longer hold).
     """
     def refresh(ct, name: str):
         v = ctx.decrypt(ct)
         if model is not None:
-            used = v[: slots] if slots else v
-            model.check_trajectory({name: used} | {s: np.full(1, model.state_ranges[s][0]) for s in model.states
-                                                   if s != name})
+            lo, hi = model.state_ranges[name]
+            used = v[:slots] if slots else v
+            if np.any(used < lo) or np.any(used > hi):
+                raise RangeError(f"model {model.name}: state {name} left its declared range [{lo:g}, {hi:g}]")
         return ctx.encrypt(v)
     return refresh
 

@@ -116,3 +116,6 @@ def test_segments_with_key_holder_refresh_pass_the_depth_limit():
     assert len(outs) == -(-steps // seg) >= 2
     got = ctx.decrypt(outs[-1]["n"], 2)
     assert np.max(np.abs(got - ref[steps, 0])) < 1e-3
+    # the key holder refuses to refresh a state outside its declared range
+    with pytest.raises(RangeError, match="state n left"):
+        key_holder_refresh(ctx, LOG, slots=2)(ctx.encrypt(np.array([50.0, 130.0])), "n")
