@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <map>
+#include <mutex>
 #include <tuple>
 
 #include "medtwin/encoder.h"
@@ -13,18 +15,24 @@ namespace medtwin {
 namespace {
 using CtPtr = std::shared_ptr<Ciphertext>;
 
-struct PlainCache {  // encoded plaintexts, keyed by (plain index, towers, scale bits)
-  std::map<std::tuple<std::int64_t, std::uint32_t, std::uint64_t, std::uint32_t>, std::vector<u64>> m;
-  const std::vector<u64>& get(const Context& ctx, const Program& p, std::int64_t idx, const Ciphertext& ct, double scale) {
+struct PlainCache {  // encoded plaintexts, keyed by (plain index, towers, scale bits); thread-safe
+  std::mutex mu;
+  std::map<std::tuple<std::int64_t, std::uint32_t, std::uint64_t, std::uint32_t>, std::shared_ptr<std::vector<u64>>> m;
+  std::shared_ptr<std::vector<u64>> get(const Context& ctx, const Program& p, std::int64_t idx, const Ciphertext& ct,
+                                        double scale) {
     std::uint64_t sbits;
     std::memcpy(&sbits, &scale, 8);
     auto key = std::make_tuple(idx, ct.towers, sbits, ct.slots);
-    auto it = m.find(key);
-    if (it != m.end()) return it->second;
-    std::vector<u64> pt(std::size_t(ct.towers) * ct.n);
+    {
+      std::lock_guard<std::mutex> g(mu);
+      auto it = m.find(key);
+      if (it != m.end()) return it->second;
+    }
+    auto pt = std::make_shared<std::vector<u64>>(std::size_t(ct.towers) * ct.n);
     const auto& v = p.plains[static_cast<std::size_t>(idx)];
-    encode_real(ctx, v.data(), v.size(), ct.slots, scale, ct.towers, pt.data());
-    return m.emplace(key, std::move(pt)).first->second;
+    encode_real(ctx, v.data(), v.size(), ct.slots, scale, ct.towers, pt->data());
+    std::lock_guard<std::mutex> g(mu);
+    return m.emplace(key, pt).first->second;
   }
 };
 }  // namespace
@@ -59,8 +67,15 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
   for (auto r : prog.outputs) reg_ok(r);
   const double sf = std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
   PlainCache cache;
-  std::vector<std::vector<CtPtr>> results;
-  for (const auto& in : inputs) {
+  std::vector<std::vector<CtPtr>> results(inputs.size());
+  std::vector<std::exception_ptr> errors(inputs.size());
+  // Batch items in parallel (each item's kernels then run single-threaded: OpenMP does not nest
+  // by default); a single item uses the threads inside its kernels instead.
+  const std::int64_t nb = static_cast<std::int64_t>(inputs.size());
+#pragma omp parallel for schedule(dynamic) if (nb > 1)
+  for (std::int64_t bi = 0; bi < nb; ++bi) {
+  try {
+    const auto& in = inputs[static_cast<std::size_t>(bi)];
     std::vector<CtPtr> r(static_cast<std::size_t>(R));
     auto get = [&](std::int64_t i) -> const Ciphertext& {
       if (!r[i]) throw ProgramFault("register " + std::to_string(i) + " read before it was written");
@@ -94,20 +109,20 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
           break;
         case OP_MUL_PLAIN: {
           const Ciphertext& x = get(a);
-          const auto& pt = cache.get(ctx, prog, b, x, sf);
+          auto pt = cache.get(ctx, prog, b, x, sf);
           out = std::make_shared<Ciphertext>(x);
-          mul_plain_inplace(ctx, *out, pt.data(), sf);
+          mul_plain_inplace(ctx, *out, pt->data(), sf);
           break;
         }
         case OP_ADD_PLAIN: case OP_SUB_PLAIN: {
           const Ciphertext& x = get(a);
-          const auto& pt = cache.get(ctx, prog, b, x, x.scale);
+          auto pt = cache.get(ctx, prog, b, x, x.scale);
           out = std::make_shared<Ciphertext>(x);
           if (op == OP_ADD_PLAIN) {
-            add_plain_inplace(ctx, *out, pt.data());
+            add_plain_inplace(ctx, *out, pt->data());
           } else {
             for (std::uint32_t t = 0; t < out->towers; ++t)
-              sub_vec(out->poly(0, t), out->poly(0, t), pt.data() + std::size_t(t) * out->n, out->n, ctx.modulus(t));
+              sub_vec(out->poly(0, t), out->poly(0, t), pt->data() + std::size_t(t) * out->n, out->n, ctx.modulus(t));
           }
           break;
         }
@@ -139,8 +154,13 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
       if (!r[o]) throw ProgramFault("output register " + std::to_string(o) + " was never written");
       outs.push_back(r[o]);
     }
-    results.push_back(std::move(outs));
+    results[static_cast<std::size_t>(bi)] = std::move(outs);
+  } catch (...) {
+    errors[static_cast<std::size_t>(bi)] = std::current_exception();
   }
+  }
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
   return results;
 }
 
