@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.primitives import default_threads, run_primitives
-from benchmarks.report import markdown_table, plot, write_json
+from benchmarks.report import markdown_table, plot, study_table, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--depths", type=int, nargs="+", default=[10, 20])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=default_threads())
+    ap.add_argument("--no-study", action="store_true", help="skip the end-to-end encrypted study")
+    ap.add_argument("--study-patients", type=int, default=25)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
     if args.quick:
@@ -37,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         for depth in args.depths:
             print(f"N=2^{lg} depth {depth} ...", file=sys.stderr, flush=True)
             records += [r.to_dict() for r in run_primitives(1 << lg, depth, args.reps, args.threads)]
+    study = []
+    if not args.no_study:
+        from benchmarks.study import run_study_benchmark
+
+        print("end-to-end study ...", file=sys.stderr, flush=True)
+        study = run_study_benchmark(n_patients=5 if args.quick else args.study_patients)
     meta = {
         "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -44,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
         "loadavg_at_end": os.getloadavg(),
     }
-    write_json(records, args.out / "results.json", meta)
+    write_json(records + study, args.out / "results.json", meta)
     table = markdown_table(records)
+    if study:
+        table += "\n\n" + study_table(study)
     (args.out / "results.md").write_text(f"Command: `{meta['command']}` ({meta['when']}, {meta['cores']} cores, "
                                          f"IFMA {meta['ifma']}, load average {meta['loadavg_at_end']})\n\n{table}\n")
     files = plot(records, args.out)

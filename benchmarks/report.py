@@ -9,10 +9,26 @@ def write_json(records: list[dict], path: Path, meta: dict) -> None:
     path.write_text(json.dumps({"meta": meta, "records": records}, indent=1))
 
 
+def study_table(records: list[dict]) -> str:
+    """The end-to-end study: throughput per backend and the native/OpenFHE throughput ratio."""
+    out = ["| study | N | depth | patients x scenarios x times | backend | simulate s | results/s | max |conc dev| (bound) |",
+           "|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in records:
+        out.append(f"| theophylline | 2^{r['n'].bit_length() - 1} | {r['depth']} | {r['patients']}x{r['scenarios']}x"
+                   f"{r['time_points']} | {r['backend']} | {r['seconds_simulate']:.2f} | {r['results_per_s']:.1f} | "
+                   f"{r['conc_abs_dev']:.2g} ({r['conc_bound']:.2g}) |")
+    by = {r["backend"]: r for r in records}
+    if "native" in by and "openfhe" in by:
+        out.append(f"\nnative/OpenFHE throughput: {by['native']['results_per_s'] / by['openfhe']['results_per_s']:.2f}x")
+    return "\n".join(out)
+
+
 def markdown_table(records: list[dict]) -> str:
     """One row per (op, N, depth): native and OpenFHE medians, speed-up = OpenFHE / native."""
     rows: dict[tuple, dict] = {}
     for r in records:
+        if r.get("op") == "study":
+            continue
         rows.setdefault((r["op"], r["n"], r["depth"]), {})[r["backend"]] = r
     out = ["| op | N | depth | native ms (median, IQR) | OpenFHE ms (median, IQR) | native/OpenFHE time | speed-up |",
            "|---|---:|---:|---:|---:|---:|---:|"]
@@ -36,6 +52,7 @@ def plot(records: list[dict], outdir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     files = []
+    records = [r for r in records if r.get("op") != "study"]
     for depth in sorted({r["depth"] for r in records}):
         rs = [r for r in records if r["depth"] == depth]
         ops = sorted({r["op"] for r in rs})
