@@ -15,7 +15,8 @@ audit          ``verify``, ``entries``, ``checkpoints`` on an audit database ope
 =============  ================================================================================
 
 Extra targets (``--targets``): ``ciphertext_guarded`` runs the ``ciphertext`` inputs behind the
-*proposed* structural validator :func:`guard_ciphertext`, to show what it stops; ``selftest``
+*proposed* structural validator :func:`guard_ciphertext` and the proposed error mapping of
+:func:`decrypt_guarded`, to show what they stop; ``selftest``
 checks the harness itself (an abort, a hang, an undocumented exception, a changed input).
 
 Inputs are drawn by hypothesis (generate phase only, no example database) from a valid seed of
@@ -447,7 +448,10 @@ def _worker_call(target: str, root: Path, setup: dict, state: dict):
         _stage(state, "deserialize")
         ct = ctx.deserialize(data)
         _stage(state, "decrypt")
-        ctx.decrypt(ct, 16)
+        if target == "ciphertext_guarded":
+            decrypt_guarded(ctx, ct)
+        else:
+            ctx.decrypt(ct, 16)
     elif target == "selftest":       # checks the harness: a crash, a hang, an undocumented error
         data = (root / "in.bin").read_bytes()
         if data.startswith(b"abort"):
@@ -516,6 +520,9 @@ def guard_ciphertext(ctx, data: bytes, state: dict) -> None:
     2. The element section and the 48-byte tail must parse with the native bridge's C++ parser
        (tower count and size, N, moduli, format, exact consumption), when ``medtwin._core`` is
        built.
+    3. The tail's metadata must be plausible: slots a power of two up to N/2, level at most the
+       depth, noise degree 1 or 2, a finite scale above 1, CKKS scheme and packed encoding, no
+       metadata map.
 
     Raises:
         CiphertextFormatError: either check fails.
@@ -540,6 +547,33 @@ def guard_ciphertext(ctx, data: bytes, state: dict) -> None:
     if eng is not None:
         from medtwin.he.bridge import import_ciphertext
         import_ciphertext(eng, data)
+    # 3. The 48-byte tail (the bridge carries it without judging it): a slot count that is not a
+    #    power of two up to N/2 makes Decrypt hang or throw std::bad_alloc.
+    slots, level, _hops, degree, scale, scheme, encoding = struct.unpack("<IIIIdQi", data[-48:-12])
+    n = ctx.ring_dim
+    if not (0 < slots <= n // 2 and slots & (slots - 1) == 0):
+        raise CiphertextFormatError("ciphertext slot count is not a power of two up to N/2")
+    if (level > ctx.depth or not 1 <= degree <= 2 or not (scale > 1.0 and scale < 2.0 ** 1000)
+            or scheme != 1 or encoding != 4 or data[-8:] != bytes(8)):
+        raise CiphertextFormatError("ciphertext metadata (level, noise degree, scale, scheme, "
+                                    "encoding) is implausible for this context")
+
+
+def decrypt_guarded(ctx, ct):
+    """PROPOSED: ``HEContext.decrypt`` mapping OpenFHE's own errors on structurally valid but
+    corrupted ciphertexts ("approximation error is too high", std::bad_alloc) to a MedTwinError.
+
+    Raises:
+        TamperedError: OpenFHE could not decode the ciphertext.
+    """
+    from medtwin.errors import MedTwinError, TamperedError
+
+    try:
+        return ctx.decrypt(ct, 16)
+    except MedTwinError:
+        raise
+    except (RuntimeError, MemoryError) as exc:
+        raise TamperedError(f"decryption failed, the ciphertext is corrupted ({type(exc).__name__})") from None
 
 
 class _WrongSuccess(Exception):
