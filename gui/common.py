@@ -52,7 +52,7 @@ def hint(text: str = "") -> QLabel:
     lab = QLabel(text)
     lab.setWordWrap(True)
     lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    lab.setStyleSheet("QLabel { color: palette(mid); }")
+    lab.setStyleSheet("QLabel { color: #4a4a4a; }")
     return lab
 
 

@@ -185,18 +185,22 @@ def model_names() -> list[str]:
 
 def available_backends() -> list[str]:
     """Encrypted backends offered in the app: ``openfhe`` always, ``native`` when
-    :mod:`medtwin.program` has it registered (the native engine registers itself on import).
-    Plaintext executors (``numpy``) are never offered."""
+    :mod:`medtwin.program` has it registered or the native engine is installed (it registers itself
+    when first imported; the app imports it only when a run uses it). Plaintext executors
+    (``numpy``) are never offered."""
+    import importlib.util
+
     out = ["openfhe"]
     try:
         from medtwin.program import available_executors
     except ImportError:
         return out
     try:
-        import medtwin.he.native  # noqa: F401 - registers "native" when the engine is built
-    except ImportError:
-        pass
-    if "native" in available_executors():
+        installed = (importlib.util.find_spec("medtwin.he.native") is not None
+                     and importlib.util.find_spec("medtwin._core") is not None)
+    except (ImportError, ValueError):
+        installed = False
+    if "native" in available_executors() or installed:
         out.append("native")
     return out
 

@@ -147,7 +147,7 @@ class ResultsScreen(QWidget):
         uh.setContentsMargins(0, 0, 0, 0)
         self.scen_list = QListWidget()
         self.scen_list.setObjectName("scenarioList")
-        self.scen_list.setMaximumWidth(220)
+        self.scen_list.setMaximumWidth(180)
         self.scen_list.setAccessibleName("Scenarios shown in the plot")
         self.scen_list.itemChanged.connect(self._draw)
         uh.addWidget(self.scen_list)

@@ -18,7 +18,9 @@ _UNITS = {"age_years": "Age [years]", "weight_kg": "Weight [kg]", "serum_creatin
 def _fmt(v) -> str:
     if v is None:
         return "missing"
-    return f"{v:g}" if abs(v) >= 1 or v == 0 else f"{v:.2f}"
+    if float(v).is_integer():
+        return f"{v:.0f}"
+    return f"{v:.2f}".rstrip("0").rstrip(".")
 
 
 class TwinsScreen(QWidget):
@@ -179,7 +181,8 @@ class TwinsScreen(QWidget):
             status = "not encrypted yet"
             if m.cohort is not None:
                 if m.cohort_matches_spec():
-                    status = f"encrypted for study {m.cohort.spec.digest()} ({m.cohort.layout.n_ciphertexts} ciphertext chunk(s))"
+                    status = (f"encrypted for study {m.cohort.spec.digest()[:12]} "
+                              f"({m.cohort.layout.n_ciphertexts} ciphertext chunk(s) per covariate)")
                 else:
                     status = "encrypted for an earlier study set-up; re-encrypted when you run"
             self.twins.setRowCount(len(ids))

@@ -156,7 +156,7 @@ def _walk(out: Path, prefix: str) -> int:
     s.step.setValue(3.0)
     s.set_cell(1, "interval_h", "0.2")
     shot(w, "04-scenarios-invalid")
-    s.set_cell(1, "interval_h", "8")
+    s.set_cell(1, "interval_h", "12")
     if not s.valid:
         raise SystemExit(f"scenario table invalid: {s.errors}")
     shot(w, "05-scenarios")
