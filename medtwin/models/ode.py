@@ -31,14 +31,21 @@ levels per step, RK4 about 4 (d_f + 1), Taylor of order q about q (d_f + 1). The
 a model is measured by :meth:`ODEModel.depth_per_step` (a program of one step and of two steps,
 planned and compared), and the horizon one context allows by :meth:`ODEModel.max_steps`.
 
-Longer horizons: :func:`integrate_encrypted` runs the horizon in segments that each fit the
-context depth and refreshes the state ciphertexts between segments through a ``refresh``
-callable (ciphertext -> fresh level-0 ciphertext). :func:`key_holder_refresh` is the interactive
-refresh (the key holder decrypts, checks the declared state ranges and re-encrypts; the compute
-node never sees plaintext). OpenFHE's non-interactive CKKS bootstrapping works on this machine at
-N = 2^12 (FIXEDMANUAL with 2^50 scaling and a 60-bit first prime; see ``docs/models.md``), but it
-returns ciphertexts at a level above 0 and the program executors accept only level-0 inputs, so
-it is not wired in as a ``refresh`` yet.
+Longer horizons, two ways:
+
+* :func:`integrate_bootstrapped` (non-interactive): runs the user's ``rhs`` directly on OpenFHE
+  ciphertexts of a bootstrapping context (:func:`bootstrap_context`: FLEXIBLEAUTO, uniform
+  ternary secret, 2^50 scaling, 60-bit first prime) and bootstraps the states when the levels
+  left would not hold another step. Measured at N = 2^12 (test ring), level budget (2, 2): a
+  bootstrap consumes 18 levels and takes 7-20 s on the busy 2-core machine, error about 1.5e-4 of
+  the state range. This path bypasses the planner, so it has no stated bound (measured against
+  the plaintext scheme in a ``slow`` test). The planned path cannot bootstrap yet because the
+  program executors accept only level-0 inputs and the presets use 2^40/49-bit moduli.
+* :func:`integrate_encrypted` (planned programs): runs the horizon in segments that each fit the
+  context depth and refreshes the state ciphertexts between segments through a ``refresh``
+  callable (ciphertext -> fresh level-0 ciphertext), e.g. :func:`key_holder_refresh`, the
+  interactive refresh (the key holder decrypts, checks the declared state ranges, re-encrypts;
+  the compute node never sees plaintext).
 
 Bounds: ``program.error_bound(name)`` bounds |encrypted - plaintext scheme| (CKKS noise and
 rounding through the steps), valid while every state stays inside ``state_ranges``; the
@@ -322,3 +329,174 @@ def integrate_encrypted(model: ODEModel, executor, inputs: Mapping[str, Any], *,
         if done < steps:
             state = {s: refresh(ct, s) for s, ct in state.items()}
     return outs, progs
+
+
+# ------------------------------------------------------------------------------------------------
+# Non-interactive horizons: OpenFHE CKKS bootstrapping (direct OpenFHE path, no planner)
+# ------------------------------------------------------------------------------------------------
+
+class _Enc:
+    """An OpenFHE ciphertext with ``+ - *`` (FLEXIBLEAUTO rescales and aligns levels itself), so
+    the user's ``rhs`` runs on it unchanged."""
+
+    __array_ufunc__ = None
+
+    def __init__(self, cc, ct):
+        self.cc = cc
+        self.ct = ct
+
+    def _other(self, o):
+        return o.ct if isinstance(o, _Enc) else float(o)
+
+    def __add__(self, o):
+        return _Enc(self.cc, self.cc.EvalAdd(self.ct, self._other(o)))
+
+    __radd__ = __add__
+
+    def __sub__(self, o):
+        return _Enc(self.cc, self.cc.EvalSub(self.ct, self._other(o)))
+
+    def __rsub__(self, o):
+        return _Enc(self.cc, self.cc.EvalAdd(self.cc.EvalNegate(self.ct), self._other(o)))
+
+    def __mul__(self, o):
+        return _Enc(self.cc, self.cc.EvalMult(self.ct, self._other(o)))
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return _Enc(self.cc, self.cc.EvalNegate(self.ct))
+
+    @property
+    def level(self) -> int:
+        return int(self.ct.GetLevel()) + max(int(self.ct.GetNoiseScaleDeg()) - 1, 0)
+
+
+@dataclass
+class BootstrapContext:
+    """An OpenFHE CKKS context with bootstrapping keys (FLEXIBLEAUTO, uniform ternary secret).
+
+    Build with :func:`bootstrap_context`. ``depth`` is the total multiplicative depth,
+    ``boot_depth`` what one bootstrap consumes (the rest is left for computation).
+    """
+
+    cc: Any
+    keys: Any
+    slots: int
+    depth: int
+    boot_depth: int
+    insecure: bool
+
+    def encrypt(self, values) -> Any:
+        v = np.zeros(self.slots)
+        a = np.asarray(values, dtype=np.float64).ravel()
+        if a.size > self.slots:
+            raise ValidationError(f"{a.size} values do not fit {self.slots} slots")
+        v[: a.size] = a
+        pt = self.cc.MakeCKKSPackedPlaintext(v.tolist(), 1, 0, None, self.slots)
+        return self.cc.Encrypt(self.keys.publicKey, pt)
+
+    def decrypt(self, ct, n: int | None = None) -> np.ndarray:
+        pt = self.cc.Decrypt(ct, self.keys.secretKey)
+        pt.SetLength(self.slots)
+        v = np.asarray(pt.GetRealPackedValue(), dtype=np.float64)
+        return v if n is None else v[:n]
+
+
+def bootstrap_context(slots: int, *, levels_after: int = 12, level_budget: tuple[int, int] = (2, 2),
+                      ring_dim: int | None = 1 << 12, scaling_mod_size: int = 50, first_mod_size: int = 60,
+                      allow_insecure: bool = False) -> BootstrapContext:
+    """A bootstrapping-capable OpenFHE CKKS context (FLEXIBLEAUTO, HYBRID, uniform ternary secret).
+
+    ``ring_dim`` set means no security level (HEStd_NotSet; a test ring), which is refused unless
+    ``allow_insecure`` or ``MEDTWIN_ALLOW_INSECURE=1``; ``ring_dim=None`` uses HEStd_128_classic and
+    OpenFHE's ring choice (2^16 or more: minutes per bootstrap on this machine's 2 cores).
+    Measured at N = 2^12, level budget (2, 2): a bootstrap consumes 18 levels and takes 7-19 s
+    (busy 2-core machine) with an error of about 2e-4 on values in [-1, 1].
+
+    Raises:
+        SecurityPolicyError: an insecure ring without permission.
+        ValidationError: slots not a power of two or above N/2.
+    """
+    import openfhe as o
+
+    from medtwin.errors import SecurityPolicyError
+    from medtwin.he.params import insecure_allowed
+
+    insecure = ring_dim is not None
+    if insecure and not (allow_insecure or insecure_allowed()):
+        raise SecurityPolicyError("a bootstrapping context with a fixed test ring has no security level; "
+                                  "allowed only in tests (allow_insecure=True or MEDTWIN_ALLOW_INSECURE=1)")
+    if slots < 1 or slots & (slots - 1) or (ring_dim is not None and slots > ring_dim // 2):
+        raise ValidationError("slots must be a power of two no larger than N/2")
+    p = o.CCParamsCKKSRNS()
+    p.SetSecretKeyDist(o.SecretKeyDist.UNIFORM_TERNARY)
+    p.SetSecurityLevel(o.SecurityLevel.HEStd_NotSet if insecure else o.SecurityLevel.HEStd_128_classic)
+    if ring_dim is not None:
+        p.SetRingDim(int(ring_dim))
+    p.SetScalingTechnique(o.ScalingTechnique.FLEXIBLEAUTO)
+    p.SetScalingModSize(int(scaling_mod_size))
+    p.SetFirstModSize(int(first_mod_size))
+    p.SetKeySwitchTechnique(o.KeySwitchTechnique.HYBRID)
+    lb = [int(level_budget[0]), int(level_budget[1])]
+    boot = int(o.CryptoContext.GetBootstrapDepth(lb, o.SecretKeyDist.UNIFORM_TERNARY))
+    depth = int(levels_after) + boot
+    p.SetMultiplicativeDepth(depth)
+    cc = o.GenCryptoContext(p)
+    for f in (o.PKESchemeFeature.PKE, o.PKESchemeFeature.KEYSWITCH, o.PKESchemeFeature.LEVELEDSHE,
+              o.PKESchemeFeature.ADVANCEDSHE, o.PKESchemeFeature.FHE):
+        cc.Enable(f)
+    cc.EvalBootstrapSetup(lb, [0, 0], slots)
+    keys = cc.KeyGen()
+    cc.EvalMultKeyGen(keys.secretKey)
+    cc.EvalBootstrapKeyGen(keys.secretKey, slots)
+    return BootstrapContext(cc, keys, slots, depth, boot, insecure)
+
+
+def integrate_bootstrapped(model: ODEModel, bctx: BootstrapContext, inputs: Mapping[str, Any], *, h: float,
+                           steps: int, method: str = "rk4", order: int = 4, on_bootstrap=None):
+    """Integrate on ciphertexts of ``bctx`` for any number of steps, bootstrapping the states when
+    the levels left would not hold another step (non-interactive; no key holder involved).
+
+    ``inputs``: encrypted initial states and parameters (ciphertexts of ``bctx``). Before a
+    bootstrap each state is mapped from its declared range onto [-1, 1] (the input range CKKS
+    bootstrapping approximates well) and mapped back after it. Returns the state ciphertexts after
+    ``steps`` steps and the list of steps after which a bootstrap ran. This path runs the ops
+    directly (OpenFHE FLEXIBLEAUTO) rather than a planned program, so it has no stated error
+    bound: its error is the bootstrap error (about 2e-4 of the state range per bootstrap at
+    N = 2^12) plus noise, checked against the plaintext scheme in the tests.
+
+    Raises:
+        ValidationError: bad step counts, or a step needs more levels than a bootstrap leaves.
+    """
+    if not (h > 0 and steps >= 1):
+        raise ValidationError("integration needs h > 0 and steps >= 1")
+    step = _step(method, order)
+    cc = bctx.cc
+    y = [_Enc(cc, inputs[s]) for s in model.states]
+    p = {k: _Enc(cc, inputs[k]) for k in model.params}
+    boots: list[int] = []
+    per_step = None
+    for n in range(1, int(steps) + 1):
+        before = max(v.level for v in y)
+        if per_step is not None and before + per_step + 2 > bctx.depth - 1:
+            y = [_bootstrap(cc, v, model.state_ranges[s]) for v, s in zip(y, model.states)]
+            boots.append(n - 1)
+            if on_bootstrap is not None:
+                on_bootstrap(n - 1)
+            before = max(v.level for v in y)
+        y = step(model.rhs, y, p, h)
+        used = max(v.level for v in y) - before
+        per_step = used if per_step is None else max(per_step, used)
+        if per_step + 2 > bctx.depth - bctx.boot_depth:
+            raise ValidationError(f"one {method} step needs {per_step} levels; a bootstrap leaves "
+                                  f"{bctx.depth - bctx.boot_depth} (raise levels_after)")
+    return {s: v.ct for s, v in zip(model.states, y)}, boots
+
+
+def _bootstrap(cc, v: _Enc, rng: tuple[float, float]) -> _Enc:
+    lo, hi = rng
+    mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    x = (v - mid) * (1.0 / half)
+    b = _Enc(cc, cc.EvalBootstrap(x.ct))
+    return b * half + mid

@@ -119,3 +119,30 @@ def test_segments_with_key_holder_refresh_pass_the_depth_limit():
     # the key holder refuses to refresh a state outside its declared range
     with pytest.raises(RangeError, match="state n left"):
         key_holder_refresh(ctx, LOG, slots=2)(ctx.encrypt(np.array([50.0, 130.0])), "n")
+
+
+@pytest.mark.slow
+def test_bootstrapping_extends_the_horizon_without_the_key_holder():
+    # OpenFHE CKKS bootstrapping at N = 2^12 (insecure test ring): 11 Euler steps need more levels
+    # than the context's 30; one bootstrap (18 levels, ~2e-4 of the range) carries the run on.
+    from medtwin.models.ode import bootstrap_context, integrate_bootstrapped
+
+    vals = {"n": np.array([5.0, 40.0]), "r": np.array([0.3, 0.2]), "kill": np.array([0.05, 0.1])}
+    steps = 11
+    ref = LOG.reference(vals, h=0.5, steps=steps, method="euler")
+    b = bootstrap_context(8, levels_after=12)
+    assert b.depth == 30 and b.boot_depth == 18
+    out, boots = integrate_bootstrapped(LOG, b, {k: b.encrypt(v) for k, v in vals.items()}, h=0.5, steps=steps,
+                                        method="euler")
+    assert len(boots) == 1
+    got = b.decrypt(out["n"], 2)
+    assert np.max(np.abs(got - ref[steps, 0])) < 0.03  # range 100; measured 0.015 after four bootstraps
+
+
+def test_bootstrap_context_refuses_insecure_ring_without_permission(monkeypatch):
+    from medtwin.errors import SecurityPolicyError
+    from medtwin.models.ode import bootstrap_context
+
+    monkeypatch.delenv("MEDTWIN_ALLOW_INSECURE", raising=False)
+    with pytest.raises(SecurityPolicyError):
+        bootstrap_context(8)
