@@ -62,7 +62,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from medtwin.errors import ProgramError, RangeError, ValidationError
+from medtwin.errors import RangeError, ValidationError
 from medtwin.models.two_compartment import check_ranges
 
 METHODS = ("euler", "rk4", "taylor")
