@@ -56,6 +56,10 @@ inline u64 addmod(u64 a, u64 b, u64 q) { u64 s = a + b; return s >= q ? s - q : 
 inline u64 submod(u64 a, u64 b, u64 q) { return a >= b ? a - b : a + q - b; }
 inline u64 negmod(u64 a, u64 q) { return a == 0 ? 0 : q - a; }
 
+/// Whether a loop over `words` 64-bit values is worth an OpenMP parallel region (small rings run
+/// on the calling thread: thread wake-ups cost more than the work, worst on a loaded machine).
+inline bool parallel_worth(std::size_t words) { return words >= (std::size_t(1) << 15); }
+
 /// Reference (slow) helpers used in precomputation only.
 u64 powmod(u64 a, u64 e, u64 q);
 /// Inverse of a mod q; throws std::invalid_argument when none exists.

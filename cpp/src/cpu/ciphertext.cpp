@@ -95,7 +95,7 @@ void binary(const Context& ctx, Ciphertext& a, const Ciphertext& b, F f, bool su
     a.elems = E;
   }
   const std::int64_t jobs = std::int64_t(E) * T;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
   for (std::int64_t jb = 0; jb < jobs; ++jb) {
     const std::uint32_t e = static_cast<std::uint32_t>(jb / T), t = static_cast<std::uint32_t>(jb % T);
     if (e >= b.elems) continue;
@@ -113,7 +113,7 @@ void sub_inplace(const Context& ctx, Ciphertext& a, const Ciphertext& b) {
 }
 void negate_inplace(const Context& ctx, Ciphertext& a) {
   const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
   for (std::int64_t jb = 0; jb < jobs; ++jb) {
     const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
     neg_vec(a.poly(e, t), a.poly(e, t), a.n, ctx.modulus(t));
@@ -123,7 +123,7 @@ void negate_inplace(const Context& ctx, Ciphertext& a) {
 void mul_const_inplace(const Context& ctx, Ciphertext& a, double c) {
   const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
   const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
   for (std::int64_t jb = 0; jb < jobs; ++jb) {
     const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
     const u64 q = ctx.modulus(t);
@@ -134,7 +134,7 @@ void mul_const_inplace(const Context& ctx, Ciphertext& a, double c) {
 }
 
 void add_const_inplace(const Context& ctx, Ciphertext& a, double c) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(a.towers) * a.n))
   for (std::int64_t t = 0; t < a.towers; ++t) {
     const u64 q = ctx.modulus(t);
     add_scalar_vec(a.poly(0, t), a.poly(0, t), scaled_mod(static_cast<long double>(c) * a.scale, q), a.n, q);
@@ -143,7 +143,7 @@ void add_const_inplace(const Context& ctx, Ciphertext& a, double c) {
 
 void mul_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt, double pt_scale) {
   const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
   for (std::int64_t jb = 0; jb < jobs; ++jb) {
     const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
     mul_vec(a.poly(e, t), a.poly(e, t), pt + std::size_t(t) * a.n, a.n, ctx.mod(t));
@@ -153,7 +153,7 @@ void mul_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt, double 
 }
 
 void add_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(a.towers) * a.n))
   for (std::int64_t t = 0; t < a.towers; ++t)
     add_vec(a.poly(0, t), a.poly(0, t), pt + std::size_t(t) * a.n, a.n, ctx.modulus(t));
 }
@@ -170,7 +170,7 @@ void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Cipher
   r.noise_deg = a.noise_deg + b.noise_deg;
   r.scale = a.scale * b.scale;
   r.scheme_id = a.scheme_id; r.encoding = a.encoding; r.header = a.header; r.key_tag = a.key_tag;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(T) * n))
   for (std::int64_t t = 0; t < T; ++t) {
     const Modulus& m = ctx.mod(t);
     const u64 *a0 = a.poly(0, t), *a1 = a.poly(1, t), *b0 = b.poly(0, t), *b1 = b.poly(1, t);

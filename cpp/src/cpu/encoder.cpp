@@ -96,7 +96,7 @@ void encode_real(const Context& ctx, const double* values, std::size_t len, std:
     if (!(std::fabs(v) < lim)) throw std::invalid_argument("encoded value exceeds 2^126 (scale or value too large)");
     z[i] = static_cast<__int128>(v);
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(T) * n))
   for (std::int64_t t = 0; t < T; ++t) {
     const u64 q = ctx.modulus(t);
     u64* o = out + std::size_t(t) * n;

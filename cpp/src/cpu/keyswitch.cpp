@@ -56,7 +56,7 @@ void key_inner(const Context& ctx, const u64* ext, std::uint32_t T, const Switch
   const std::uint32_t n = ctx.n(), K = ctx.num_p(), TK = T + K, L1 = ctx.num_q();
   const std::uint32_t beta = ctx.num_digits(T);
   if (key.towers != L1 + K || key.digits < beta) throw std::invalid_argument("key does not match the context");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(TK) * n))
   for (std::int64_t m = 0; m < TK; ++m) {
     const std::uint32_t idx = m < T ? static_cast<std::uint32_t>(m) : L1 + static_cast<std::uint32_t>(m - T);
     const Modulus& mm = ctx.mod(idx);
@@ -133,7 +133,7 @@ void finish_rotation(const Context& ctx, const Ciphertext& in, u64 k, u64* acc0,
   u64* p0 = scratch(6, std::size_t(TK) * n);
   u64* p1 = scratch(7, std::size_t(TK) * n);
   u64* c0 = scratch(8, std::size_t(T) * n);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(TK) * n))
   for (std::int64_t m = 0; m < TK; ++m) {
     apply_automorphism(perm, acc0 + std::size_t(m) * n, p0 + std::size_t(m) * n);
     apply_automorphism(perm, acc1 + std::size_t(m) * n, p1 + std::size_t(m) * n);

@@ -35,10 +35,10 @@ void rescale_inplace(const Context& ctx, Ciphertext& ct) {
   for (std::uint32_t e = 0; e < ct.elems; ++e) {
     std::memcpy(x + std::size_t(e) * n, ct.poly(e, l), 8 * std::size_t(n));
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(ct.elems) * n))
   for (std::int64_t e = 0; e < ct.elems; ++e) ctx.ntt(l).inverse(x + std::size_t(e) * n);
   const std::int64_t jobs = std::int64_t(ct.elems) * l;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * n))
   for (std::int64_t jb = 0; jb < jobs; ++jb) {
     const std::uint32_t e = static_cast<std::uint32_t>(jb / l), i = static_cast<std::uint32_t>(jb % l);
     const Modulus& mi = ctx.mod(i);
@@ -74,7 +74,7 @@ void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
   const std::uint32_t n = ctx.n(), K = ctx.num_p(), a = ctx.params().alpha();
   const std::uint32_t beta = ctx.num_digits(T), TK = T + K;
   u64* y = scratch(2, std::size_t(T) * n);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(T) * n))
   for (std::int64_t i = 0; i < T; ++i) {
     const ModUpTable& tab = ctx.modup(T, static_cast<std::uint32_t>(i) / a);
     u64* yi = y + std::size_t(i) * n;
@@ -84,7 +84,7 @@ void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
     for (std::uint32_t c = 0; c < n; ++c) yi[c] = mul_shoup(yi[c], w, wp, q);
   }
   const std::int64_t jobs = std::int64_t(beta) * TK;
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if (medtwin::parallel_worth(std::size_t(jobs) * n))
   for (std::int64_t jb = 0; jb < jobs; ++jb) {
     const std::uint32_t j = static_cast<std::uint32_t>(jb / TK), m = static_cast<std::uint32_t>(jb % TK);
     const ModUpTable& tab = ctx.modup(T, j);
@@ -115,7 +115,7 @@ void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
 void moddown(const Context& ctx, u64* acc, std::uint32_t T, u64* out, const u64* add) {
   const std::uint32_t n = ctx.n(), K = ctx.num_p(), L1 = ctx.num_q();
   if (K > 64) throw std::invalid_argument("more than 64 P moduli");
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(K) * n))
   for (std::int64_t k = 0; k < K; ++k) {
     u64* yk = acc + std::size_t(T + k) * n;
     const std::uint32_t idx = L1 + static_cast<std::uint32_t>(k);
@@ -123,7 +123,7 @@ void moddown(const Context& ctx, u64* acc, std::uint32_t T, u64* out, const u64*
     const u64 w = ctx.phat_inv()[k], wp = ctx.phat_inv_p()[k], p = ctx.modulus(idx);
     for (std::uint32_t c = 0; c < n; ++c) yk[c] = mul_shoup(yk[c], w, wp, p);
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(T) * n))
   for (std::int64_t i = 0; i < T; ++i) {
     u64* t = scratch(1, n);
     const Modulus& mi = ctx.mod(i);
