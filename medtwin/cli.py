@@ -84,7 +84,11 @@ class _Progress:
         return self
 
     def __call__(self, stage: str, frac: float) -> None:
-        if self._bar is None:
+        if self._bar is None:  # not a terminal: a line per quarter, so logs show the work moving
+            q = int(frac * 4 + 1e-9)
+            if q > self._tasks.get(stage, 0):
+                self._tasks[stage] = q
+                typer.echo(f"  {stage}: {int(frac * 100)}%", err=True)
             return
         if stage not in self._tasks:
             self._tasks[stage] = self._bar.add_task(stage, total=1.0)

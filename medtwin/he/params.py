@@ -12,11 +12,14 @@ Two kinds of preset:
   it is labelled ``INSECURE`` (key material, reports, CLI output).
 
 Moduli: the scaling primes are ``scaling_mod_size`` bits and the first prime ``first_mod_size``
-bits, both below 2^50 so that the native engine's IFMA path applies to the Q towers. 36-bit
-scaling primes keep the theophylline study's depth (about 32) inside N = 2^16 at 128-bit
-security (40-bit primes push OpenFHE to N = 2^17, twice the work and four times the key size);
-CKKS noise at scale 2^36 and N = 2^16 is about 1e-5 in value units, far below the 1e-3 relative
-accuracy the models need.
+bits, both below 2^50 so that the native engine's IFMA path applies to the Q towers. The
+theophylline study needs depth 32; with 40-bit primes OpenFHE's default of 3 key-switching
+digits needs a special modulus P so large that Q*P exceeds the 128-bit bound for N = 2^16 and it
+moves to N = 2^17 (twice the work, four times the key size). Six digits (``dnum=6``) shrink P and
+keep N = 2^16. 36-bit primes would also fit, but measured at N = 2^16 they lose a factor of about
+20 in accuracy: CKKS noise grows as N / 2^p and OpenFHE's FIXEDMANUAL rescaling divides by primes
+that differ from 2^p by up to about N p ln2 / 2^p relative (5e-5 at p = 36, 2e-6 at p = 40), an
+error that accumulates over the rescales.
 """
 from __future__ import annotations
 
@@ -71,10 +74,10 @@ class CKKSParams:
 
 _PRESETS: dict[str, CKKSParams] = {
     "standard-128": CKKSParams("standard-128", "HEStd_128_classic", depth=20,
-                               scaling_mod_size=36, first_mod_size=49),
+                               scaling_mod_size=40, first_mod_size=49, dnum=6),
     "standard-192": CKKSParams("standard-192", "HEStd_192_classic", depth=20,
-                               scaling_mod_size=36, first_mod_size=49),
-    "test-insecure": CKKSParams("test-insecure", "HEStd_NotSet", depth=20, scaling_mod_size=36,
+                               scaling_mod_size=40, first_mod_size=49, dnum=6),
+    "test-insecure": CKKSParams("test-insecure", "HEStd_NotSet", depth=20, scaling_mod_size=40,
                                 first_mod_size=49, ring_dim=1 << 12, insecure=True),
 }
 
