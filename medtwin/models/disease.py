@@ -153,7 +153,7 @@ class CKDEPI2021:
         L = ln_scr - b.plain(np.log(np.where(fem > 0, 0.7, 0.9)))
         above = b.input("scr_above_k", range=(0.0, 1.0))
         lo, hi = L.range
-        relu = b.assume_range(L * above, (min(0.0, lo), max(0.0, hi)))  # indicator*L lies between 0 and L
+        relu = b.assume_range(L * above, (0.0, max(0.0, hi)))  # = max(L, 0) for a consistent indicator
         alpha = np.where(fem > 0, -0.241, -0.302)
         log_e = (L * b.plain(alpha) + relu * b.plain(-1.2 - alpha) + age * math.log(0.9938)
                  + b.plain(math.log(142.0) + fem * math.log(1.012)))
@@ -258,7 +258,14 @@ class ClaretTGI:
 
     def build_program(self, slots: int, times_weeks: np.ndarray, *, params=None, tol: float = 1e-7,
                       name: str | None = None):
-        """Encrypted ``baseline_size`` and ``exposure`` per slot, plaintext times; output ``size``."""
+        """Encrypted ``baseline_size`` [mm] and ``exposure`` per slot, plaintext times per slot.
+
+        Outputs ``ratio`` = y(t)/y0 and ``size_cm`` = y(t) in cm (centimetres keep an untreated
+        300 mm tumour after a year inside the CKKS headroom of 2^40-scaled presets).
+
+        Raises:
+            ProgramError: the plan does not fit ``params``.
+        """
         from medtwin.program.builder import ProgramBuilder
 
         t = np.resize(np.asarray(times_weeks, dtype=np.float64), slots)
@@ -268,7 +275,8 @@ class ClaretTGI:
         x = e * b.plain(-self.kd * (1.0 - np.exp(-self.lam * t)) / self.lam) + b.plain(self.kl * t)
         lo, hi = x.range
         g = b.apply(np.exp, x, domain=(lo, hi), tol=tol, label="exp")
-        b.output("size", y0 * g, scale_hint=50.0)
+        b.output("ratio", g, scale_hint=1.0)
+        b.output("size_cm", (y0 * 0.1) * g, scale_hint=5.0)
         return b.build(params)
 
 

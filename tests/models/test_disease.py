@@ -145,6 +145,8 @@ def test_claret_encrypted_within_bound():
     got, noise = _openfhe(prog, {"baseline_size": y0, "exposure": e}, 16)
     want = np.concatenate([TGI.reference({"baseline_size": [y0[0]], "exposure": [e[0]]}, t[:8])[0],
                            TGI.reference({"baseline_size": [y0[8]], "exposure": [e[8]]}, t[8:])[0]])
-    err = np.max(np.abs(got["size"] - want))
-    assert err <= prog.error_bound("size", noise=noise)
+    err = np.max(np.abs(got["size_cm"] * 10 - want))
+    assert err <= 10 * prog.error_bound("size_cm", noise=noise)
     assert err < 1e-5 * np.max(want)
+    err_r = np.max(np.abs(got["ratio"] - want / y0))
+    assert err_r <= prog.error_bound("ratio", noise=noise)
