@@ -83,6 +83,8 @@ void add_scalar_vec(u64* out, const u64* a, u64 c, std::size_t n, u64 q);
 
 /// Whether the CPU supports AVX-512 IFMA (checked once with cpuid) and the library was built with it.
 bool cpu_has_ifma();
+/// Whether the CPU has AVX-512F/DQ (the vector path for moduli of 50 to 61 bits).
+bool cpu_has_avx512dq();
 /// Enable or disable the IFMA path at run time (it is used only where every modulus < 2^50).
 void set_ifma_enabled(bool on);
 bool ifma_enabled();

@@ -100,6 +100,14 @@ std::atomic<bool> g_ifma{detect_ifma()};
 }  // namespace
 
 bool cpu_has_ifma() { static bool h = detect_ifma(); return h; }
+bool cpu_has_avx512dq() {
+#if defined(__x86_64__) && defined(MEDTWIN_HAVE_IFMA)
+  static bool h = (__builtin_cpu_init(), __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"));
+  return h;
+#else
+  return false;
+#endif
+}
 void set_ifma_enabled(bool on) { g_ifma = on && cpu_has_ifma(); }
 bool ifma_enabled() { return g_ifma.load(std::memory_order_relaxed); }
 

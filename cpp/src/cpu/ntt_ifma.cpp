@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <type_traits>
 
 namespace medtwin {
 namespace ifma {
@@ -56,17 +57,42 @@ const SmallStage& stage(std::size_t t) {
 namespace {
 constexpr std::size_t kBlock = 2048;  // elements per L1-resident block (16 KiB)
 
+// a * w mod q in [0, 2q) for 64-bit lanes (q < 2^62), wp = floor(w 2^64 / q) (AVX-512F/DQ only):
+// the high word of a * wp is assembled from four 32x32-bit products.
+inline __m512i mul_lazy64(__m512i a, __m512i w, __m512i wp, __m512i q) {
+  const __m512i m32 = _mm512_set1_epi64(0xffffffffLL);
+  __m512i ah = _mm512_srli_epi64(a, 32), bh = _mm512_srli_epi64(wp, 32);
+  __m512i ll = _mm512_mul_epu32(a, wp), lh = _mm512_mul_epu32(a, bh);
+  __m512i hl = _mm512_mul_epu32(ah, wp), hh = _mm512_mul_epu32(ah, bh);
+  __m512i mid = _mm512_add_epi64(_mm512_add_epi64(_mm512_srli_epi64(ll, 32), _mm512_and_si512(lh, m32)),
+                                 _mm512_and_si512(hl, m32));
+  __m512i hi = _mm512_add_epi64(_mm512_add_epi64(hh, _mm512_srli_epi64(lh, 32)),
+                                _mm512_add_epi64(_mm512_srli_epi64(hl, 32), _mm512_srli_epi64(mid, 32)));
+  return _mm512_sub_epi64(_mm512_mullo_epi64(a, w), _mm512_mullo_epi64(hi, q));
+}
+struct Mul52 {
+  static __m512i mul(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy(a, w, wp, q); }
+  static const u64* fw(const NTTTables& t) { return t.w52.data(); }
+  static const u64* iw(const NTTTables& t) { return t.iw52.data(); }
+};
+struct Mul64 {
+  static __m512i mul(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy64(a, w, wp, q); }
+  static const u64* fw(const NTTTables& t) { return t.wp.data(); }
+  static const u64* iw(const NTTTables& t) { return t.iwp.data(); }
+};
+
 // One forward stage (m groups of 2t) restricted to groups [i0, i1).
+template <class M>
 inline void fwd_stage(const NTTTables& tb, u64* a, std::size_t m, std::size_t t, std::size_t i0, std::size_t i1,
                       __m512i q, __m512i q2) {
   if (t >= 8) {
     for (std::size_t i = i0; i < i1; ++i) {
-      const __m512i W = _mm512_set1_epi64(tb.w[m + i]), Wp = _mm512_set1_epi64(tb.w52[m + i]);
+      const __m512i W = _mm512_set1_epi64(tb.w[m + i]), Wp = _mm512_set1_epi64(M::fw(tb)[m + i]);
       u64* x = a + 2 * i * t;
       u64* y = x + t;
       for (std::size_t j = 0; j < t; j += 8) {
         __m512i u = csub(_mm512_loadu_si512(x + j), q2);
-        __m512i v = mul_lazy(_mm512_loadu_si512(y + j), W, Wp, q);
+        __m512i v = M::mul(_mm512_loadu_si512(y + j), W, Wp, q);
         _mm512_storeu_si512(x + j, _mm512_add_epi64(u, v));
         _mm512_storeu_si512(y + j, _mm512_sub_epi64(_mm512_add_epi64(u, q2), v));
       }
@@ -80,9 +106,9 @@ inline void fwd_stage(const NTTTables& tb, u64* a, std::size_t m, std::size_t t,
       __m512i X = _mm512_permutex2var_epi64(v0, st.ix, v1);
       __m512i Y = _mm512_permutex2var_epi64(v0, st.iy, v1);
       __m512i W = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(tb.w.data() + m + i));
-      __m512i Wp = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(tb.w52.data() + m + i));
+      __m512i Wp = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(M::fw(tb) + m + i));
       __m512i u = csub(X, q2);
-      __m512i v = mul_lazy(Y, W, Wp, q);
+      __m512i v = M::mul(Y, W, Wp, q);
       X = _mm512_add_epi64(u, v);
       Y = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
       _mm512_storeu_si512(p, _mm512_permutex2var_epi64(X, st.back0, Y));
@@ -92,17 +118,18 @@ inline void fwd_stage(const NTTTables& tb, u64* a, std::size_t m, std::size_t t,
 }
 
 // One inverse stage (h groups of 2t) restricted to groups [i0, i1).
+template <class M>
 inline void inv_stage(const NTTTables& tb, u64* a, std::size_t h, std::size_t t, std::size_t i0, std::size_t i1,
                       __m512i q, __m512i q2) {
   if (t >= 8) {
     for (std::size_t i = i0; i < i1; ++i) {
-      const __m512i W = _mm512_set1_epi64(tb.iw[h + i]), Wp = _mm512_set1_epi64(tb.iw52[h + i]);
+      const __m512i W = _mm512_set1_epi64(tb.iw[h + i]), Wp = _mm512_set1_epi64(M::iw(tb)[h + i]);
       u64* x = a + 2 * i * t;
       u64* y = x + t;
       for (std::size_t j = 0; j < t; j += 8) {
         __m512i u = _mm512_loadu_si512(x + j), v = _mm512_loadu_si512(y + j);
         _mm512_storeu_si512(x + j, csub(_mm512_add_epi64(u, v), q2));
-        _mm512_storeu_si512(y + j, mul_lazy(_mm512_sub_epi64(_mm512_add_epi64(u, q2), v), W, Wp, q));
+        _mm512_storeu_si512(y + j, M::mul(_mm512_sub_epi64(_mm512_add_epi64(u, q2), v), W, Wp, q));
       }
     }
   } else {
@@ -114,9 +141,9 @@ inline void inv_stage(const NTTTables& tb, u64* a, std::size_t h, std::size_t t,
       __m512i X = _mm512_permutex2var_epi64(v0, st.ix, v1);
       __m512i Y = _mm512_permutex2var_epi64(v0, st.iy, v1);
       __m512i W = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(tb.iw.data() + h + i));
-      __m512i Wp = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(tb.iw52.data() + h + i));
+      __m512i Wp = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(M::iw(tb) + h + i));
       __m512i sum = csub(_mm512_add_epi64(X, Y), q2);
-      __m512i dif = mul_lazy(_mm512_sub_epi64(_mm512_add_epi64(X, q2), Y), W, Wp, q);
+      __m512i dif = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X, q2), Y), W, Wp, q);
       _mm512_storeu_si512(p, _mm512_permutex2var_epi64(sum, st.back0, dif));
       _mm512_storeu_si512(p + 8, _mm512_permutex2var_epi64(sum, st.back1, dif));
     }
@@ -124,21 +151,21 @@ inline void inv_stage(const NTTTables& tb, u64* a, std::size_t h, std::size_t t,
 }
 }  // namespace
 
-bool forward(const NTTTables& tb, u64* a) {
+template <class M>
+void forward_impl(const NTTTables& tb, u64* a) {
   const std::size_t n = tb.n();
   const u64 qs = tb.q();
-  if (qs >= (u64(1) << 50) || tb.w52.empty() || n < 16) return false;
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
   std::size_t m = 1, t = n >> 1;
   // large stages: whole-array passes
-  for (; m < n && 2 * t > kBlock; m <<= 1, t >>= 1) fwd_stage(tb, a, m, t, 0, m, q, q2);
+  for (; m < n && 2 * t > kBlock; m <<= 1, t >>= 1) fwd_stage<M>(tb, a, m, t, 0, m, q, q2);
   // small stages: each block of kBlock elements through all of them while in L1
   if (m < n) {
     const std::size_t B = std::min(kBlock, n);
     for (std::size_t b = 0; b < n; b += B) {
       for (std::size_t mm = m, tt = t; mm < n; mm <<= 1, tt >>= 1) {
         const std::size_t g0 = b / (2 * tt), g1 = (b + B) / (2 * tt);
-        fwd_stage(tb, a, mm, tt, g0, g1, q, q2);
+        fwd_stage<M>(tb, a, mm, tt, g0, g1, q, q2);
       }
       for (std::size_t j = b; j < b + B; j += 8) {
         __m512i v = _mm512_loadu_si512(a + j);
@@ -146,13 +173,19 @@ bool forward(const NTTTables& tb, u64* a) {
       }
     }
   }
-  return true;
 }
 
-bool inverse(const NTTTables& tb, u64* a) {
+bool forward(const NTTTables& tb, u64* a) {
+  if (tb.n() < 16) return false;
+  if (tb.q() < (u64(1) << 50) && !tb.w52.empty()) { forward_impl<Mul52>(tb, a); return true; }
+  if (tb.q() < (u64(1) << 62) && cpu_has_avx512dq()) { forward_impl<Mul64>(tb, a); return true; }
+  return false;
+}
+
+template <class M>
+void inverse_impl(const NTTTables& tb, u64* a) {
   const std::size_t n = tb.n();
   const u64 qs = tb.q();
-  if (qs >= (u64(1) << 50) || tb.iw52.empty() || n < 16) return false;
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
   const std::size_t B = std::min(kBlock, n);
   // small stages (t = 1 .. B/2) per block
@@ -162,18 +195,25 @@ bool inverse(const NTTTables& tb, u64* a) {
     for (; mm > 1 && 2 * t <= B; mm >>= 1, t <<= 1) {
       const std::size_t h = mm >> 1;
       const std::size_t g0 = b / (2 * t), g1 = (b + B) / (2 * t);
-      inv_stage(tb, a, h, t, g0, g1, q, q2);
+      inv_stage<M>(tb, a, h, t, g0, g1, q, q2);
     }
     t_end = t;
     m_end = mm;
   }
-  for (std::size_t t = t_end, mm = m_end; mm > 1; mm >>= 1, t <<= 1) inv_stage(tb, a, mm >> 1, t, 0, mm >> 1, q, q2);
-  const __m512i NI = _mm512_set1_epi64(tb.ninv), NIp = _mm512_set1_epi64(tb.ninv52);
+  for (std::size_t t = t_end, mm = m_end; mm > 1; mm >>= 1, t <<= 1) inv_stage<M>(tb, a, mm >> 1, t, 0, mm >> 1, q, q2);
+  const __m512i NI = _mm512_set1_epi64(tb.ninv);
+  const __m512i NIp = _mm512_set1_epi64(std::is_same<M, Mul52>::value ? tb.ninv52 : tb.ninvp);
   for (std::size_t j = 0; j < n; j += 8) {
-    __m512i v = mul_lazy(_mm512_loadu_si512(a + j), NI, NIp, q);
+    __m512i v = M::mul(_mm512_loadu_si512(a + j), NI, NIp, q);
     _mm512_storeu_si512(a + j, csub(v, q));
   }
-  return true;
+}
+
+bool inverse(const NTTTables& tb, u64* a) {
+  if (tb.n() < 16) return false;
+  if (tb.q() < (u64(1) << 50) && !tb.iw52.empty()) { inverse_impl<Mul52>(tb, a); return true; }
+  if (tb.q() < (u64(1) << 62) && cpu_has_avx512dq()) { inverse_impl<Mul64>(tb, a); return true; }
+  return false;
 }
 
 }  // namespace ifma
