@@ -251,17 +251,18 @@ class ResultsScreen(QWidget):
         self.legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=0, brush=pg.mkBrush(46, 160, 67, 90)),
                             f"therapeutic window {lo:g}–{hi:g} mg/L")
         t = res.times
+        dpr = max(1.0, float(self.plot.devicePixelRatioF()))  # cosmetic pens are in device pixels
         for i in self.checked():
             c = res.conc[:, i, :]
             med = np.median(c, axis=0)
             p5, p95 = np.percentile(c, [5, 95], axis=0)
-            lo_c = pg.PlotDataItem(t, p5, pen=pg.mkPen(colour(i, 90), width=1))
-            hi_c = pg.PlotDataItem(t, p95, pen=pg.mkPen(colour(i, 90), width=1))
+            lo_c = pg.PlotDataItem(t, p5, pen=pg.mkPen(colour(i, 90), width=dpr))
+            hi_c = pg.PlotDataItem(t, p95, pen=pg.mkPen(colour(i, 90), width=dpr))
             self.plot.addItem(lo_c)
             self.plot.addItem(hi_c)
             self.plot.addItem(pg.FillBetweenItem(lo_c, hi_c, brush=pg.mkBrush(colour(i, 45))))
             sc = res.spec.scenarios[i]
-            self.plot.plot(t, med, pen=pg.mkPen(colour(i), width=2.5), name=f"{sc.name} median (band 5–95%)")
+            self.plot.plot(t, med, pen=pg.mkPen(colour(i), width=2.5 * dpr), name=f"{sc.name} median (band 5–95%)")
 
     def selected_row(self) -> int:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []

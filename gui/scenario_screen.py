@@ -77,8 +77,11 @@ class ScenarioScreen(QWidget):
                          "smokers on theophylline). Invalid cells turn red and the reason is shown below."))
         self.table = QTableWidget(0, len(SCENARIO_COLUMNS))
         self.table.setObjectName("scenarioTable")
-        self.table.setHorizontalHeaderLabels([lab for _, lab, _ in SCENARIO_COLUMNS])
+        self.table.setHorizontalHeaderLabels([lab.replace(" [", "\n[") if len(lab) > 12 else lab
+                                              for _, lab, _ in SCENARIO_COLUMNS])
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setMinimumSectionSize(70)
         self.table.setItemDelegateForColumn(_COLS.index("route"), _RouteDelegate(self.table))
         self.table.itemChanged.connect(self._validate)
         v.addWidget(self.table)
