@@ -81,19 +81,17 @@ def write_pdf(result, path: str | os.PathLike, *, basis: dict | None = None, inc
     pdf.set_font("Helvetica", "B", 11)
     pdf.cell(0, 7, "Scenario comparison (cohort medians)", new_x="LMARGIN", new_y="NEXT")
     cols = list(rows[0])
-    widths = [30, 52, 16, 28, 22, 22, 24, 26, 28]
-    widths = (widths + [24] * len(cols))[:len(cols)]
-    scale = (pdf.w - pdf.l_margin - pdf.r_margin) / sum(widths)
-    widths = [w * scale for w in widths]
-    pdf.set_font("Helvetica", "B", 7.5)
-    for c, w in zip(cols, widths):
-        pdf.cell(w, 6, _latin1(c), border=1)
-    pdf.ln()
+    widths = [24, 40, 13, 22, 18, 17, 18, 22, 22]
+    widths = tuple((widths + [20] * len(cols))[:len(cols)])
     pdf.set_font("Helvetica", "", 8)
-    for r in rows:
-        for c, w in zip(cols, widths):
-            pdf.cell(w, 5.5, _latin1(r[c]), border=1)
-        pdf.ln()
+    with pdf.table(col_widths=widths, line_height=4.6, text_align="LEFT", first_row_as_headings=True) as table:
+        head = table.row()
+        for c in cols:
+            head.cell(_latin1(c))
+        for r in rows:
+            row = table.row()
+            for c in cols:
+                row.cell(_latin1(r[c]))
     pdf.ln(3)
 
     if include_plot:
@@ -119,20 +117,19 @@ def write_pdf(result, path: str | os.PathLike, *, basis: dict | None = None, inc
         pdf.set_font("Helvetica", "B", 11)
         pdf.cell(0, 7, "Per twin (pseudonymous ids)", new_x="LMARGIN", new_y="NEXT")
         head = ["twin id", "scenario", "AUC 0-T [mg*h/L]", "peak [mg/L]", "trough [mg/L]", "time in window"]
-        tw = [45, 60, 38, 30, 30, 30]
-        pdf.set_font("Helvetica", "B", 8)
-        for h, w in zip(head, tw):
-            pdf.cell(w, 6, h, border=1)
-        pdf.ln()
         pdf.set_font("Helvetica", "", 8)
         peak, trough = result.peak, result.trough
-        for p, tid in enumerate(result.twin_ids):
-            for s, sc in enumerate(result.spec.scenarios):
-                tiw = "" if result.tiw is None else f"{result.tiw[p, s]:.3f}"
-                vals = [tid, sc.name, f"{result.auc[p, s, -1]:.1f}", f"{peak[p, s]:.2f}", f"{trough[p, s]:.2f}", tiw]
-                for v, w in zip(vals, tw):
-                    pdf.cell(w, 5, _latin1(v), border=1)
-                pdf.ln()
+        with pdf.table(col_widths=(45, 60, 38, 30, 30, 30), line_height=4.6, text_align="LEFT") as table:
+            row = table.row()
+            for h in head:
+                row.cell(h)
+            for p, tid in enumerate(result.twin_ids):
+                for s, sc in enumerate(result.spec.scenarios):
+                    tiw = "" if result.tiw is None else f"{result.tiw[p, s]:.3f}"
+                    row = table.row()
+                    for v in (tid, sc.name, f"{result.auc[p, s, -1]:.1f}", f"{peak[p, s]:.2f}",
+                              f"{trough[p, s]:.2f}", tiw):
+                        row.cell(_latin1(v))
 
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
