@@ -73,3 +73,31 @@ def test_pdf_written_never_overwritten(tmp_path):
     small = write_pdf(res, tmp_path / "no-plot.pdf", include_plot=False)
     assert len(small.read_bytes()) < len(data)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_unlocking_another_keystore_keeps_this_sessions_data(tmp_path):
+    from gui_helpers import FIXTURES, PASSPHRASE, shallow_keys
+
+    from medtwin.custody.kdf import TEST_KDF
+    from medtwin.errors import KeyMismatchError
+    from medtwin.gui.model import AppModel, ScenarioRow, SessionLockedError
+
+    m = AppModel(keygen=shallow_keys)
+    m.create_keystore(tmp_path / "ks1", PASSPHRASE, preset="test-insecure", kdf=TEST_KDF, allow_weak=True)
+    other = AppModel(keygen=shallow_keys)
+    other.create_keystore(tmp_path / "ks2", PASSPHRASE, preset="test-insecure", kdf=TEST_KDF, allow_weak=True)
+    m.import_files([f"{FIXTURES}/basic_mgdl.json"])
+    m.scenarios = [ScenarioRow("A", 300.0, 12.0, 2)]
+    m.horizon_h, m.step_h = 24.0, 4.0
+    enc = m.encrypt()
+    tag = m.key_tag
+    m.lock()
+    with pytest.raises(SessionLockedError):
+        m.pseudonyms()
+    with pytest.raises(KeyMismatchError):
+        m.unlock(tmp_path / "ks2", PASSPHRASE)
+    assert m.cohort is enc and m.key_tag == tag and not m.unlocked
+    m.unlock(tmp_path / "ks1", PASSPHRASE)
+    assert m.cohort is enc and m.unlocked
+    with pytest.raises(MedTwinError, match="exists already"):
+        m.create_keystore(tmp_path / "ks1", PASSPHRASE, preset="test-insecure", kdf=TEST_KDF, allow_weak=True)
