@@ -44,6 +44,7 @@ struct ModUpTable {
   std::vector<u64> targets;               // indices into Context::all moduli (Q then P)
   std::vector<u64> qhat_mod;              // [target][i] = [Qhat_(j,i)]_(target)
   std::vector<u64> qhat_mod52;            // 52-bit Shoup constants (targets below 2^50)
+  std::vector<u64> qhat_mod64;            // 64-bit Shoup constants (every target)
 };
 
 class Context {

@@ -109,6 +109,7 @@ const ModUpTable& Context::modup(std::uint32_t T, std::uint32_t j) const {
       for (std::uint32_t l = t->begin; l < t->end; ++l) if (l != i) v = mulmod(v, prm_.q[l] % mm.q, mm);
       t->qhat_mod.push_back(v);
       t->qhat_mod52.push_back(mm.q < (u64(1) << 50) ? static_cast<u64>((static_cast<u128>(v) << 52) / mm.q) : 0);
+      t->qhat_mod64.push_back(shoup(v, mm.q));
     }
   }
   auto& ref = *t;

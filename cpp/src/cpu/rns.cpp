@@ -101,7 +101,9 @@ void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
     const Modulus& mm = ctx.mod(idx);
     const u64* ins[64];
     for (std::uint32_t i = 0; i < w; ++i) ins[i] = y + std::size_t(tab.begin + i) * n;
-    if (!ifma::conv_small(ins, qm, tab.qhat_mod52.data() + ti * w, w, mm.q, out, n)) {
+    const bool done = mm.q < (u64(1) << 50) ? ifma::conv_small(ins, qm, tab.qhat_mod52.data() + ti * w, w, mm.q, out, n)
+                                            : ifma::conv_large(ins, qm, tab.qhat_mod64.data() + ti * w, w, mm.q, out, n);
+    if (!done) {
       for (std::uint32_t c = 0; c < n; ++c) {
         u128 s = 0;
         for (std::uint32_t i = 0; i < w; ++i) s += static_cast<u128>(ins[i][c]) * qm[i];

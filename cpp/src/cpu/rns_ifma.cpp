@@ -30,6 +30,32 @@ bool conv_small(const u64* const* in, const u64* w, const u64* w52, std::size_t 
   return true;
 }
 
+inline __m512i mul_lazy64(__m512i a, __m512i w, __m512i wp, __m512i q) {
+  const __m512i m32 = _mm512_set1_epi64(0xffffffffLL);
+  __m512i ah = _mm512_srli_epi64(a, 32), bh = _mm512_srli_epi64(wp, 32);
+  __m512i ll = _mm512_mul_epu32(a, wp), lh = _mm512_mul_epu32(a, bh);
+  __m512i hl = _mm512_mul_epu32(ah, wp), hh = _mm512_mul_epu32(ah, bh);
+  __m512i mid = _mm512_add_epi64(_mm512_add_epi64(_mm512_srli_epi64(ll, 32), _mm512_and_si512(lh, m32)),
+                                 _mm512_and_si512(hl, m32));
+  __m512i hi = _mm512_add_epi64(_mm512_add_epi64(hh, _mm512_srli_epi64(lh, 32)),
+                                _mm512_add_epi64(_mm512_srli_epi64(hl, 32), _mm512_srli_epi64(mid, 32)));
+  return _mm512_sub_epi64(_mm512_mullo_epi64(a, w), _mm512_mullo_epi64(hi, q));
+}
+
+bool conv_large(const u64* const* in, const u64* w, const u64* wp, std::size_t cnt, u64 qs, u64* out, std::size_t n) {
+  if (!ifma_enabled() || !cpu_has_avx512dq() || qs >= (u64(1) << 62) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
+  for (std::size_t c = 0; c < n; c += 8) {
+    __m512i acc = Z0;
+    for (std::size_t i = 0; i < cnt; ++i) {
+      __m512i x = _mm512_loadu_si512(in[i] + c);
+      acc = csub(_mm512_add_epi64(acc, mul_lazy64(x, _mm512_set1_epi64(w[i]), _mm512_set1_epi64(wp[i]), q)), q2);
+    }
+    _mm512_storeu_si512(out + c, csub(acc, q));
+  }
+  return true;
+}
+
 bool conv_wide(const u64* const* in, const u64* w, const u64* w52, const u64* wh, const u64* wh52,
                std::size_t cnt, u64 qs, u64* out, std::size_t n) {
   if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
@@ -80,7 +106,34 @@ bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, s
 namespace medtwin {
 namespace ifma {
 bool conv_small(const u64* const*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
+inline __m512i mul_lazy64(__m512i a, __m512i w, __m512i wp, __m512i q) {
+  const __m512i m32 = _mm512_set1_epi64(0xffffffffLL);
+  __m512i ah = _mm512_srli_epi64(a, 32), bh = _mm512_srli_epi64(wp, 32);
+  __m512i ll = _mm512_mul_epu32(a, wp), lh = _mm512_mul_epu32(a, bh);
+  __m512i hl = _mm512_mul_epu32(ah, wp), hh = _mm512_mul_epu32(ah, bh);
+  __m512i mid = _mm512_add_epi64(_mm512_add_epi64(_mm512_srli_epi64(ll, 32), _mm512_and_si512(lh, m32)),
+                                 _mm512_and_si512(hl, m32));
+  __m512i hi = _mm512_add_epi64(_mm512_add_epi64(hh, _mm512_srli_epi64(lh, 32)),
+                                _mm512_add_epi64(_mm512_srli_epi64(hl, 32), _mm512_srli_epi64(mid, 32)));
+  return _mm512_sub_epi64(_mm512_mullo_epi64(a, w), _mm512_mullo_epi64(hi, q));
+}
+
+bool conv_large(const u64* const* in, const u64* w, const u64* wp, std::size_t cnt, u64 qs, u64* out, std::size_t n) {
+  if (!ifma_enabled() || !cpu_has_avx512dq() || qs >= (u64(1) << 62) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
+  for (std::size_t c = 0; c < n; c += 8) {
+    __m512i acc = Z0;
+    for (std::size_t i = 0; i < cnt; ++i) {
+      __m512i x = _mm512_loadu_si512(in[i] + c);
+      acc = csub(_mm512_add_epi64(acc, mul_lazy64(x, _mm512_set1_epi64(w[i]), _mm512_set1_epi64(wp[i]), q)), q2);
+    }
+    _mm512_storeu_si512(out + c, csub(acc, q));
+  }
+  return true;
+}
+
 bool conv_wide(const u64* const*, const u64*, const u64*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
+bool conv_large(const u64* const*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool inner_mont(const u64* const*, const u64* const*, const u64* const*, std::size_t, u64, u64, u64*, u64*, std::size_t) { return false; }
 }  // namespace ifma
 }  // namespace medtwin
