@@ -28,6 +28,17 @@ ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "plum lantern orbit seventy quiet"
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel stop Xvfb when this script dies, even on a crash (PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass
+
+
 def _start_xvfb(size: str = "1600x1000x24") -> subprocess.Popen | None:
     if os.environ.get("DISPLAY"):
         return None
@@ -38,7 +49,7 @@ def _start_xvfb(size: str = "1600x1000x24") -> subprocess.Popen | None:
         if Path(f"/tmp/.X11-unix/X{n}").exists() or Path(f"/tmp/.X{n}-lock").exists():
             continue
         proc = subprocess.Popen([exe, f":{n}", "-screen", "0", size, "-nolisten", "tcp"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         for _ in range(100):
             if Path(f"/tmp/.X11-unix/X{n}").exists():
                 os.environ["DISPLAY"] = f":{n}"
