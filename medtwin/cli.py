@@ -207,7 +207,7 @@ def import_patients(sources: List[Path] = typer.Argument(..., help="FHIR R4 bund
         session, log = _session(user, password_env)
         require(session, "create_twins")
         records = workflow.load_records(sources)
-        log.append(session, "patient.import", n_patients=len(records))
+        workflow._log_import(log, session, sources, len(records))
     except MedTwinError as exc:
         _fail(exc)
     fields = {}
@@ -314,6 +314,11 @@ def gui():
     except ImportError as exc:
         _fail(MedTwinError(f"the desktop app needs the gui extra (pip install 'medtwin[gui]'): {exc}"))
     raise typer.Exit(gui_main([]))
+
+
+from medtwin.cli_security import mount as _mount_security  # noqa: E402  (audit, users, verify-export)
+
+_mount_security(app)
 
 
 def main() -> None:  # console-script entry point

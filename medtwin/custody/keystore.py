@@ -526,7 +526,7 @@ def load_public_bundle(dest: str | os.PathLike, *, expected_digest: str | None =
                              params=dict(h["params"]), **parts)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise TamperedError(f"{dest} has a malformed header: {exc}") from None
-    if pub.digest() != h["public_digest"]:
+    if pub.digest() != h.get("public_digest"):
         raise TamperedError(f"{dest}: public digest does not match its header")
     for name in ("public_key", "eval_mult_key", "rotation_keys"):
         t = key_tag_of(parts[name])

@@ -12,13 +12,14 @@ context (``ctx.cc``).
 """
 from __future__ import annotations
 
+import struct
 import threading
 from typing import Iterable, Sequence
 
 import numpy as np
 import openfhe
 
-from medtwin.errors import CiphertextFormatError, KeyMismatchError, MedTwinError, ValidationError
+from medtwin.errors import CiphertextFormatError, KeyMismatchError, MedTwinError, TamperedError, ValidationError
 from medtwin.he.keys import KeyMaterial, PublicMaterial
 from medtwin.he.params import CKKSParams
 
@@ -101,6 +102,8 @@ class HEContext:
         self.slots = int(cc.GetRingDimension()) // 2
         self.ring_dim = int(cc.GetRingDimension())
         self.key_tag = public.key_tag
+        self._ct_header: bytes | None = None
+        self._engine = None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -190,15 +193,20 @@ class HEContext:
         Raises:
             MedTwinError: this context has no secret key (a compute node).
             KeyMismatchError: the ciphertext belongs to another key pair.
+            TamperedError: OpenFHE cannot decode it (a corrupted ciphertext that passed the
+                structural checks: "approximation error too high", allocation failure).
         """
         if self._secret_key is None:
             raise MedTwinError("this context has no secret key: decryption happens only on the client")
         self.check_ciphertext(ct)
         n = self.slots if length is None else int(length)
         with _LOCK:
-            pt = self.cc.Decrypt(ct, self._secret_key)
-            pt.SetLength(n)
-            return np.asarray(pt.GetRealPackedValue(), dtype=np.float64)
+            try:
+                pt = self.cc.Decrypt(ct, self._secret_key)
+                pt.SetLength(n)
+                return np.asarray(pt.GetRealPackedValue(), dtype=np.float64)
+            except (RuntimeError, MemoryError) as exc:
+                raise TamperedError(f"decryption failed: the ciphertext is corrupted ({type(exc).__name__})") from None
 
     # -- bytes ------------------------------------------------------------------------------
     @staticmethod
@@ -206,24 +214,70 @@ class HEContext:
         return openfhe.Serialize(ct, _B)
 
     def deserialize(self, data: bytes):
-        """Bytes -> ciphertext of this context.
+        """Bytes -> ciphertext of this context, validated before OpenFHE sees them.
+
+        OpenFHE's own deserialiser trusts its input: fuzzing found altered bytes that crash the
+        process (SIGSEGV, SIGFPE, abort) or make Decrypt hang. So the bytes are checked first:
+
+        1. everything up to the key tag (the embedded crypto context) must equal a fresh ciphertext
+           of this context (it is identical for every ciphertext of one key pair at every level);
+        2. the element section must parse with the native bridge's structural parser (element and
+           tower counts, N, the context's moduli, exact length), when ``medtwin._core`` is built;
+        3. the 48-byte tail must be plausible: slots a power of two up to N/2, level within the
+           depth, noise-scale degree 1 or 2, finite scale above 1, CKKS packed encoding, no metadata.
 
         Raises:
-            CiphertextFormatError: not an OpenFHE ciphertext (truncated, corrupted, other type).
-            KeyMismatchError: a ciphertext of another key pair.
+            CiphertextFormatError: not an OpenFHE ciphertext of this context's shape (truncated,
+                corrupted, another object type).
+            KeyMismatchError: a ciphertext of another key pair or context.
         """
         if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < 64:
             raise CiphertextFormatError("ciphertext bytes are empty or truncated")
         data = bytes(data)
-        if self.public.context and not _same_context_prefix(data, self.public):
-            raise KeyMismatchError("ciphertext was made under another crypto context or key pair")
+        head = self._header()
+        if data[: len(head)] != head:
+            if self.key_tag.encode() not in data[: 4096 + 64 * 64]:
+                raise KeyMismatchError("ciphertext was made under another crypto context or key pair")
+            raise CiphertextFormatError("ciphertext header differs from this crypto context's (corrupted)")
+        self._check_elements(data)
+        self._check_tail(data)
         with _LOCK:
             try:
                 ct = openfhe.DeserializeCiphertextString(data, _B)
             except Exception as exc:
                 raise CiphertextFormatError(f"bytes are not an OpenFHE ciphertext: {exc}") from None
+        if ct is None:
+            raise CiphertextFormatError("bytes are not an OpenFHE ciphertext")
         self.check_ciphertext(ct)
         return ct
+
+    def _header(self) -> bytes:
+        if self._ct_header is None:
+            fresh = self.serialize(self.encrypt([0.0]))
+            end = fresh.find(self.key_tag.encode())
+            if end < 0:
+                raise CiphertextFormatError("cannot locate the key tag in this context's own ciphertexts")
+            self._ct_header = fresh[: end + len(self.key_tag)]
+        return self._ct_header
+
+    def _check_elements(self, data: bytes) -> None:
+        try:
+            from medtwin.he import bridge
+        except ImportError:  # the native module is optional; checks 1 and 3 still apply
+            return
+        if self._engine is None:
+            self._engine = bridge.engine_from_public(self.public)
+        bridge.import_ciphertext(self._engine, data)  # raises CiphertextFormatError on any mismatch
+
+    def _check_tail(self, data: bytes) -> None:
+        slots, level, _hops, degree, scale, scheme, encoding = struct.unpack("<IIIIdQi", data[-48:-12])
+        if not (0 < slots <= self.ring_dim // 2 and slots & (slots - 1) == 0):
+            raise CiphertextFormatError("ciphertext slot count is not a power of two up to N/2")
+        depth = self.depth or 64
+        if (level > depth or not 1 <= degree <= 2 or not (1.0 < scale < 2.0 ** 1000)
+                or scheme != 1 or encoding != 4 or data[-8:] != bytes(8)):
+            raise CiphertextFormatError("ciphertext metadata (level, noise degree, scale, scheme, encoding) "
+                                        "is implausible for this context")
 
 
 def _same_context_prefix(data: bytes, public: PublicMaterial) -> bool:

@@ -102,6 +102,15 @@ def load_records(sources: Sequence[os.PathLike | str]):
     return out
 
 
+def _log_import(log, session, sources, n_records: int) -> None:
+    from medtwin.twin.store import sha256
+
+    for src in sources:
+        p = Path(src)
+        log.append(session, "patient.import", format="csv" if p.suffix.lower() == ".csv" else "fhir",
+                   file_sha256=sha256(p.read_bytes()), n_patients=n_records if len(sources) == 1 else None)
+
+
 def eligible(records, spec: StudySpec):
     """Split records into those inside the model's declared ranges and the excluded count."""
     from medtwin.errors import RangeError
@@ -211,6 +220,7 @@ def encrypt_files(sources, keystore, passphrase: str, study_path, out, *, sessio
     except (OSError, ValueError) as exc:
         raise ValidationError(f"{study_path}: cannot read the study definition ({exc})") from None
     records = load_records(sources)
+    _log_import(log, session, sources, len(records))
     km = unlock_keystore(keystore, passphrase, log=log, actor=session)
     ctx = HEContext.from_keys(km)
     key = pseudonym_key(km)

@@ -113,6 +113,13 @@ def read_manifest(path: str | os.PathLike) -> dict:
     for key in ("kind", "key_tag", "meta", "blobs"):
         if key not in manifest:
             raise TamperedError(f"{mf}: manifest lacks {key!r}")
+    ok = (isinstance(manifest["kind"], str) and isinstance(manifest["key_tag"], str)
+          and isinstance(manifest["meta"], dict) and isinstance(manifest["blobs"], dict)
+          and all(isinstance(k, str) and isinstance(v, list)
+                  and all(isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h) for h in v)
+                  for k, v in manifest["blobs"].items()))
+    if not ok:
+        raise TamperedError(f"{mf}: manifest fields have the wrong types")
     return manifest
 
 
