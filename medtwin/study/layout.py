@@ -32,6 +32,10 @@ class SlotLayout:
             raise ValidationError("a study needs at least one patient, scenario and time point")
         if self.block > self.slots:
             raise ValidationError(f"{self.n_times} time points do not fit in {self.slots} slots")
+        if self.block * self.n_scenarios > self.slots:
+            raise ValidationError(f"{self.n_scenarios} scenarios x {self.block} slots per time grid exceed the "
+                                  f"{self.slots} slots of one ciphertext; use fewer scenarios or time points "
+                                  "(a patient's scenarios must share one ciphertext)")
 
     @property
     def block(self) -> int:

@@ -188,8 +188,13 @@ class EncryptedOutcome:
 
 
 def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads: int | None = None,
-             progress: ProgressFn | None = None) -> EncryptedOutcome:
-    """Compute node: run the study's FHE program on the encrypted cohort (public keys only)."""
+             progress: ProgressFn | None = None,
+             on_chunk: Callable[[int, dict], None] | None = None) -> EncryptedOutcome:
+    """Compute node: run the study's FHE program on the encrypted cohort (public keys only).
+
+    ``on_chunk(index, {output: ciphertext})`` is called after each ciphertext chunk (whole
+    patients, see :class:`SlotLayout`); :func:`decrypt_chunk` turns it into partial results.
+    """
     from medtwin.program import get_executor
 
     if cohort.key_tag != ctx.key_tag:
@@ -208,21 +213,17 @@ def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads:
     ex = get_executor(backend, ctx=ctx, threads=threads)
     outputs: dict[str, list] = {}
     t0 = time.perf_counter()
-    groups: dict[int, list[int]] = {}
+    n = cs.layout.n_ciphertexts
+    # One ciphertext chunk at a time: progress (and a cancel raised from the progress callback)
+    # per chunk, and ``on_chunk`` lets a client decrypt and draw partial results as they arrive.
     for c, prog in enumerate(cs.programs):
-        groups.setdefault(id(prog), []).append(c)
-    done = 0
-    for _, chunks in groups.items():
-        prog = cs.programs[chunks[0]]
-        ins = {k: [cohort.inputs[k][c] for c in chunks] for k in COVARIATES}
-        res = ex.run(prog, ins)
+        res = ex.run(prog, {k: [cohort.inputs[k][c]] for k in COVARIATES})
         for name, cts in res.items():
-            outputs.setdefault(name, [None] * cs.layout.n_ciphertexts)
-            for c, ct in zip(chunks, cts):
-                outputs[name][c] = ct
-        done += len(chunks)
+            outputs.setdefault(name, [None] * n)[c] = cts[0]
+        if on_chunk is not None:
+            on_chunk(c, {name: cts[0] for name, cts in res.items()})
         if progress:
-            progress("simulate", done / cs.layout.n_ciphertexts)
+            progress("simulate", (c + 1) / n)
     seconds = time.perf_counter() - t0
     prog0 = cs.programs[0]
     bounds = {name: max(float(p.error_bound(name)) for p in cs.programs) for name in outputs}
@@ -326,6 +327,18 @@ class StudyResult:
                 tiw_mean=float(np.mean(self.tiw[:, s])) if self.tiw is not None else float("nan"),
                 attain=float(np.mean((pk_ <= hi) & (tr >= lo)))))
         return res
+
+
+def decrypt_chunk(layout: SlotLayout, chunk: int, outputs: dict, ctx) -> dict[str, np.ndarray]:
+    """Client: decrypt one chunk's outputs; returns patient indices and their (scenarios, times) arrays."""
+    first = chunk * layout.patients_per_ct
+    n = min(layout.patients_per_ct, layout.n_patients - first)
+    res: dict[str, np.ndarray] = {"patients": np.arange(first, first + n)}
+    for name, ct in outputs.items():
+        v = ctx.decrypt(ct, layout.slots).reshape(layout.slots // layout.block, layout.block)
+        v = v[: layout.pairs_per_ct, : layout.n_times].reshape(layout.patients_per_ct, layout.n_scenarios, layout.n_times)
+        res[name] = v[:n] * (100.0 if name == "auc_h" else 1.0)
+    return res
 
 
 def decrypt_outcome(out: EncryptedOutcome, ctx, *, progress: ProgressFn | None = None) -> StudyResult:
