@@ -290,6 +290,21 @@ def _regimen_terms(model: OralPKModel, scenario: Scenario, times: np.ndarray, ta
     return r, c, K, M
 
 
+def trapezoid_weights(times: np.ndarray) -> np.ndarray:
+    """Trapezoid-rule weights over the output grid, normalised to 1 over the horizon: the
+    time-in-window fraction is sum_k w_k * window(C(t_k))."""
+    times = np.asarray(times, dtype=float)
+    w = np.zeros(times.size)
+    if times.size > 1:
+        d = np.diff(times)
+        w[:-1] += d / 2
+        w[1:] += d / 2
+        w /= times[-1] - times[0]
+    else:
+        w[:] = 1.0
+    return w
+
+
 def encode_plaintexts(model: OralPKModel, scenarios: list[Scenario], layout, times: np.ndarray,
                       taken: list[list[np.ndarray]] | None = None) -> dict[str, np.ndarray]:
     """Plaintext vectors of the program, shape (n_ciphertexts, slots) each.
@@ -329,15 +344,7 @@ def encode_plaintexts(model: OralPKModel, scenarios: list[Scenario], layout, tim
     }
     for j in range(jmax + 1):
         out[f"c{j}"] = layout.spread_pairs(c_all[j])
-    # Time-in-window: trapezoid weights over each pair's time grid, normalised to the horizon.
-    w = np.zeros(T)
-    if T > 1:
-        d = np.diff(times)
-        w[:-1] += d / 2
-        w[1:] += d / 2
-        w /= times[-1] - times[0]
-    else:
-        w[:] = 1.0
+    w = trapezoid_weights(times)
     out["tiw_w"] = layout.spread_pairs(np.broadcast_to(w[None, None, :], shape)) * layout.valid_mask()
     out["jmax"] = np.array(jmax)
     return out

@@ -388,16 +388,7 @@ def reference_outcome(spec: StudySpec, covariates: dict[str, np.ndarray], taken=
         tk = np.stack([taken[p][s] if taken is not None else sc.taken_fraction(p) for p in range(P)])
         r = model.reference(covariates, sc, times, tk)
         conc[:, s], auc[:, s] = r["conc"], r["auc"]
-    T = len(times)
-    w = np.zeros(T)
-    if T > 1:
-        d = np.diff(times)
-        w[:-1] += d / 2
-        w[1:] += d / 2
-        w /= times[-1] - times[0]
-    else:
-        w[:] = 1.0
-    tiw = (model.smooth_window(conc) * w).sum(axis=2)
+    tiw = (model.smooth_window(conc) * pk_oral.trapezoid_weights(times)).sum(axis=2)
     return {"conc": conc, "auc": auc, "tiw": tiw}
 
 
