@@ -4,54 +4,66 @@ Ranges
 ------
 Every value gets an interval that contains its *exact* value in every slot whenever each input
 lies in its declared range: interval arithmetic per op (a plaintext operand contributes its
-min/max over slots), intersected with the program's assumptions (``ProgramBuilder.assume_range``,
-and facts the approximations know, such as |T_k(y)| <= 1 for Chebyshev polynomials of y in
-[-1, 1]).
+min/max over slots), intersected with the program's assumptions (``ProgramBuilder.assume_range``;
+facts the approximations know, such as |T_k(y)| <= 1 for Chebyshev polynomials of y in [-1, 1];
+and the ranges of a polynomial piece's intermediate values measured on its dense grid).
 
 Errors
 ------
-``errors[v]`` bounds |computed(v) - exact(v)|, where *exact* means real arithmetic with every
-approximated function evaluated exactly. It is propagated op by op (first order in the
-approximation errors, exact for the products of errors that interval arithmetic gives):
+``errors[v]`` bounds |computed(v) - exact(v)| in every slot, where *exact* is real arithmetic with
+every approximated function evaluated exactly. A computed value is modelled as
 
-* add/sub: e_a + e_b;  neg, level_down: e_a
-* mul: M_a e_b + M_b e_a + e_a e_b  (M = max |exact value| from the range)
-* mul_plain: M_p e_a + (M_a + e_a) * encode;  mul_const c: |c| e_a + (M_a + e_a) 2^-p / 2
-* add_plain: e_a + encode;  add_const: e_a + 2^-p / 2
-* relin, rotate: e_a + keyswitch
-* rescale: e_a (1 + eps_r) + eps_r (M_a + e_a) + rescale_round, where eps_r bounds |2^p/q - 1|
-  for the dropped prime q (OpenFHE's FIXEDMANUAL divides by q but keeps the nominal scale 2^p)
-* an approximation region (a polynomial g of its input x computing f): internal ops are
-  propagated with the input's error set to 0 (only the CKKS noise of the internal ops
-  accumulates), and the region's output gets  lipschitz(g) * e_x + approx_error + internal.
-  ``approx_error`` is max |g - f| measured on a dense grid over the domain plus a Lipschitz term
-  for the grid spacing, so it is a bound, not just the theoretical Chebyshev estimate.
+    computed = s * exact + d + n
 
-Decryption adds ``noise.decrypt`` to an output (see :meth:`medtwin.program.ir.Program.error_bound`).
+* s, the **scale drift**: OpenFHE's FIXEDMANUAL rescale divides by the dropped prime q but keeps
+  the nominal scale 2^p, so it multiplies the value by f = 2^p/q (|f - 1| up to about 1e-5 at
+  N = 2^16). Tracked as an interval per value: a point when the context's primes are known
+  (:meth:`NoiseModel.from_context`), else f in [1/(1+eps), 1/(1-eps)] with eps estimated. With an
+  executor that applies :func:`scale_corrections`, s is reset to 1 by every constant or plaintext
+  product.
+* d, **deterministic** error, bounded in the worst case: approximation errors of the polynomial
+  pieces, constant rounding, drift mismatches where values of different drift meet (|s_a - s_b|
+  times the operand's magnitude), products of errors.
+* n, **random** CKKS noise: a sum of independent zero-mean sources (every fresh encryption,
+  relinearisation, rotation, rescale and plaintext encoding is one), each reaching the value with
+  a sensitivity bounded by first-order propagation (add: g_a + g_b; mul: M_b g_a + M_a g_b with
+  M = max |value|; constants scale it; the triangle inequality covers sources that arrive by
+  several paths). Stored per source as sensitivity * standard deviation, so its standard
+  deviation is at most the 2-norm of that vector, and the bound takes k_sigma (8) times it:
+  for Gaussian-like noise a per-slot exceedance probability below 1e-15.
 
-CKKS noise terms (:class:`NoiseModel`)
---------------------------------------
+total = |s - 1| max|exact| + d + k_sigma * sqrt(1 + c_dec^2) * ||n||_2  (c_dec: decryption noise).
+
+An approximation region (a polynomial g of its input x computing f) is analysed with its input
+taken as exact (s = 1, no error); at the region's output the input's error enters through g's
+Lipschitz constant:  d = L (|s_x - 1| M_x + d_x) + approx_error + d_internal,
+n = L n_x + n_internal. ``approx_error`` is max |g - f| on a dense grid over the domain widened by a
+second-order term for the grid spacing, so it is a bound, not only the theoretical Chebyshev
+estimate.
+
+CKKS noise sources (:class:`NoiseModel`, standard deviations per slot, in value units)
+-------------------------------------------------------------------------------------
 Heuristic canonical-embedding estimates (Costache, Curtis, Hales, Murphy, Ogilvie, Player, "On
 the precision loss in approximate homomorphic encryption", SAC 2023; the average-case analysis
 of Cheon, Kim, Kim, Song, ASIACRYPT 2017, section 3) for a uniform ternary secret (OpenFHE's
 default, Hamming weight about 2N/3) and Gaussian errors with sigma = 3.19. A coefficient error of
 variance V becomes a slot error of variance about N V / 2 (real part), and a value error after
-division by the scale 2^p. Each term is the standard deviation times ``k_sigma`` (default 8, so a
-per-slot exceedance probability below 1e-14 for a Gaussian), and the terms are added in the worst
-case, which makes the bound conservative by roughly the square root of the number of noisy ops:
+division by the scale 2^p:
 
 * fresh encryption: sigma^2 (4N/3) per coefficient  ->  sigma N sqrt(2/3) / 2^p, times 1.5
   (calibrated against OpenFHE, see ``FRESH_CAL``)
 * rescale rounding: (1/12)(1 + 2N/3) per coefficient  ->  about N / (6 * 2^p)
 * hybrid key switching (relinearisation, rotation): the digit-times-key-noise term divided by P
-  is of the order of a fresh encryption's noise (sigma N sqrt(dnum/6) / 2^p when P is about the
-  digit size); measured, it is; charged 1.5x the fresh term (``KEYSWITCH_CAL``)
-* decryption/decoding: a rounding term like the rescale's
-* plaintext / constant encoding rounding: (1/12) per coefficient -> sqrt(N/24) / 2^p
-* eps_r: from the live context's primes (:meth:`NoiseModel.from_context`, per level: a rescale
-  from level l drops q_(L-l)), otherwise estimated as
-  (depth/2 + 1) * N * p ln 2 * 2 / 2^p: the primes = 1 mod 2N nearest to 2^p are spaced about
-  N p ln 2 apart and OpenFHE takes them alternately above and below 2^p.
+  (sigma N sqrt(dnum/6) / 2^p at most when P is about the digit size); measured 0.34x the fresh
+  term, charged 0.75x (``KEYSWITCH_CAL``); each rotation also gets a deterministic
+  2 N^1.5 / 2^p (``ROTATE_BIAS``) for a systematic slot-0 error that is fixed per key pair
+* plaintext encoding rounding: (1/12) per coefficient -> sqrt(N/24) / 2^p
+* decryption: OpenFHE adds Gaussian noise of about the ciphertext's own noise level (estimated from
+  the imaginary parts); the random part of the bound is multiplied by sqrt(1 + 1.5^2)
+  (``DECRYPT_CAL``), so ``errors[v]`` is the error of v as decrypted
+* eps (drift without a context): (depth/2 + 1) * N * p ln 2 * 2 / 2^p: the primes = 1 mod 2N
+  nearest to 2^p are spaced about N p ln 2 apart and OpenFHE takes them alternately above and
+  below 2^p.
 """
 from __future__ import annotations
 
@@ -67,17 +79,27 @@ if TYPE_CHECKING:
     from medtwin.program.ir import Program
 
 SIGMA = 3.19
-# Calibration against the openfhe 1.6.1 wheel (N=2^12, depth 10, FIXEDMANUAL, HYBRID, default
-# dnum; 12288 slots): fresh encryption error std 1.38e-8 where sigma N sqrt(2/3) / 2^40 gives
-# 0.97e-8, so the formula is scaled by 1.5; the extra error of one rotation (hybrid key switch)
-# had std 1.44e-8, about that of a fresh encryption, so key switching is charged 1.5x fresh.
-FRESH_CAL = 1.5
-KEYSWITCH_CAL = 1.5
+# Calibration against the openfhe 1.6.1 wheel (N = 2^12..2^14, FIXEDMANUAL, HYBRID, default dnum,
+# tens of thousands of slots). OpenFHE's Decrypt adds Gaussian noise whose standard deviation it
+# estimates from the imaginary parts, i.e. about the ciphertext's own noise: two decryptions of
+# one ciphertext differ by sqrt(2) x 1.0e-8 at N = 2^12 for a fresh ciphertext whose error
+# without that term is 0.92e-8 (sigma N sqrt(2/3) / 2^40 = 0.97e-8), and the ratio stayed 1.05-1.1
+# after products that amplified the noise 30x and 900x. The extra error of one rotation was 0.34x
+# a fresh encryption's in the bulk of the slots, plus a systematic error in slot 0 that is fixed
+# for a key pair (the same sign and size for every ciphertext and rotation amount) and random
+# across key pairs: |error| / (N^1.5 / 2^40) was 0.2-0.65 over three key pairs each at N = 2^12,
+# 2^13 and 2^14. It is charged per rotation as a deterministic 2 N^1.5 / 2^p.
+FRESH_CAL = 1.2  # ciphertext noise of a fresh encryption = 1.2 sigma N sqrt(2/3) / 2^p
+KEYSWITCH_CAL = 0.75  # random key-switch noise = 0.75 x the fresh term
+DECRYPT_CAL = 1.5  # decryption adds noise of std <= 1.5 x the ciphertext's noise std
+ROTATE_BIAS = 2.0  # per rotation: ROTATE_BIAS * N^1.5 / 2^p for the slot-0 term
 
 
 @dataclass(frozen=True)
 class NoiseModel:
-    """Per-op CKKS noise bounds in value units (already divided by the scale).
+    """CKKS noise sources as per-slot standard deviations in value units (divided by the scale),
+    the drift of each rescale, and ``k_sigma``, the multiple of the standard deviation taken as
+    the bound. ``decrypt`` is the ratio of the decryption's added noise to the ciphertext's.
 
     Build with :meth:`from_params` (no live context: N and the primes estimated) or
     :meth:`from_context` (the primes of an OpenFHE context).
@@ -92,43 +114,60 @@ class NoiseModel:
     rescale_rel: float
     decrypt: float
     source: str = "estimate"
-    rescale_rel_by_level: tuple[float, ...] = ()  # [l]: |2^p/q - 1| for the rescale leaving level l
+    rescale_factors: tuple[float, ...] = ()  # [l]: exactly 2^p / q for the rescale leaving level l
+    corrected: bool = False  # the executor applies :func:`scale_corrections`
+    k_sigma: float = 8.0
+    rotate_bias: float = 0.0
 
-    def rel_at(self, level: int) -> float:
-        """Bound on |2^p/q - 1| for the prime a rescale from ``level`` drops."""
-        if 0 <= level < len(self.rescale_rel_by_level):
-            return self.rescale_rel_by_level[level]
-        return self.rescale_rel
+    def factor_range(self, level: int) -> tuple[float, float]:
+        """Interval of 2^p/q for the prime a rescale from ``level`` drops (a point when known)."""
+        if 0 <= level < len(self.rescale_factors):
+            f = self.rescale_factors[level]
+            return f, f
+        e = self.rescale_rel
+        return 1.0 / (1.0 + e), 1.0 / (1.0 - e) if e < 1 else math.inf
+
+    def with_correction(self, corrected: bool = True) -> NoiseModel:
+        """The same model for an executor that does (or does not) apply scale corrections."""
+        from dataclasses import replace
+
+        return replace(self, corrected=bool(corrected))
 
     @staticmethod
     def make(ring_dim: int, scaling_mod_size: int, rescale_rel: float, *, k_sigma: float = 8.0,
-             source: str = "estimate", by_level: tuple[float, ...] = ()) -> NoiseModel:
+             source: str = "estimate", factors: tuple[float, ...] = (), corrected: bool = False) -> NoiseModel:
         """The model for ring dimension N, scale 2^p and a given bound on |2^p/q - 1|."""
         n = float(ring_dim)
         delta = 2.0 ** scaling_mod_size
-        fresh_std = FRESH_CAL * SIGMA * n * math.sqrt(2.0 / 3.0) / delta
-        fresh = k_sigma * fresh_std
-        rnd = k_sigma * math.sqrt((1.0 + 2.0 * n / 3.0) / 12.0 * n / 2.0) / delta
-        enc = k_sigma * math.sqrt(n / 24.0) / delta
+        fresh = FRESH_CAL * SIGMA * n * math.sqrt(2.0 / 3.0) / delta
+        rnd = math.sqrt((1.0 + 2.0 * n / 3.0) / 12.0 * n / 2.0) / delta
+        enc = math.sqrt(n / 24.0) / delta
         return NoiseModel(ring_dim=int(ring_dim), scaling_mod_size=int(scaling_mod_size), fresh=fresh,
                           rescale_round=rnd, keyswitch=KEYSWITCH_CAL * fresh, encode=enc,
-                          rescale_rel=float(rescale_rel), decrypt=rnd, source=source, rescale_rel_by_level=tuple(by_level))
+                          rescale_rel=float(rescale_rel), decrypt=DECRYPT_CAL,
+                          rotate_bias=ROTATE_BIAS * n ** 1.5 / delta, source=source, rescale_factors=tuple(factors),
+                          corrected=corrected, k_sigma=float(k_sigma))
 
     @staticmethod
-    def from_params(params, depth: int) -> NoiseModel:
+    def from_params(params, depth: int, *, corrected: bool = False) -> NoiseModel:
         """Estimate for plan parameters (``ring_dim`` None: 2^16, what 128-bit security needs for
-        the depths of this project's models)."""
+        the depths of this project's models). ``corrected``: the executor applies scale
+        corrections (:func:`scale_drift`)."""
         from medtwin.program.ir import PlanParams
 
         pp = PlanParams.of(params)
         n = pp.ring_dim or (1 << 16)
         p = pp.scaling_mod_size
         eps = (max(depth, 1) / 2.0 + 1.0) * n * p * math.log(2.0) * 2.0 / 2.0 ** p
-        return NoiseModel.make(n, p, eps, source=f"estimate for N=2^{int(math.log2(n))}, depth {depth}")
+        return NoiseModel.make(n, p, eps, source=f"estimate for N=2^{int(math.log2(n))}, depth {depth}",
+                               corrected=corrected)
 
     @staticmethod
-    def from_context(cc) -> NoiseModel:
-        """The model for a live OpenFHE CKKS context: its ring dimension, scale and actual primes.
+    def from_context(cc, *, corrected: bool = False) -> NoiseModel:
+        """The model for a live OpenFHE CKKS context: its ring dimension, scale and actual primes
+        (in tower order, so the scale drift of every value is computed exactly). ``corrected``:
+        the executor applies scale corrections (``OpenFHEExecutor(correct_scale=True)``; use
+        ``executor.noise_model()`` to get the matching model).
 
         Raises:
             ProgramError: the context's modulus does not factor into primes near 2^p (not a
@@ -155,16 +194,18 @@ class NoiseModel:
             raise ProgramError("the crypto context's modulus is not a product of primes near the scale")
         eps = max((abs(base / q - 1.0) for q in primes), default=0.0)
         chain = _tower_moduli(cc)
-        by_level: tuple[float, ...] = ()
+        factors: tuple[float, ...] = ()
         if chain and chain[0] == q0 and sorted(chain[1:]) == sorted(primes):
             # a rescale from level l drops the last remaining tower, q_(L - l)
-            by_level = tuple(abs(base / q - 1.0) for q in reversed(chain[1:]))
-        return NoiseModel.make(n, p, eps, source=f"context N=2^{int(math.log2(n))}, {len(primes)} scaling primes",
-                               by_level=by_level)
+            factors = tuple(base / q for q in reversed(chain[1:]))
+        return NoiseModel.make(n, p, eps, source=f"context N=2^{int(math.log2(n))}, {len(primes)} scaling primes"
+                               f"{' in order' if factors else ''}{', corrected' if corrected else ''}",
+                               factors=factors, corrected=corrected)
 
     def describe(self) -> str:
-        return (f"{self.source}: fresh {self.fresh:.2g}, rescale {self.rescale_round:.2g} + "
-                f"{self.rescale_rel:.2g} relative, keyswitch {self.keyswitch:.2g}, encode {self.encode:.2g}")
+        return (f"{self.source}: noise std fresh {self.fresh:.2g}, keyswitch {self.keyswitch:.2g}, "
+                f"rescale {self.rescale_round:.2g}, encode {self.encode:.2g} (bound {self.k_sigma:g} sigma); "
+                f"rescale drift |2^p/q - 1| <= {self.rescale_rel:.2g}")
 
 
 def _tower_moduli(cc) -> list[int]:
@@ -254,65 +295,193 @@ def analyse(prog: Program, noise: NoiseModel) -> tuple[list[tuple[float, float]]
     Raises:
         ProgramError: an assumption contradicts the computed range, a value is not finite.
     """
+    rng, err, _, _ = _propagate(prog, noise)
+    return rng, err
+
+
+def scale_corrections(prog: Program, noise: NoiseModel) -> dict[int, float]:
+    """Factors by which an executor multiplies the constant / plaintext of an op so that the
+    FIXEDMANUAL scale drift is cancelled where it can be (see the module docstring):
+    ``mul_const``/``mul_plain`` at level l on a value of drift s get 1/(s 2^p/q_l), so the value
+    after the rescale has drift exactly 1; ``add_const``/``add_plain`` get s, so the constant
+    joins the value at the value's drift. Ops not listed keep factor 1.
+
+    Raises:
+        ProgramError: ``noise`` does not know the exact primes for every level of the program
+            (build it with :meth:`NoiseModel.from_context`).
+    """
+    if len(noise.rescale_factors) < prog.depth:
+        raise ProgramError("scale corrections need the context's primes for every level "
+                           f"(the noise model knows {len(noise.rescale_factors)}, the program needs {prog.depth})")
+    return _propagate(prog, noise.with_correction(True))[3]
+
+
+class _Noise:
+    """Random-noise sensitivities of one value: {source: sensitivity * std} (sparse)."""
+
+    __slots__ = ("v",)
+
+    def __init__(self, v: dict[int, float] | None = None):
+        self.v = v or {}
+
+    def scaled(self, c: float) -> _Noise:
+        c = abs(c)
+        return _Noise({k: x * c for k, x in self.v.items()}) if c != 1.0 else self
+
+    def plus(self, o: _Noise) -> _Noise:
+        if not o.v:
+            return self
+        if not self.v:
+            return o
+        a, b = (self.v, o.v) if len(self.v) >= len(o.v) else (o.v, self.v)
+        r = dict(a)
+        for k, x in b.items():
+            r[k] = r.get(k, 0.0) + x
+        return _Noise(r)
+
+    def add_source(self, key: int, std: float) -> _Noise:
+        if std == 0.0:
+            return self
+        r = dict(self.v)
+        r[key] = r.get(key, 0.0) + std
+        return _Noise(r)
+
+    def norm(self) -> float:
+        return math.sqrt(sum(x * x for x in self.v.values()))
+
+
+def _propagate(prog: Program, noise: NoiseModel):
+    """The analysis pass (see the module docstring). Returns ranges, total error bounds, drift
+    intervals and the executor's scale corrections (meaningful when the primes are known)."""
     ops = prog.ops
     hints = {a.value: (a.lo, a.hi) for a in getattr(prog, "assumptions", [])}
     input_range = {i.name: i.range for i in prog.inputs}
     pr = [plain_range(p) for p in prog.plaintexts]
     region_in = {r_i: r.input for r_i, r in enumerate(prog.regions)}
     region_out = {r.output: r_i for r_i, r in enumerate(prog.regions)}
+    corrected = noise.corrected
+    ks = noise.k_sigma * math.sqrt(1.0 + noise.decrypt ** 2)
+    n_ops = len(ops)
     rng: list[tuple[float, float]] = []
+    drift: list[tuple[float, float]] = []
+    det: list[float] = []
+    rnd_n: list[_Noise | None] = []
     err: list[float] = []
+    corr: dict[int, float] = {}
     eps_q = 2.0 ** -noise.scaling_mod_size
+    one = (1.0, 1.0)
+    empty = _Noise()
+    # free the noise vectors of values nobody reads any more (outputs and region inputs are kept)
+    last = [-1] * n_ops
+    for op in ops:
+        for x in op.args:
+            last[x] = op.out
+    keep = {o.value for o in prog.outputs} | {r.input for r in prog.regions}
+
+    def dev(sv):
+        return max(abs(sv[0] - 1.0), abs(sv[1] - 1.0))
+
     for op in ops:
         k = op.kind
         a = [rng[x] for x in op.args]
-        ea = [err[x] for x in op.args]
-        if op.region is not None:
+        sa = [drift[x] for x in op.args]
+        da = [det[x] for x in op.args]
+        na = [rnd_n[x] for x in op.args]
+        if op.region is not None:  # the region input enters as exact; its error is charged at the output
             src = region_in[op.region]
-            ea = [0.0 if x == src else e for x, e in zip(op.args, ea)]
+            for i, x in enumerate(op.args):
+                if x == src:
+                    sa[i], da[i], na[i] = one, 0.0, empty
+        ta = [da[i] + ks * na[i].norm() for i in range(len(op.args))]  # error bounds of the operands
+        sv = sa[0] if sa else one
+        src_key = op.out
         if k == "input":
-            r = input_range[op.name]
-            e = noise.fresh
-        elif k == "add":
-            r = iv_add(*a); e = ea[0] + ea[1]
-        elif k == "sub":
-            r = iv_sub(*a); e = ea[0] + ea[1]
+            r, sv, d, nv = input_range[op.name], one, 0.0, empty.add_source(src_key, noise.fresh)
+        elif k in ("add", "sub"):
+            r = iv_add(*a) if k == "add" else iv_sub(*a)
+            i = 0 if mag(a[0]) >= mag(a[1]) else 1  # the drift of the larger operand is kept
+            j = 1 - i
+            sv = sa[i]
+            mism = max(abs(sa[j][1] - sa[i][0]), abs(sa[i][1] - sa[j][0]))
+            d = da[0] + da[1] + mism * mag(a[j])
+            nv = na[0].plus(na[1])
         elif k == "neg":
-            r = iv_neg(a[0]); e = ea[0]
+            r, d, nv = iv_neg(a[0]), da[0], na[0]
         elif k == "mul":
             r = iv_mul(*a)
-            e = mag(a[0]) * ea[1] + mag(a[1]) * ea[0] + ea[0] * ea[1]
+            sv = iv_mul(sa[0], sa[1])
+            m0, m1 = sa[0][1] * mag(a[0]), sa[1][1] * mag(a[1])
+            d = m0 * da[1] + m1 * da[0] + ta[0] * ta[1]
+            nv = na[1].scaled(m0).plus(na[0].scaled(m1))
         elif k == "relin":
-            r = a[0]; e = ea[0] + noise.keyswitch
+            r, d, nv = a[0], da[0], na[0].add_source(src_key, noise.keyswitch)
         elif k == "rotate":
-            r = a[0]; e = ea[0] + noise.keyswitch
+            r, d, nv = a[0], da[0] + noise.rotate_bias, na[0].add_source(src_key, noise.keyswitch)
+        elif k == "level_down":
+            r, d, nv = a[0], da[0], na[0]
         elif k == "rescale":
             r = a[0]
-            eps = noise.rel_at(prog.ops[op.args[0]].level)
-            e = ea[0] * (1.0 + eps) + eps * (mag(a[0]) + ea[0]) + noise.rescale_round
-        elif k == "level_down":
-            r = a[0]; e = ea[0]
-        elif k == "mul_plain":
-            p = pr[op.plain]
-            r = iv_mul(a[0], p)
-            e = mag(p) * ea[0] + (mag(a[0]) + ea[0]) * noise.encode
-        elif k == "add_plain":
-            r = iv_add(a[0], pr[op.plain]); e = ea[0] + noise.encode
-        elif k == "mul_const":
-            r = iv_scale(a[0], op.const)
-            e = abs(op.const) * ea[0] + (mag(a[0]) + ea[0]) * eps_q / 2
-        elif k == "add_const":
-            r = iv_shift(a[0], op.const); e = ea[0] + eps_q / 2
+            arg = ops[op.args[0]]
+            f = noise.factor_range(arg.level)
+            if corrected and arg.kind in ("mul_const", "mul_plain"):
+                sv = one  # the correction made the product's drift exactly 1 / f
+            else:
+                sv = (sa[0][0] * f[0], sa[0][1] * f[1])
+            d = da[0] * f[1]
+            nv = na[0].scaled(f[1]).add_source(src_key, noise.rescale_round)
+        elif k in ("mul_const", "mul_plain"):
+            if k == "mul_const":
+                c = (op.const, op.const)
+                r = iv_scale(a[0], op.const)
+            else:
+                c = pr[op.plain]
+                r = iv_mul(a[0], c)
+            g = 1.0
+            if corrected:
+                f = noise.factor_range(op.level)
+                g = 1.0 / (sa[0][0] * f[0])  # the executor's factor (exact when s and f are known)
+                corr[op.out] = g
+                sv = (1.0 / f[1], 1.0 / f[0])
+            cm = mag(c) * g
+            d = cm * da[0]
+            nv = na[0].scaled(cm)
+            if k == "mul_const":
+                d += (sa[0][1] * mag(a[0]) + ta[0]) * eps_q / 2 * g  # the constant rounded to 2^-p
+            else:
+                nv = nv.add_source(src_key, (sa[0][1] * mag(a[0]) + ta[0]) * noise.encode * g)
+        elif k in ("add_const", "add_plain"):
+            c = (op.const, op.const) if k == "add_const" else pr[op.plain]
+            r = iv_add(a[0], c)
+            if corrected:
+                corr[op.out] = sa[0][0]
+                d = da[0] + (sa[0][1] - sa[0][0]) * mag(c)
+            else:
+                d = da[0] + dev(sa[0]) * mag(c)
+            nv = na[0]
+            if k == "add_const":
+                d += eps_q / 2 * sa[0][1]
+            else:
+                nv = nv.add_source(src_key, noise.encode * sa[0][1])
         else:  # validated before analysis
             raise ProgramError(f"op {op.out}: unknown kind {k!r}")
         if op.out in region_out:
             reg = prog.regions[region_out[op.out]]
-            e = reg.lipschitz * err[reg.input] + reg.approx_error + e
+            x = reg.input
+            lip = reg.lipschitz
+            d = lip * (dev(drift[x]) * mag(rng[x]) + det[x]) + reg.approx_error + d
+            nv = rnd_n[x].scaled(lip).plus(nv)
             r = reg.out_range  # hull of f and g over the domain (the exact value is f(x))
         if op.out in hints:
             r = iv_intersect(r, hints[op.out], f"value {op.out} ({k})")
-        if not (math.isfinite(r[0]) and math.isfinite(r[1]) and math.isfinite(e)):
+        total = dev(sv) * mag(r) + d + ks * nv.norm()
+        if not (math.isfinite(r[0]) and math.isfinite(r[1]) and math.isfinite(total)):
             raise ProgramError(f"value {op.out} ({k}) has an unbounded range or error")
         rng.append((float(r[0]), float(r[1])))
-        err.append(float(e))
-    return rng, err
+        drift.append((float(sv[0]), float(sv[1])))
+        det.append(float(d))
+        rnd_n.append(nv)
+        err.append(float(total))
+        for x in op.args:
+            if last[x] == op.out and x not in keep:
+                rnd_n[x] = None
+    return rng, err, drift, corr

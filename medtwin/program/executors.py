@@ -261,6 +261,12 @@ class OpenFHEExecutor(Executor):
         cc: the OpenFHE crypto context (with relinearisation and rotation keys loaded); its depth
             must be at least ``program.depth``.
         ctx: alternatively a :class:`medtwin.he.openfhe_backend.HEContext` (its ``cc`` is used).
+        correct_scale: cancel FIXEDMANUAL's scale drift (OpenFHE divides by the prime q but keeps
+            the nominal scale 2^p, so every rescale multiplies the value by 2^p/q, |2^p/q - 1| up
+            to about 1e-5 at N=2^16) by scaling the constant / plaintext of ``mul_const``,
+            ``mul_plain``, ``add_const`` and ``add_plain`` ops with the factors of
+            :func:`medtwin.program.bounds.scale_corrections` for this context's primes. Costs
+            nothing at run time. Use :meth:`noise_model` for the matching error bounds.
         threads: batch elements run in a pool of this many threads (None or 1: sequential).
             OpenFHE already spreads each operation over its OpenMP threads; measured on the 2-core
             development machine (N=2^14, EvalMult, :func:`measure_gil_release`), two Python
@@ -271,23 +277,51 @@ class OpenFHEExecutor(Executor):
 
     name = "openfhe"
 
-    def __init__(self, cc=None, *, ctx=None, threads: int | None = None):
+    def __init__(self, cc=None, *, ctx=None, threads: int | None = None, correct_scale: bool = True):
         if cc is None and ctx is not None:
             cc = ctx.cc
         if cc is None:
             raise ProgramError("OpenFHEExecutor needs a crypto context (cc=...) or an HEContext (ctx=...)")
         self.cc = cc
         self.threads = max(1, int(threads)) if threads is not None else 1
-        self._pt: dict[tuple[int, int, int], Any] = {}
+        self._pt: dict[tuple, Any] = {}  # (program id, plaintext, level, factor) -> Plaintext
+        self._corr: dict[int, tuple[Program, dict[int, float]]] = {}
         self._lock = threading.Lock()
         self.slots = int(cc.GetRingDimension()) // 2
+        from medtwin.program.bounds import NoiseModel
 
-    def _plaintext(self, program: Program, idx: int, level: int):
-        key = (id(program), idx, level)
+        self._noise = NoiseModel.from_context(cc)
+        self.correct_scale = bool(correct_scale) and bool(self._noise.rescale_factors)
+        self._noise = self._noise.with_correction(self.correct_scale)
+
+    def noise_model(self):
+        """The :class:`~medtwin.program.bounds.NoiseModel` of this context and correction mode, for
+        ``program.error_bound(name, noise=executor.noise_model())``."""
+        return self._noise
+
+    def _corrections(self, program: Program) -> dict[int, float]:
+        if not self.correct_scale:
+            return {}
+        with self._lock:
+            hit = self._corr.get(id(program))
+        if hit is not None and hit[0] is program:
+            return hit[1]
+        from medtwin.program.bounds import scale_corrections
+
+        if len(self._noise.rescale_factors) < program.depth:
+            raise ProgramError(f"program depth {program.depth} exceeds the context's {len(self._noise.rescale_factors)}")
+        corr = scale_corrections(program, self._noise)
+        with self._lock:
+            self._corr[id(program)] = (program, corr)
+        return corr
+
+    def _plaintext(self, program: Program, idx: int, level: int, factor: float = 1.0):
+        key = (id(program), idx, level, factor)
         with self._lock:
             pt = self._pt.get(key)
         if pt is None:
-            pt = self.cc.MakeCKKSPackedPlaintext(program.plaintexts[idx].tolist(), 1, level)
+            v = program.plaintexts[idx] if factor == 1.0 else program.plaintexts[idx] * factor
+            pt = self.cc.MakeCKKSPackedPlaintext(v.tolist(), 1, level)
             with self._lock:
                 self._pt[key] = pt
         return pt
@@ -302,6 +336,7 @@ class OpenFHEExecutor(Executor):
         if program.slots > self.slots:
             raise ProgramError(f"program has {program.slots} slots; the context has {self.slots}")
         cc = self.cc
+        corr = self._corrections(program)
         last = last_uses(program.ops, program.outputs)
         vals: list[Any] = [None] * len(program.ops)
         done = 0
@@ -327,13 +362,13 @@ class OpenFHEExecutor(Executor):
                 elif k == "rescale":
                     v = cc.Rescale(a[0])
                 elif k == "mul_plain":
-                    v = cc.EvalMult(a[0], self._plaintext(program, op.plain, op.level))
+                    v = cc.EvalMult(a[0], self._plaintext(program, op.plain, op.level, corr.get(op.out, 1.0)))
                 elif k == "add_plain":
-                    v = cc.EvalAdd(a[0], self._plaintext(program, op.plain, op.level))
+                    v = cc.EvalAdd(a[0], self._plaintext(program, op.plain, op.level, corr.get(op.out, 1.0)))
                 elif k == "mul_const":
-                    v = cc.EvalMult(a[0], float(op.const))
+                    v = cc.EvalMult(a[0], float(op.const) * corr.get(op.out, 1.0))
                 elif k == "add_const":
-                    v = cc.EvalAdd(a[0], float(op.const))
+                    v = cc.EvalAdd(a[0], float(op.const) * corr.get(op.out, 1.0))
                 elif k == "rotate":
                     v = cc.EvalRotate(a[0], int(op.rot))
                 elif k == "level_down":

@@ -344,10 +344,13 @@ class Program:
         """
         o = self.output(output)
         if noise is None:
-            return float(self.errors[o.value])
-        from medtwin.program.bounds import analyse
+            noise = self.noise
+            e = self.errors[o.value]
+        else:
+            from medtwin.program.bounds import analyse
 
-        return float(analyse(self, noise)[1][o.value])
+            e = analyse(self, noise)[1][o.value]
+        return float(e)
 
     def output_range(self, output: str) -> tuple[float, float]:
         """Interval of the exact output value over its declared input ranges."""
@@ -475,7 +478,7 @@ class Program:
         lines.append("  outputs:")
         for o in self.outputs:
             lo, hi = self.ranges[o.value]
-            e = self.errors[o.value]
+            e = self.error_bound(o.name)
             rel = f", relative {e / o.scale_hint:.3g} of {o.scale_hint:g}" if o.scale_hint else ""
             lines.append(f"    {o.name}: level {self.ops[o.value].level}, range [{lo:.6g}, {hi:.6g}], "
                          f"error bound {e:.3g}{rel}")

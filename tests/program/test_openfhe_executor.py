@@ -52,6 +52,7 @@ def ctx():
     return Ctx()
 
 
+
 def test_noise_model_reads_the_primes(ctx):
     nm = ctx.noise
     assert nm.ring_dim == RING and nm.scaling_mod_size == SCALE_BITS
@@ -67,14 +68,17 @@ def test_random_programs_under_openfhe_within_bound(ctx, case):
     prog = b.build(PARAMS)
     assert prog.depth <= DEPTH
     cts = {k: ctx.enc(v) for k, v in inputs.items()}
-    out = OpenFHEExecutor(ctx.cc).run(prog, cts)
-    for name, want in expected.items():
-        got = ctx.dec(out[name])
-        observed = float(np.max(np.abs(got - want)))
-        bound = prog.error_bound(name, noise=ctx.noise)
-        assert observed <= bound, (name, observed, bound)
-        floor = ctx.noise.fresh / 10.0  # x - x and the like cancel exactly: no ratio to check
-        assert bound <= 1e3 * max(observed, floor), (name, observed, bound)
+    for correct in (True, False):
+        ex = OpenFHEExecutor(ctx.cc, correct_scale=correct)
+        out = ex.run(prog, cts)
+        for name, want in expected.items():
+            got = ctx.dec(out[name])
+            observed = float(np.max(np.abs(got - want)))
+            bound = prog.error_bound(name, noise=ex.noise_model())
+            assert observed <= bound, (name, correct, observed, bound)
+            # Outputs that cancel exactly (x - x, ...) show only decryption noise: no ratio to check.
+            if observed > ctx.noise.fresh:
+                assert bound <= 1e3 * observed, (name, correct, observed, bound)
 
 
 def test_batch_plaintext_cache_and_levels(ctx):
