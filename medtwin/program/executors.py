@@ -266,7 +266,9 @@ class OpenFHEExecutor(Executor):
             to about 1e-5 at N=2^16) by scaling the constant / plaintext of ``mul_const``,
             ``mul_plain``, ``add_const`` and ``add_plain`` ops with the factors of
             :func:`medtwin.program.bounds.scale_corrections` for this context's primes. Costs
-            nothing at run time. Use :meth:`noise_model` for the matching error bounds.
+            nothing at run time. Off by default, so that every backend runs the plan literally
+            and ``NoiseModel.from_context(cc)`` bounds hold for all of them; when on, use
+            :meth:`noise_model` for the matching (tighter) error bounds.
         threads: batch elements run in a pool of this many threads (None or 1: sequential).
             OpenFHE already spreads each operation over its OpenMP threads; measured on the 2-core
             development machine (N=2^14, EvalMult, :func:`measure_gil_release`), two Python
@@ -277,7 +279,7 @@ class OpenFHEExecutor(Executor):
 
     name = "openfhe"
 
-    def __init__(self, cc=None, *, ctx=None, threads: int | None = None, correct_scale: bool = True):
+    def __init__(self, cc=None, *, ctx=None, threads: int | None = None, correct_scale: bool = False):
         if cc is None and ctx is not None:
             cc = ctx.cc
         if cc is None:
