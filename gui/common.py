@@ -74,9 +74,11 @@ class Runner:
     def start(self, parent: QWidget, fn: Callable, title: str, *, on_success: Callable | None = None,
               on_progress: Callable | None = None, on_cancel: Callable | None = None,
               on_fail: Callable | None = None, on_done: Callable | None = None,
-              wants_progress: bool = False) -> Worker:
+              wants_progress: bool = False, on_partial: Callable | None = None) -> Worker:
         """Run ``fn`` in a worker thread; errors go to an error dialog (and ``on_fail``)."""
-        w = Worker(fn, title, wants_progress=wants_progress)
+        w = Worker(fn, title, wants_progress=wants_progress, wants_partial=on_partial is not None)
+        if on_partial:
+            w.partial.connect(on_partial)
         if on_progress:
             w.progress.connect(on_progress)
         if on_success:

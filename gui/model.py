@@ -15,7 +15,10 @@ Where data lives:
   is written to disk. Exports write only what the clinician selects, by pseudonymous twin id.
 * Long operations take a ``progress(stage, fraction)`` callback and a :class:`CancelToken`; the
   token is checked at every progress call, i.e. between ciphertext chunks (OpenFHE calls
-  themselves are not interruptible).
+  themselves are not interruptible), and before each chunk is decrypted.
+* :meth:`AppModel.run` decrypts every ciphertext chunk on the client as soon as the compute
+  context has finished it and hands it to ``on_partial`` as a :class:`PartialResult`, so the app
+  can draw the patients simulated so far while the run goes on.
 """
 from __future__ import annotations
 
@@ -74,6 +77,43 @@ def _progress(progress: ProgressFn | None, token: CancelToken | None) -> Progres
         if progress is not None:
             progress(stage, float(fraction))
     return fn
+
+
+@dataclass
+class PartialResult:
+    """The patients decrypted so far during a run (client side, memory only).
+
+    ``conc`` is (patients so far, scenarios, times) in mg/L, ``auc`` the cumulative AUC in mg*h/L
+    with the same shape, ``tiw`` (patients so far, scenarios) the fraction of the horizon in the
+    therapeutic window (None when the study has no such output). ``patients`` are the rows of the
+    cohort (and of the final :class:`~medtwin.study.study.StudyResult`) these arrays belong to.
+    """
+
+    spec: object          # StudySpec
+    times: np.ndarray
+    patients: np.ndarray  # cohort row indices, ascending
+    conc: np.ndarray
+    auc: np.ndarray
+    tiw: np.ndarray | None
+    chunks_done: int
+    n_chunks: int
+    n_patients: int
+
+    def add(self, chunk: dict) -> "PartialResult":
+        """A new PartialResult with one decrypted chunk (the dict of
+        :func:`~medtwin.study.study.decrypt_chunk`) appended."""
+        tiw = chunk["tiw_terms"].sum(axis=2) if "tiw_terms" in chunk else None
+        return dataclasses.replace(
+            self, patients=np.concatenate([self.patients, chunk["patients"]]),
+            conc=np.concatenate([self.conc, chunk["conc"]]), auc=np.concatenate([self.auc, chunk["auc_h"]]),
+            tiw=None if tiw is None or self.tiw is None else np.concatenate([self.tiw, tiw]),
+            chunks_done=self.chunks_done + 1)
+
+    @classmethod
+    def empty(cls, spec, layout) -> "PartialResult":
+        s, t = layout.n_scenarios, layout.n_times
+        return cls(spec, np.asarray(spec.times, dtype=float), np.zeros(0, dtype=int), np.zeros((0, s, t)),
+                   np.zeros((0, s, t)), np.zeros((0, s)), 0, layout.n_ciphertexts, layout.n_patients)
 
 
 @dataclass
@@ -579,15 +619,24 @@ class AppModel:
             return False
 
     def run(self, *, backend: str | None = None, progress: ProgressFn | None = None,
-            token: CancelToken | None = None, reference: bool = True):
+            token: CancelToken | None = None, reference: bool = True,
+            on_partial: Callable[[PartialResult], None] | None = None):
         """Encrypt (if the cohort does not match the study), simulate on the compute context,
         decrypt on the client. Returns the :class:`StudyResult` and keeps it.
+
+        With ``on_partial``, every ciphertext chunk is decrypted on the client as soon as it is
+        simulated and ``on_partial(PartialResult)`` receives all patients decrypted so far (called
+        from the thread that runs this method). A cancel takes effect after the chunk being
+        simulated: that chunk is not decrypted, and nothing after it is simulated or decrypted.
+        Each partial decryption is audit-logged as one ``result.decrypt`` entry (``n_twins`` of
+        the chunk, ``details.chunk`` and ``details.mode = "partial"``), and the final decryption
+        as one more entry for the whole cohort.
 
         Raises:
             SessionLockedError, ValidationError, ProgramError, Cancelled, and the errors of
             :func:`~medtwin.study.study.simulate`.
         """
-        from medtwin.study.study import decrypt_outcome, reference_outcome, simulate
+        from medtwin.study.study import decrypt_chunk, decrypt_outcome, reference_outcome, simulate
         from medtwin.study.workflow import covariates_of
 
         backend = backend or self.backend
@@ -597,8 +646,23 @@ class AppModel:
         if not self.cohort_matches_spec():
             self.encrypt(progress=progress, token=token)
         cohort = self.cohort
+        on_chunk = None
+        if on_partial is not None:
+            partial = [PartialResult.empty(cohort.spec, cohort.layout)]
+
+            def on_chunk(index: int, outputs: dict) -> None:
+                if token is not None:
+                    token.check()  # cancelled while this chunk ran: do not decrypt it
+                _, client = self._require_unlocked()
+                dec = decrypt_chunk(cohort.layout, index, outputs, client)
+                self._log("result.decrypt", model=cohort.spec.model, n_twins=int(len(dec["patients"])),
+                          n_scenarios=len(cohort.spec.scenarios), key_tag=cohort.key_tag,
+                          details={"chunk": int(index), "mode": "partial"})
+                partial[0] = partial[0].add(dec)
+                on_partial(partial[0])
+
         cb("simulate", 0.0)
-        out = simulate(cohort, self.compute_ctx, backend=backend, progress=cb)
+        out = simulate(cohort, self.compute_ctx, backend=backend, progress=cb, on_chunk=on_chunk)
         self._log("simulation.run", model=cohort.spec.model, n_twins=len(cohort.twin_ids),
                   n_scenarios=len(cohort.spec.scenarios), n_time_points=len(cohort.spec.times),
                   backend=backend, program_digest=out.program_digest,

@@ -35,6 +35,32 @@ def _plot() -> pg.PlotWidget:
     return w
 
 
+def draw_trajectories(plot: pg.PlotWidget, legend, spec, times, conc, scenarios) -> None:
+    """Draw the therapeutic window and, per scenario index in ``scenarios``, the median
+    concentration over the patients in ``conc`` (patients, scenarios, times) with its 5-95% band.
+    Used for the final result and for the partial results while a run goes on."""
+    lo, hi = spec.pk.window
+    band = pg.LinearRegionItem(values=(lo, hi), orientation="horizontal", movable=False,
+                               brush=pg.mkBrush(46, 160, 67, 40), pen=pg.mkPen(46, 160, 67, 90))
+    plot.addItem(band)
+    legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=0, brush=pg.mkBrush(46, 160, 67, 90)),
+                   f"therapeutic window {lo:g}–{hi:g} mg/L")
+    t = np.asarray(times, dtype=float)
+    dpr = max(1.0, float(plot.devicePixelRatioF()))  # cosmetic pens are in device pixels
+    if len(conc) == 0:
+        return
+    for i in scenarios:
+        c = conc[:, i, :]
+        med = np.median(c, axis=0)
+        p5, p95 = np.percentile(c, [5, 95], axis=0)
+        lo_c = pg.PlotDataItem(t, p5, pen=pg.mkPen(colour(i, 90), width=dpr))
+        hi_c = pg.PlotDataItem(t, p95, pen=pg.mkPen(colour(i, 90), width=dpr))
+        plot.addItem(lo_c)
+        plot.addItem(hi_c)
+        plot.addItem(pg.FillBetweenItem(lo_c, hi_c, brush=pg.mkBrush(colour(i, 45))))
+        plot.plot(t, med, pen=pg.mkPen(colour(i), width=2.5 * dpr), name=f"{spec.scenarios[i].name} median (band 5–95%)")
+
+
 class BasisDialog(QDialog):
     """What a ranking rests on: model, citation, covariates, ranges, bounds, run facts."""
 
@@ -244,25 +270,7 @@ class ResultsScreen(QWidget):
         res = self.model.result
         if res is None:
             return
-        lo, hi = res.spec.pk.window
-        band = pg.LinearRegionItem(values=(lo, hi), orientation="horizontal", movable=False,
-                                   brush=pg.mkBrush(46, 160, 67, 40), pen=pg.mkPen(46, 160, 67, 90))
-        self.plot.addItem(band)
-        self.legend.addItem(pg.BarGraphItem(x=[0], height=[0], width=0, brush=pg.mkBrush(46, 160, 67, 90)),
-                            f"therapeutic window {lo:g}–{hi:g} mg/L")
-        t = res.times
-        dpr = max(1.0, float(self.plot.devicePixelRatioF()))  # cosmetic pens are in device pixels
-        for i in self.checked():
-            c = res.conc[:, i, :]
-            med = np.median(c, axis=0)
-            p5, p95 = np.percentile(c, [5, 95], axis=0)
-            lo_c = pg.PlotDataItem(t, p5, pen=pg.mkPen(colour(i, 90), width=dpr))
-            hi_c = pg.PlotDataItem(t, p95, pen=pg.mkPen(colour(i, 90), width=dpr))
-            self.plot.addItem(lo_c)
-            self.plot.addItem(hi_c)
-            self.plot.addItem(pg.FillBetweenItem(lo_c, hi_c, brush=pg.mkBrush(colour(i, 45))))
-            sc = res.spec.scenarios[i]
-            self.plot.plot(t, med, pen=pg.mkPen(colour(i), width=2.5 * dpr), name=f"{sc.name} median (band 5–95%)")
+        draw_trajectories(self.plot, self.legend, res.spec, res.times, res.conc, self.checked())
 
     def selected_row(self) -> int:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []

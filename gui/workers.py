@@ -2,7 +2,9 @@
 
 A :class:`Worker` runs ``fn(progress=..., token=...)`` (or ``fn()``) in its own thread and emits
 ``progress(stage, fraction)``, then exactly one of ``succeeded(result)``, ``failed(title, message)``
-or ``cancelled()``, and finally ``done()``. Signals cross to the GUI thread through queued
+or ``cancelled()``, and finally ``done()``. With ``wants_partial`` the callable also gets
+``partial=cb`` and every ``cb(obj)`` is emitted as ``partial(obj)`` (partial results drawn while
+the run goes on). Signals cross to the GUI thread through queued
 connections, so the UI never blocks. Cancellation sets a :class:`~medtwin.gui.model.CancelToken`
 that the operation checks between ciphertext chunks.
 """
@@ -30,22 +32,25 @@ class Worker(QObject):
     """Run a callable in a worker thread and report through signals.
 
     Args:
-        fn: the operation; called as ``fn(progress=cb, token=token)`` when ``wants_progress``,
-            else ``fn()``.
+        fn: the operation; called as ``fn(progress=cb, token=token)`` when ``wants_progress``
+            (plus ``partial=cb`` when ``wants_partial``), else ``fn()``.
         title: the operation's name, used as the error dialog's title.
     """
 
     progress = Signal(str, float)
+    partial = Signal(object)
     succeeded = Signal(object)
     failed = Signal(str, str)
     cancelled = Signal()
     done = Signal()
 
-    def __init__(self, fn: Callable, title: str, *, wants_progress: bool = False, parent=None):
+    def __init__(self, fn: Callable, title: str, *, wants_progress: bool = False, wants_partial: bool = False,
+                 parent=None):
         super().__init__(parent)
         self._fn = fn
         self.title = title
-        self._wants_progress = wants_progress
+        self._wants_progress = wants_progress or wants_partial
+        self._wants_partial = wants_partial
         self.token = CancelToken()
         self._thread = _Thread(self)
         self._thread.finished.connect(self.done)
@@ -64,7 +69,10 @@ class Worker(QObject):
 
     def _run(self) -> None:
         try:
-            if self._wants_progress:
+            if self._wants_partial:
+                res = self._fn(progress=lambda s, f: self.progress.emit(s, float(f)), token=self.token,
+                               partial=self.partial.emit)
+            elif self._wants_progress:
                 res = self._fn(progress=lambda s, f: self.progress.emit(s, float(f)), token=self.token)
             else:
                 res = self._fn()

@@ -1,0 +1,71 @@
+"""Partial results while a run goes on, and cancel after the current ciphertext chunk, through the
+real widgets on the insecure test ring."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from medtwin.custody.audit import AuditLog
+from medtwin.custody.identity import Identity
+from medtwin.gui.model import AppModel
+
+from gui_helpers import PASSPHRASE, create_keystore, error_text, set_scenarios
+
+pytestmark = pytest.mark.gui
+
+N_PATIENTS = 5
+
+
+def _csv(path, n: int):
+    rows = "".join(f"P{i},{35 + 7 * i},{'female' if i % 2 else 'male'},{58 + 6 * i},{0.8 + 0.1 * i:.1f}\n"
+                   for i in range(n))
+    path.write_text("source_id,age_years,sex,weight_kg,serum_creatinine_mg_dl\n" + rows)
+    return path
+
+
+def test_cancel_after_first_partial_result(make_window, qtbot, tmp_path):
+    # 129 time points -> 256 slots per time grid; 2048 slots / 256 = 8 (patient, scenario) pairs per
+    # ciphertext; 4 scenarios -> 2 patients per chunk; 5 patients -> 3 chunks
+    actor = Identity.generate("dr-gui", "clinician")
+    audit = AuditLog(tmp_path / "audit.sqlite")
+    w = make_window(AppModel(audit=audit, actor=actor))
+    create_keystore(qtbot, w, tmp_path / "ks", PASSPHRASE)
+    w.twins.import_paths([str(_csv(tmp_path / "cohort.csv", N_PATIENTS))])
+    w.go(2)
+    set_scenarios(w, [[f"S{i}", str(200 + 50 * i), "12", "2", "oral", "", "1", "1", "1"] for i in range(4)])
+    w.scenarios.horizon.setValue(32.0)
+    w.scenarios.step.setValue(0.25)
+    assert w.scenarios.valid, w.scenarios.errors
+    w.go(3)
+    parts, stages = [], []
+    w.run.partial_drawn.connect(lambda p: parts.append(p))
+    with qtbot.waitSignal(w.run.state_changed, timeout=10_000):
+        qtbot.mouseClick(w.run.run_btn, Qt.MouseButton.LeftButton)
+    w.run.worker.progress.connect(lambda s, f: stages.append((s, f)))
+    qtbot.waitUntil(lambda: len(parts) >= 1, timeout=300_000)
+    assert parts[0].n_chunks == 3 and parts[0].chunks_done == 1
+    # the partial result is drawn while the run goes on
+    assert w.run.state == "running" and w.run.worker is not None
+    assert len(w.run.plot.getPlotItem().listDataItems()) == 4 * 3  # median and band edges per scenario
+    assert "2 of 5" in w.run.plot_info.text()
+    qtbot.mouseClick(w.run.cancel_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.run.worker is None, timeout=300_000)
+
+    assert w.run.state == "cancelled", (w.run.state, error_text(w))
+    assert error_text(w) == "" and w.model.result is None
+    # stopped before the last chunk: simulate never reported completion, nothing decrypted afterwards
+    sim = [f for s, f in stages if s == "simulate"]
+    assert sim and max(sim) < 1.0
+    assert not any(s == "decrypt" for s, _ in stages)
+    assert len(parts) == 1 and list(parts[0].patients) == [0, 1]
+    entries = audit.entries()
+    assert [e.action for e in entries].count("simulation.run") == 0
+    dec = [e for e in entries if e.action == "result.decrypt"]
+    assert len(dec) == 1  # only the first chunk was ever decrypted
+    # the UI stays usable: a new run can start, the set-up is unchanged, the partial plot stays
+    assert w.run.run_btn.isEnabled() and not w.run.cancel_btn.isEnabled()
+    assert "Cancelled" in w.run.stage.text() and len(w.model.review) == N_PATIENTS
+    assert len(w.run.plot.getPlotItem().listDataItems()) == 4 * 3
+    w.go(2)
+    assert w.pages.currentIndex() == 2 and len(w.model.scenarios) == 4
