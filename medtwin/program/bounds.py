@@ -339,7 +339,9 @@ class _Noise:
             r[k] = r.get(k, 0.0) + x
         return _Noise(r)
 
-    def add_source(self, key: int, std: float) -> _Noise:
+    def add_source(self, key: int, std: float, record: dict | None = None) -> _Noise:
+        if record is not None:
+            record[key] = record.get(key, 0.0) + std
         if std == 0.0:
             return self
         r = dict(self.v)
@@ -359,6 +361,8 @@ def _propagate(prog: Program, noise: NoiseModel):
     pr = [plain_range(p) for p in prog.plaintexts]
     region_in = {r_i: r.input for r_i, r in enumerate(prog.regions)}
     region_out = {r.output: r_i for r_i, r in enumerate(prog.regions)}
+    region_sens = [dict(r.sens) for r in prog.regions]
+    sigma: dict[int, float] = {}  # noise source -> its standard deviation
     corrected = noise.corrected
     ks = noise.k_sigma * math.sqrt(1.0 + noise.decrypt ** 2)
     n_ops = len(ops)
@@ -396,7 +400,7 @@ def _propagate(prog: Program, noise: NoiseModel):
         sv = sa[0] if sa else one
         src_key = op.out
         if k == "input":
-            r, sv, d, nv = input_range[op.name], one, 0.0, empty.add_source(src_key, noise.fresh)
+            r, sv, d, nv = input_range[op.name], one, 0.0, empty.add_source(src_key, noise.fresh, sigma)
         elif k in ("add", "sub"):
             r = iv_add(*a) if k == "add" else iv_sub(*a)
             i = 0 if mag(a[0]) >= mag(a[1]) else 1  # the drift of the larger operand is kept
@@ -414,9 +418,9 @@ def _propagate(prog: Program, noise: NoiseModel):
             d = m0 * da[1] + m1 * da[0] + ta[0] * ta[1]
             nv = na[1].scaled(m0).plus(na[0].scaled(m1))
         elif k == "relin":
-            r, d, nv = a[0], da[0], na[0].add_source(src_key, noise.keyswitch)
+            r, d, nv = a[0], da[0], na[0].add_source(src_key, noise.keyswitch, sigma)
         elif k == "rotate":
-            r, d, nv = a[0], da[0] + noise.rotate_bias, na[0].add_source(src_key, noise.keyswitch)
+            r, d, nv = a[0], da[0] + noise.rotate_bias, na[0].add_source(src_key, noise.keyswitch, sigma)
         elif k == "level_down":
             r, d, nv = a[0], da[0], na[0]
         elif k == "rescale":
@@ -428,7 +432,7 @@ def _propagate(prog: Program, noise: NoiseModel):
             else:
                 sv = (sa[0][0] * f[0], sa[0][1] * f[1])
             d = da[0] * f[1]
-            nv = na[0].scaled(f[1]).add_source(src_key, noise.rescale_round)
+            nv = na[0].scaled(f[1]).add_source(src_key, noise.rescale_round, sigma)
         elif k in ("mul_const", "mul_plain"):
             if k == "mul_const":
                 c = (op.const, op.const)
@@ -448,7 +452,7 @@ def _propagate(prog: Program, noise: NoiseModel):
             if k == "mul_const":
                 d += (sa[0][1] * mag(a[0]) + ta[0]) * eps_q / 2 * g  # the constant rounded to 2^-p
             else:
-                nv = nv.add_source(src_key, (sa[0][1] * mag(a[0]) + ta[0]) * noise.encode * g)
+                nv = nv.add_source(src_key, (sa[0][1] * mag(a[0]) + ta[0]) * noise.encode * g, sigma)
         elif k in ("add_const", "add_plain"):
             c = (op.const, op.const) if k == "add_const" else pr[op.plain]
             r = iv_add(a[0], c)
@@ -461,7 +465,7 @@ def _propagate(prog: Program, noise: NoiseModel):
             if k == "add_const":
                 d += eps_q / 2 * sa[0][1]
             else:
-                nv = nv.add_source(src_key, noise.encode * sa[0][1])
+                nv = nv.add_source(src_key, noise.encode * sa[0][1], sigma)
         else:  # validated before analysis
             raise ProgramError(f"op {op.out}: unknown kind {k!r}")
         if op.out in region_out:
@@ -469,7 +473,11 @@ def _propagate(prog: Program, noise: NoiseModel):
             x = reg.input
             lip = reg.lipschitz
             d = lip * (dev(drift[x]) * mag(rng[x]) + det[x]) + reg.approx_error + d
-            nv = rnd_n[x].scaled(lip).plus(nv)
+            # internal sources: the region's measured sensitivity instead of the propagated one
+            sv_map = region_sens[region_out[op.out]]
+            internal = {src: (min(g, sv_map[src] * sigma[src]) if src in sv_map and src in sigma else g)
+                        for src, g in nv.v.items()}
+            nv = rnd_n[x].scaled(lip).plus(_Noise(internal))
             r = reg.out_range  # hull of f and g over the domain (the exact value is f(x))
         if op.out in hints:
             r = iv_intersect(r, hints[op.out], f"value {op.out} ({k})")

@@ -63,6 +63,7 @@ class LogicalRegion:
     lipschitz: float = 0.0
     out_range: tuple[float, float] = (0.0, 0.0)
     detail: str = ""
+    sens: dict[int, float] = field(default_factory=dict)  # node -> max |d output / d node| on the grid
 
 
 @dataclass
@@ -490,9 +491,11 @@ class ProgramBuilder:
         self._measure(reg, fn)
         return result
 
-    def _eval_subgraph(self, out: int, inp: int, xs: np.ndarray, ranges: dict | None = None) -> np.ndarray:
+    def _eval_subgraph(self, out: int, inp: int, xs: np.ndarray, ranges: dict | None = None,
+                       sens: dict | None = None) -> np.ndarray:
         """Plaintext value of node ``out`` as a function of node ``inp`` on the points xs; with
-        ``ranges``, also the (min, max) of every intermediate node on the points."""
+        ``ranges``, also the (min, max) of every intermediate node on the points; with ``sens``,
+        max |d out / d node| over the points for every intermediate node (reverse mode)."""
         need: set[int] = set()
         stack = [out]
         while stack:
@@ -530,6 +533,29 @@ class ProgramBuilder:
             val[n] = v
             if ranges is not None:
                 ranges[n] = (float(v.min()), float(v.max()))
+        if sens is not None:
+            adj: dict[int, np.ndarray] = {out: np.ones_like(xs)}
+            for n in sorted(need, reverse=True):
+                if n == inp or n not in adj:
+                    continue
+                A = adj.pop(n)
+                sens[n] = float(np.max(np.abs(A)))
+                nd = self._nodes[n]
+                k = nd.kind
+                if k == "add":
+                    parts = [(nd.args[0], A), (nd.args[1], A)]
+                elif k == "sub":
+                    parts = [(nd.args[0], A), (nd.args[1], -A)]
+                elif k == "neg":
+                    parts = [(nd.args[0], -A)]
+                elif k == "mul":
+                    parts = [(nd.args[0], A * val[nd.args[1]]), (nd.args[1], A * val[nd.args[0]])]
+                elif k == "mul_const":
+                    parts = [(nd.args[0], A * nd.const)]
+                else:  # add_const
+                    parts = [(nd.args[0], A)]
+                for m, g in parts:
+                    adj[m] = adj[m] + g if m in adj else g
         return val[out]
 
     def _measure(self, reg: LogicalRegion, fn) -> None:
@@ -538,7 +564,12 @@ class ProgramBuilder:
         n = max(20001, 64 * reg.degree + 1)
         xs = np.linspace(lo, hi, n)
         inner: dict[int, tuple[float, float]] = {}
-        g = self._eval_subgraph(reg.output, reg.input, xs, inner)
+        sens: dict[int, float] = {}
+        g = self._eval_subgraph(reg.output, reg.input, xs, inner, sens)
+        # Sensitivity of the output to a perturbation of each intermediate value (first order),
+        # widened for the points between grid nodes: bounds the region's internal CKKS noise far
+        # more tightly than propagating magnitudes op by op.
+        reg.sens = {node: v * 1.05 for node, v in sens.items()}
         f = cheb.call_vectorised(fn, xs)
         # Every intermediate value is a polynomial in x alone: its range over the domain is known
         # from the grid (widened for the spacing), far tighter than interval arithmetic on sums

@@ -114,8 +114,11 @@ class Region:
     """A smooth function approximated by a polynomial evaluated in program ops.
 
     ``input``/``output`` are value ids; ``approx_error`` bounds |g(x) - f(x)| on ``domain`` for the
-    polynomial g the ops compute (measured on a dense grid and widened by a Lipschitz term to a
-    bound), ``lipschitz`` bounds |g'| on the domain, ``out_range`` bounds g on the domain.
+    polynomial g the ops compute (measured on a dense grid and widened by a second-order term to a
+    bound), ``lipschitz`` bounds |g'| on the domain, ``out_range`` bounds g on the domain, and
+    ``sens`` gives, for the region's values, the largest first-order sensitivity of the output to
+    a perturbation of that value (reverse mode on the grid); the noise analysis uses it for the
+    noise sources inside the region.
     """
 
     label: str
@@ -129,12 +132,14 @@ class Region:
     out_range: tuple[float, float]
     depth: int = 0
     detail: str = ""
+    sens: tuple[tuple[int, float], ...] = ()  # (value, max |d output / d value| on the domain)
 
     def to_dict(self) -> dict:
         return {"label": self.label, "method": self.method, "domain": list(self.domain),
                 "degree": self.degree, "input": self.input, "output": self.output,
                 "approx_error": self.approx_error, "lipschitz": self.lipschitz,
-                "out_range": list(self.out_range), "depth": self.depth, "detail": self.detail}
+                "out_range": list(self.out_range), "depth": self.depth, "detail": self.detail,
+                "sens": [[v, x] for v, x in self.sens]}
 
     @staticmethod
     def from_dict(d: dict) -> Region:
@@ -142,7 +147,8 @@ class Region:
                       degree=int(d["degree"]), input=int(d["input"]), output=int(d["output"]),
                       approx_error=float(d["approx_error"]), lipschitz=float(d["lipschitz"]),
                       out_range=_pair(d["out_range"]), depth=int(d.get("depth", 0)),
-                      detail=str(d.get("detail", "")))
+                      detail=str(d.get("detail", "")),
+                      sens=tuple((int(v), float(x)) for v, x in d.get("sens", [])))
 
 
 def _pair(v) -> tuple[float, float]:

@@ -39,6 +39,8 @@ class _Lowering:
         self.down: dict[tuple[int, int, int | None], int] = {}
         self.region: int | None = None
         self.region_map: dict[int, int] = {}  # logical region -> planned region index
+        self.origin: list[int] = []  # planned value -> logical node that emitted it
+        self.node: int = -1
 
     def emit(self, kind: str, args: tuple[int, ...] = (), *, degree: int = 1, level: int | None = None,
              **kw: Any) -> int:
@@ -47,6 +49,7 @@ class _Lowering:
         i = len(self.ops)
         self.ops.append(Op(out=i, kind=kind, args=tuple(args), level=level, degree=degree,
                            region=self.region, **kw))
+        self.origin.append(self.node)
         return i
 
     def at(self, v: int, level: int) -> int:
@@ -81,6 +84,7 @@ class _Lowering:
             if n.id not in needed:
                 continue
             self.region = n.region if n.region in self.region_map else None
+            self.node = n.id
             a = [self.val[x] for x in n.args]
             k = n.kind
             if k == "input":
@@ -157,9 +161,14 @@ def plan(g: LogicalGraph, params: Any = None, *, headroom_bits: int | None = Non
         vin, vout = low.val[r.input], low.val[r.output]
         if vout <= vin:
             raise ProgramError(f"internal: approximation {r.label!r} has no ops of its own")
+        # noise enters at the planned ops a logical node emitted (relin, rescale, ...): they carry the
+        # node's sensitivity
+        sens = tuple((v, r.sens[low.origin[v]]) for v in range(vin + 1, vout + 1)
+                     if low.origin[v] in r.sens)
         regions.append(Region(label=r.label, method=r.method, domain=r.domain, degree=r.degree, input=vin,
                               output=vout, approx_error=r.approx_error, lipschitz=r.lipschitz,
-                              out_range=r.out_range, depth=ops[vout].level - ops[vin].level, detail=r.detail))
+                              out_range=r.out_range, depth=ops[vout].level - ops[vin].level, detail=r.detail,
+                              sens=sens))
     assumptions = []
     seen = set()
     for node, (lo, hi, why) in sorted(g.hints.items()):
