@@ -21,7 +21,6 @@ deeper; a deeper context only adds headroom.)
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from medtwin.errors import ProgramError
