@@ -117,3 +117,28 @@ def test_openfhe_errors_name_the_op(ctx):
         OpenFHEExecutor(ctx.cc).run(prog, {"x": deep})
     with pytest.raises(ProgramError, match="needs a crypto context"):
         OpenFHEExecutor()
+
+
+def test_scale_correction_cancels_fixedmanual_drift(ctx):
+    b = ProgramBuilder("drift", SLOTS)
+    x = b.input("x", (1.0, 2.0))
+    y = x
+    for _ in range(8):
+        y = y * 1.1 + 0.25
+    b.output("y", y * 0.1)
+    prog = b.build(PARAMS)
+    xs = np.random.default_rng(7).uniform(1.0, 2.0, SLOTS)
+    want = xs
+    for _ in range(8):
+        want = want * 1.1 + 0.25
+    want = want * 0.1
+    ct = ctx.enc(xs)
+    errs = {}
+    for correct in (False, True):
+        ex = OpenFHEExecutor(ctx.cc, correct_scale=correct)
+        errs[correct] = float(np.max(np.abs(ctx.dec(ex.run(prog, {"x": ct})["y"]) - want)))
+        assert errs[correct] <= prog.error_bound("y", noise=ex.noise_model())
+    # uncorrected, nine rescales each off by |2^40/q - 1| ~ 1e-7 .. 7e-7 relative; corrected, noise only
+    assert errs[True] < errs[False] / 5
+    assert prog.error_bound("y", noise=OpenFHEExecutor(ctx.cc, correct_scale=True).noise_model()) < \
+        prog.error_bound("y", noise=ctx.noise)
