@@ -307,13 +307,14 @@ def demo(patients: int = typer.Option(1200, help="patients from the bundled synt
 
 
 @app.command("gui")
-def gui():
+def gui(keystore: Optional[Path] = typer.Option(None, help="keystore folder to open"),
+        idle_minutes: int = typer.Option(10, help="lock after this many idle minutes")):
     """Start the desktop app (needs the 'gui' extra: PySide6, pyqtgraph)."""
     try:
         from medtwin.gui.app import main as gui_main
     except ImportError as exc:
         _fail(MedTwinError(f"the desktop app needs the gui extra (pip install 'medtwin[gui]'): {exc}"))
-    raise typer.Exit(gui_main([]))
+    raise typer.Exit(gui_main((["--keystore", str(keystore)] if keystore else []) + ["--idle-minutes", str(idle_minutes)]))
 
 
 from medtwin.cli_security import mount as _mount_security  # noqa: E402  (audit, users, verify-export)
