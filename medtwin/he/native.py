@@ -116,8 +116,8 @@ class NativeExecutor(Executor):
         engine: alternatively a ready :class:`medtwin._core.Engine` (see
             :func:`medtwin.he.bridge.load_engine`).
         threads: engine threads (None: OpenMP's default, i.e. every core).
-        correct_scale: cancel FIXEDMANUAL's scale drift exactly as ``OpenFHEExecutor(correct_scale=True)``
-            does (the same factors from :func:`medtwin.program.bounds.scale_corrections` for the
+        correct_scale: (default off, like the OpenFHE executor: the plan runs literally) cancel
+            FIXEDMANUAL's scale drift exactly as ``OpenFHEExecutor(correct_scale=True)`` does (the same factors from :func:`medtwin.program.bounds.scale_corrections` for the
             engine's primes), so both backends produce identical ciphertexts; use
             :meth:`noise_model` for the matching error bounds.
 
@@ -133,7 +133,7 @@ class NativeExecutor(Executor):
     name = "native"
 
     def __init__(self, cc=None, *, ctx=None, engine: _core.Engine | None = None, threads: int | None = None,
-                 correct_scale: bool = True):
+                 correct_scale: bool = False):
         if engine is None and ctx is not None:
             engine = bridge.engine_from_public(ctx.public)
             cc = ctx.cc

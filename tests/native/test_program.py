@@ -98,3 +98,17 @@ def test_errors(setup):
     bad[2] = 5  # input index out of range
     with pytest.raises(ProgramError, match="input index"):
         setup.engine.run_program(bad, cp.consts, cp.plains, [[setup.imp(setup.encrypt([0.0]))]], cp.n_regs, cp.outputs)
+
+
+def test_scale_correction_matches_openfhe_executor(setup):
+    rng = np.random.default_rng(9)
+    b = ProgramBuilder("corr", SLOTS)
+    x = b.input("x", (0.5, 2.0))
+    w = rng.uniform(0, 1, SLOTS)
+    b.output("y", (x * 0.7 + 0.1) * w * x)
+    prog = b.build(PARAMS)
+    ct = setup.encrypt(rng.uniform(0.5, 2.0, SLOTS))
+    for corr in (False, True):
+        ours = NativeExecutor(engine=setup.engine, correct_scale=corr).run(prog, {"x": ct})["y"]
+        theirs = OpenFHEExecutor(setup.cc, correct_scale=corr).run(prog, {"x": ct})["y"]
+        np.testing.assert_array_equal(setup.imp(ours).data, setup.imp(theirs).data)

@@ -2,6 +2,7 @@
 // The bridge is the only code that knows OpenFHE's byte layout.
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <utility>
@@ -60,6 +61,23 @@ struct Ciphertext {
   std::int32_t encoding = 4;
   std::shared_ptr<const CtHeader> header;
   std::string key_tag;
+
+  Ciphertext() = default;
+  Ciphertext(Ciphertext&&) noexcept = default;
+  Ciphertext& operator=(Ciphertext&&) noexcept = default;
+  /// Copies metadata and towers (one memcpy; the pool allocator's element-wise copy is slow).
+  Ciphertext(const Ciphertext& o) { *this = o; }
+  Ciphertext& operator=(const Ciphertext& o) {
+    if (this == &o) return *this;
+    n = o.n; elems = o.elems; towers = o.towers;
+    slots = o.slots; level = o.level; hops = o.hops; noise_deg = o.noise_deg;
+    scale = o.scale; scheme_id = o.scheme_id; encoding = o.encoding;
+    header = o.header; key_tag = o.key_tag;
+    data.clear();
+    data.resize(o.data.size());  // default-initialised: no zeroing
+    if (!o.data.empty()) std::memcpy(data.data(), o.data.data(), o.data.size() * sizeof(u64));
+    return *this;
+  }
 
   u64* poly(std::uint32_t e, std::uint32_t t) { return data.data() + (std::size_t(e) * towers + t) * n; }
   const u64* poly(std::uint32_t e, std::uint32_t t) const { return data.data() + (std::size_t(e) * towers + t) * n; }

@@ -77,6 +77,8 @@ class Context {
   const u64* phat_mod_q_ptr() const { return phat_modq_.data(); }
   /// -m^-1 mod 2^52 for Montgomery products (moduli below 2^50; 0 otherwise).
   u64 mont_neg_inv(std::size_t m) const { return mont_qneg_[m]; }
+  /// 2^104 mod m (Montgomery R^2 for R = 2^52; moduli below 2^50).
+  u64 mont_r2(std::size_t m) const { return mont_r2_[m]; }
   /// ModUp table of digit j for a ciphertext with T towers (built once, cached).
   const ModUpTable& modup(std::uint32_t T, std::uint32_t j) const;
   std::uint32_t num_digits(std::uint32_t T) const;
@@ -91,7 +93,7 @@ class Context {
   bool below50_ = false;
   std::vector<std::vector<u64>> qlinv_, qlinvp_;
   std::vector<u64> phat_inv_, phat_inv_p_, phat_modq_, pinv_modq_, pinv_modq_p_, p_modq_;
-  std::vector<u64> phat_modq52_, phat_modq_hi_, phat_modq_hi52_, mont_qneg_;
+  std::vector<u64> phat_modq52_, phat_modq_hi_, phat_modq_hi52_, mont_qneg_, mont_r2_;
   mutable std::mutex mu_;
   mutable std::map<std::pair<std::uint32_t, std::uint32_t>, std::unique_ptr<ModUpTable>> modup_;
   mutable std::map<u64, std::unique_ptr<std::vector<std::uint32_t>>> auto_;

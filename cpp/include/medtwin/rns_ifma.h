@@ -23,5 +23,12 @@ bool conv_wide(const u64* const* in, const u64* w, const u64* w52, const u64* wh
 bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, std::size_t cnt, u64 q, u64 qneg,
                 u64* o0, u64* o1, std::size_t n);
 
+/// out = a * b mod q (element-wise, a, b < q < 2^50): two Montgomery products, the second by
+/// r2 = 2^104 mod q.
+bool mul_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q, u64 qneg, u64 r2);
+/// Tensor of one tower: c0 = a0 b0, c1 = a0 b1 + a1 b0, c2 = a1 b1 (mod q < 2^50).
+bool tensor_tower(const u64* a0, const u64* a1, const u64* b0, const u64* b1, u64* c0, u64* c1, u64* c2,
+                  std::size_t n, u64 q, u64 qneg, u64 r2);
+
 }  // namespace ifma
 }  // namespace medtwin

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "medtwin/rns.h"
+#include "medtwin/rns_ifma.h"
 
 namespace medtwin {
 
@@ -146,7 +147,9 @@ void mul_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt, double 
 #pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
   for (std::int64_t jb = 0; jb < jobs; ++jb) {
     const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
-    mul_vec(a.poly(e, t), a.poly(e, t), pt + std::size_t(t) * a.n, a.n, ctx.mod(t));
+    if (!ifma::mul_vec(a.poly(e, t), a.poly(e, t), pt + std::size_t(t) * a.n, a.n, ctx.modulus(t),
+                       ctx.mont_neg_inv(t), ctx.mont_r2(t)))
+      mul_vec(a.poly(e, t), a.poly(e, t), pt + std::size_t(t) * a.n, a.n, ctx.mod(t));
   }
   a.noise_deg += 1;
   a.scale *= pt_scale;
@@ -175,6 +178,7 @@ void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Cipher
     const Modulus& m = ctx.mod(t);
     const u64 *a0 = a.poly(0, t), *a1 = a.poly(1, t), *b0 = b.poly(0, t), *b1 = b.poly(1, t);
     u64 *c0 = r.poly(0, t), *c1 = r.poly(1, t), *c2 = r.poly(2, t);
+    if (ifma::tensor_tower(a0, a1, b0, b1, c0, c1, c2, n, m.q, ctx.mont_neg_inv(t), ctx.mont_r2(t))) continue;
     for (std::uint32_t i = 0; i < n; ++i) {
       c0[i] = barrett128(static_cast<u128>(a0[i]) * b0[i], m);
       c1[i] = barrett128(static_cast<u128>(a0[i]) * b1[i] + static_cast<u128>(a1[i]) * b0[i], m);

@@ -23,12 +23,14 @@ Context::Context(Params p) : prm_(std::move(p)) {
     }
   }
   mont_qneg_.assign(L1 + K, 0);
+  mont_r2_.assign(L1 + K, 0);
   for (std::size_t m = 0; m < L1 + K; ++m) {
     u64 q = mods_[m].q;
     if (q >= (u64(1) << 50)) continue;
     u64 x = q;  // Newton: inverse of odd q modulo 2^64
     for (int it = 0; it < 6; ++it) x *= 2 - q * x;
     mont_qneg_[m] = (0 - x) & ((u64(1) << 52) - 1);
+    mont_r2_[m] = static_cast<u64>((static_cast<u128>(1) << 104) % q);
   }
   // rescale: q_l^-1 mod q_i for i < l
   qlinv_.resize(L1);

@@ -16,6 +16,45 @@ inline __m512i mul_lazy(__m512i a, __m512i w, __m512i wp, __m512i q) {
 inline __m512i csub(__m512i x, __m512i m) { return _mm512_min_epu64(x, _mm512_sub_epi64(x, m)); }
 }  // namespace
 
+namespace {
+// x*y*2^-52 mod q in [0, 2q) for x, y < 2^52 (see inner_mont).
+inline __m512i mont(__m512i x, __m512i y, __m512i q, __m512i qn) {
+  __m512i lo = _mm512_madd52lo_epu64(Z0, x, y);
+  __m512i hi = _mm512_madd52hi_epu64(Z0, x, y);
+  __m512i m = _mm512_and_si512(_mm512_madd52lo_epu64(Z0, lo, qn), M52);
+  __m512i r = _mm512_madd52hi_epu64(hi, m, q);
+  __mmask8 nz = _mm512_test_epi64_mask(lo, lo);
+  return _mm512_mask_add_epi64(r, nz, r, _mm512_set1_epi64(1));
+}
+}  // namespace
+
+bool mul_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 qs, u64 qneg, u64 r2s) {
+  if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(qs), qn = _mm512_set1_epi64(qneg), r2 = _mm512_set1_epi64(r2s);
+  for (std::size_t c = 0; c < n; c += 8) {
+    __m512i t = mont(_mm512_loadu_si512(a + c), _mm512_loadu_si512(b + c), q, qn);
+    _mm512_storeu_si512(out + c, csub(mont(t, r2, q, qn), q));
+  }
+  return true;
+}
+
+bool tensor_tower(const u64* a0, const u64* a1, const u64* b0, const u64* b1, u64* c0, u64* c1, u64* c2,
+                  std::size_t n, u64 qs, u64 qneg, u64 r2s) {
+  if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs), qn = _mm512_set1_epi64(qneg),
+                r2 = _mm512_set1_epi64(r2s);
+  for (std::size_t c = 0; c < n; c += 8) {
+    __m512i x0 = _mm512_loadu_si512(a0 + c), x1 = _mm512_loadu_si512(a1 + c);
+    __m512i y0 = _mm512_loadu_si512(b0 + c), y1 = _mm512_loadu_si512(b1 + c);
+    __m512i p00 = mont(x0, y0, q, qn), p11 = mont(x1, y1, q, qn);
+    __m512i p01 = csub(_mm512_add_epi64(mont(x0, y1, q, qn), mont(x1, y0, q, qn)), q2);
+    _mm512_storeu_si512(c0 + c, csub(mont(p00, r2, q, qn), q));
+    _mm512_storeu_si512(c1 + c, csub(mont(p01, r2, q, qn), q));
+    _mm512_storeu_si512(c2 + c, csub(mont(p11, r2, q, qn), q));
+  }
+  return true;
+}
+
 bool conv_small(const u64* const* in, const u64* w, const u64* w52, std::size_t cnt, u64 qs, u64* out, std::size_t n) {
   if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
@@ -105,6 +144,45 @@ bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, s
 #else
 namespace medtwin {
 namespace ifma {
+namespace {
+// x*y*2^-52 mod q in [0, 2q) for x, y < 2^52 (see inner_mont).
+inline __m512i mont(__m512i x, __m512i y, __m512i q, __m512i qn) {
+  __m512i lo = _mm512_madd52lo_epu64(Z0, x, y);
+  __m512i hi = _mm512_madd52hi_epu64(Z0, x, y);
+  __m512i m = _mm512_and_si512(_mm512_madd52lo_epu64(Z0, lo, qn), M52);
+  __m512i r = _mm512_madd52hi_epu64(hi, m, q);
+  __mmask8 nz = _mm512_test_epi64_mask(lo, lo);
+  return _mm512_mask_add_epi64(r, nz, r, _mm512_set1_epi64(1));
+}
+}  // namespace
+
+bool mul_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 qs, u64 qneg, u64 r2s) {
+  if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(qs), qn = _mm512_set1_epi64(qneg), r2 = _mm512_set1_epi64(r2s);
+  for (std::size_t c = 0; c < n; c += 8) {
+    __m512i t = mont(_mm512_loadu_si512(a + c), _mm512_loadu_si512(b + c), q, qn);
+    _mm512_storeu_si512(out + c, csub(mont(t, r2, q, qn), q));
+  }
+  return true;
+}
+
+bool tensor_tower(const u64* a0, const u64* a1, const u64* b0, const u64* b1, u64* c0, u64* c1, u64* c2,
+                  std::size_t n, u64 qs, u64 qneg, u64 r2s) {
+  if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs), qn = _mm512_set1_epi64(qneg),
+                r2 = _mm512_set1_epi64(r2s);
+  for (std::size_t c = 0; c < n; c += 8) {
+    __m512i x0 = _mm512_loadu_si512(a0 + c), x1 = _mm512_loadu_si512(a1 + c);
+    __m512i y0 = _mm512_loadu_si512(b0 + c), y1 = _mm512_loadu_si512(b1 + c);
+    __m512i p00 = mont(x0, y0, q, qn), p11 = mont(x1, y1, q, qn);
+    __m512i p01 = csub(_mm512_add_epi64(mont(x0, y1, q, qn), mont(x1, y0, q, qn)), q2);
+    _mm512_storeu_si512(c0 + c, csub(mont(p00, r2, q, qn), q));
+    _mm512_storeu_si512(c1 + c, csub(mont(p01, r2, q, qn), q));
+    _mm512_storeu_si512(c2 + c, csub(mont(p11, r2, q, qn), q));
+  }
+  return true;
+}
+
 bool conv_small(const u64* const*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 inline __m512i mul_lazy64(__m512i a, __m512i w, __m512i wp, __m512i q) {
   const __m512i m32 = _mm512_set1_epi64(0xffffffffLL);
@@ -134,6 +212,8 @@ bool conv_large(const u64* const* in, const u64* w, const u64* wp, std::size_t c
 
 bool conv_wide(const u64* const*, const u64*, const u64*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool conv_large(const u64* const*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
+bool mul_vec(u64*, const u64*, const u64*, std::size_t, u64, u64, u64) { return false; }
+bool tensor_tower(const u64*, const u64*, const u64*, const u64*, u64*, u64*, u64*, std::size_t, u64, u64, u64) { return false; }
 bool inner_mont(const u64* const*, const u64* const*, const u64* const*, std::size_t, u64, u64, u64*, u64*, std::size_t) { return false; }
 }  // namespace ifma
 }  // namespace medtwin
