@@ -116,6 +116,32 @@ class PartialResult:
                    np.zeros((0, s, t)), np.zeros((0, s)), 0, layout.n_ciphertexts, layout.n_patients)
 
 
+class _DecryptOnce:
+    """A client context that decrypts each ciphertext object at most once and returns the same
+    vector when asked again. CKKS decoding in OpenFHE adds fresh noise at every decryption, so
+    decrypting a ciphertext twice gives slightly different values (and repeated decryptions of one
+    ciphertext would leak more about its noise); with this wrapper the partial results and the
+    final result are the same decryption. Everything else is delegated to the wrapped context."""
+
+    def __init__(self, ctx) -> None:
+        self._ctx = ctx
+        self._cache: dict[int, tuple[object, int, np.ndarray]] = {}
+        self.decryptions = 0
+
+    def decrypt(self, ct, length: int | None = None) -> np.ndarray:
+        """Decrypt ``ct`` (or return its earlier decryption); raises what the context's decrypt raises."""
+        hit = self._cache.get(id(ct))
+        if hit is not None and hit[0] is ct and hit[1] == length:
+            return hit[2].copy()
+        v = np.asarray(self._ctx.decrypt(ct, length))
+        self.decryptions += 1
+        self._cache[id(ct)] = (ct, length, v.copy())  # holds ct, so its id is not reused
+        return v
+
+    def __getattr__(self, name: str):
+        return getattr(self._ctx, name)
+
+
 @dataclass
 class ReviewRow:
     """One imported patient as shown for review before encryption (plaintext, memory only)."""
@@ -629,8 +655,10 @@ class AppModel:
         from the thread that runs this method). A cancel takes effect after the chunk being
         simulated: that chunk is not decrypted, and nothing after it is simulated or decrypted.
         Each partial decryption is audit-logged as one ``result.decrypt`` entry (``n_twins`` of
-        the chunk, ``details.chunk`` and ``details.mode = "partial"``), and the final decryption
-        as one more entry for the whole cohort.
+        the chunk, ``details.chunk`` and ``details.mode = "partial"``), and the final result as
+        one more entry for the whole cohort whose ``n_ciphertexts`` counts the ciphertexts
+        decrypted at that step. Each ciphertext is decrypted once: the final result reuses the
+        chunks' decryptions, so the partial results equal its rows exactly.
 
         Raises:
             SessionLockedError, ValidationError, ProgramError, Cancelled, and the errors of
@@ -646,6 +674,8 @@ class AppModel:
         if not self.cohort_matches_spec():
             self.encrypt(progress=progress, token=token)
         cohort = self.cohort
+        _, client0 = self._require_unlocked()
+        once = _DecryptOnce(client0)
         on_chunk = None
         if on_partial is not None:
             partial = [PartialResult.empty(cohort.spec, cohort.layout)]
@@ -653,8 +683,8 @@ class AppModel:
             def on_chunk(index: int, outputs: dict) -> None:
                 if token is not None:
                     token.check()  # cancelled while this chunk ran: do not decrypt it
-                _, client = self._require_unlocked()
-                dec = decrypt_chunk(cohort.layout, index, outputs, client)
+                self._require_unlocked()
+                dec = decrypt_chunk(cohort.layout, index, outputs, once)
                 self._log("result.decrypt", model=cohort.spec.model, n_twins=int(len(dec["patients"])),
                           n_scenarios=len(cohort.spec.scenarios), key_tag=cohort.key_tag,
                           details={"chunk": int(index), "mode": "partial"})
@@ -667,10 +697,12 @@ class AppModel:
                   n_scenarios=len(cohort.spec.scenarios), n_time_points=len(cohort.spec.times),
                   backend=backend, program_digest=out.program_digest,
                   details={"duration_s": float(out.seconds), "depth": int(out.depth)})
-        _, client = self._require_unlocked()
-        res = decrypt_outcome(out, client, progress=cb)
+        self._require_unlocked()
+        before = once.decryptions
+        res = decrypt_outcome(out, once, progress=cb)
         self._log("result.decrypt", model=cohort.spec.model, n_twins=len(cohort.twin_ids),
-                  program_digest=out.program_digest, n_results=int(res.n_results))
+                  program_digest=out.program_digest, n_results=int(res.n_results),
+                  n_ciphertexts=int(once.decryptions - before), details={"mode": "final"})
         res.seconds_total = time.perf_counter() - t0
         if reference:
             res.reference = reference_outcome(cohort.spec, covariates_of(self.cohort_records))

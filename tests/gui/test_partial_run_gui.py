@@ -24,20 +24,56 @@ def _csv(path, n: int):
     return path
 
 
-def test_cancel_after_first_partial_result(make_window, qtbot, tmp_path):
-    # 129 time points -> 256 slots per time grid; 2048 slots / 256 = 8 (patient, scenario) pairs per
-    # ciphertext; 4 scenarios -> 2 patients per chunk; 5 patients -> 3 chunks
+def _setup(make_window, qtbot, tmp_path, n_patients: int):
+    """A window with an audited session and a study of 2 patients per ciphertext chunk: 129 time
+    points -> 256 slots per time grid; 2048 slots / 256 = 8 (patient, scenario) pairs per
+    ciphertext; 4 scenarios -> 2 patients per chunk."""
     actor = Identity.generate("dr-gui", "clinician")
     audit = AuditLog(tmp_path / "audit.sqlite")
     w = make_window(AppModel(audit=audit, actor=actor))
     create_keystore(qtbot, w, tmp_path / "ks", PASSPHRASE)
-    w.twins.import_paths([str(_csv(tmp_path / "cohort.csv", N_PATIENTS))])
+    w.twins.import_paths([str(_csv(tmp_path / "cohort.csv", n_patients))])
     w.go(2)
     set_scenarios(w, [[f"S{i}", str(200 + 50 * i), "12", "2", "oral", "", "1", "1", "1"] for i in range(4)])
     w.scenarios.horizon.setValue(32.0)
     w.scenarios.step.setValue(0.25)
     assert w.scenarios.valid, w.scenarios.errors
     w.go(3)
+    return w, audit
+
+
+def test_partial_results_match_final(make_window, qtbot, tmp_path):
+    w, audit = _setup(make_window, qtbot, tmp_path, 3)  # 2 chunks: patients [0, 1] and [2]
+    parts = []
+    w.run.partial_drawn.connect(lambda p: parts.append((p, w.run.state, w.model.result)))
+    qtbot.mouseClick(w.run.run_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.run.state == "done" and w.run.worker is None, timeout=300_000)
+    assert error_text(w) == "", error_text(w)
+    res = w.model.result
+    assert [list(p.patients) for p, _, _ in parts] == [[0, 1], [0, 1, 2]]
+    assert parts[0][2] is None  # the first chunk was drawn while the run went on
+    for p, state, _ in parts:
+        assert state == "running"
+        assert p.n_chunks == 2 and p.n_patients == 3
+        assert np.isfinite(p.conc).all() and np.isfinite(p.auc).all() and np.isfinite(p.tiw).all()
+        np.testing.assert_allclose(p.conc, res.conc[p.patients], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(p.auc, res.auc[p.patients], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(p.tiw, res.tiw[p.patients], rtol=0, atol=1e-9)
+    # the final result replaced the partial drawing on the run screen
+    assert "Final result: all 3" in w.run.plot_info.text()
+    assert len(w.run.plot.getPlotItem().listDataItems()) == 4 * 3
+    assert w.results.table.rowCount() == 4
+    # one audit entry per decrypted chunk, then one for the whole result
+    dec = [e for e in audit.entries() if e.action == "result.decrypt"]
+    assert [e.details for e in dec] == [{"chunk": 0, "mode": "partial"}, {"chunk": 1, "mode": "partial"},
+                                        {"mode": "final"}]
+    assert [e.objects["n_twins"] for e in dec] == [2, 1, 3]
+    # every ciphertext was decrypted once: the final result reused the chunks' decryptions
+    assert dec[-1].objects["n_ciphertexts"] == 0
+
+
+def test_cancel_after_first_partial_result(make_window, qtbot, tmp_path):
+    w, audit = _setup(make_window, qtbot, tmp_path, N_PATIENTS)  # 3 chunks
     parts, stages = [], []
     w.run.partial_drawn.connect(lambda p: parts.append(p))
     with qtbot.waitSignal(w.run.state_changed, timeout=10_000):
@@ -63,6 +99,7 @@ def test_cancel_after_first_partial_result(make_window, qtbot, tmp_path):
     assert [e.action for e in entries].count("simulation.run") == 0
     dec = [e for e in entries if e.action == "result.decrypt"]
     assert len(dec) == 1  # only the first chunk was ever decrypted
+    assert dec[0].details == {"chunk": 0, "mode": "partial"} and dec[0].objects["n_twins"] == 2
     # the UI stays usable: a new run can start, the set-up is unchanged, the partial plot stays
     assert w.run.run_btn.isEnabled() and not w.run.cancel_btn.isEnabled()
     assert "Cancelled" in w.run.stage.text() and len(w.model.review) == N_PATIENTS
