@@ -210,7 +210,12 @@ def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads:
     if missing:
         from medtwin.errors import ProgramError
         raise ProgramError(f"the evaluation keys lack rotations {sorted(missing)}")
-    ex = get_executor(backend, ctx=ctx, threads=threads)
+    # Scale correction: OpenFHE's FIXEDMANUAL rescale divides by the prime q but keeps the nominal
+    # scale 2^p; the executors fold the exact drift into the program's constants and plaintexts,
+    # and the bounds are computed with the matching (corrected) noise model.
+    kw = {"correct_scale": True} if backend in ("openfhe", "native") else {}
+    ex = get_executor(backend, ctx=ctx, threads=threads, **kw)
+    noise = ex.noise_model() if hasattr(ex, "noise_model") else None
     outputs: dict[str, list] = {}
     t0 = time.perf_counter()
     n = cs.layout.n_ciphertexts
@@ -226,7 +231,7 @@ def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads:
             progress("simulate", (c + 1) / n)
     seconds = time.perf_counter() - t0
     prog0 = cs.programs[0]
-    bounds = {name: max(float(p.error_bound(name)) for p in cs.programs) for name in outputs}
+    bounds = {name: max(float(p.error_bound(name, noise=noise)) for p in cs.programs) for name in outputs}
     return EncryptedOutcome(cohort.spec, cohort.twin_ids, cs.layout, cohort.key_tag, outputs,
                             prog0.digest(), bounds, cs.depth, seconds, backend)
 
