@@ -180,7 +180,8 @@ def _walk(out: Path, prefix: str) -> int:
     shot(w, "06-twins-encrypted")
     w.go(3)
     w.run.run_btn.click()
-    wait(lambda: w.run.bar.value() > 150 or w.run.worker is None, what="the simulation stage")
+    # the first chunk of patients decrypted and drawn while the run goes on
+    wait(lambda: w.run.partial is not None or w.run.worker is None, what="the first partial result")
     shot(w, "07-run-progress")
     wait(lambda: w.run.worker is None, what="the run")
     fail_on_error()
