@@ -60,6 +60,8 @@ def _close_main_window(found: list) -> None:
 def test_main_signs_in_and_logs_as_the_user(qtbot, users, tmp_path):
     from medtwin.gui.app import main
 
+    # main() returns when its window, the last visible one, is closed
+    assert not [x for x in QApplication.topLevelWidgets() if x.isVisible()]
     seen, found = [], []
     _answer_sign_in(qtbot, CARA_PW, seen)
     _close_main_window(found)

@@ -74,25 +74,31 @@ def test_partial_results_match_final(make_window, qtbot, tmp_path):
 
 def test_cancel_after_first_partial_result(make_window, qtbot, tmp_path):
     w, audit = _setup(make_window, qtbot, tmp_path, N_PATIENTS)  # 3 chunks
-    parts, stages = [], []
-    w.run.partial_drawn.connect(lambda p: parts.append(p))
+    parts, stages, during = [], [], []
+
+    def on_partial(p) -> None:  # cancel as soon as the first partial result is drawn
+        parts.append(p)
+        if len(parts) == 1:
+            during.append((w.run.state, w.run.worker is not None, len(w.run.plot.getPlotItem().listDataItems()),
+                           w.run.plot_info.text()))
+            qtbot.mouseClick(w.run.cancel_btn, Qt.MouseButton.LeftButton)
+
+    w.run.partial_drawn.connect(on_partial)
     with qtbot.waitSignal(w.run.state_changed, timeout=10_000):
         qtbot.mouseClick(w.run.run_btn, Qt.MouseButton.LeftButton)
     w.run.worker.progress.connect(lambda s, f: stages.append((s, f)))
     qtbot.waitUntil(lambda: len(parts) >= 1, timeout=300_000)
     assert parts[0].n_chunks == 3 and parts[0].chunks_done == 1
-    # the partial result is drawn while the run goes on
-    assert w.run.state == "running" and w.run.worker is not None
-    assert len(w.run.plot.getPlotItem().listDataItems()) == 4 * 3  # median and band edges per scenario
-    assert "2 of 5" in w.run.plot_info.text()
-    qtbot.mouseClick(w.run.cancel_btn, Qt.MouseButton.LeftButton)
+    # the partial result was drawn while the run went on: median and band edges per scenario
+    state, running, n_items, info = during[0]
+    assert state == "running" and running and n_items == 4 * 3 and "2 of 5" in info
     qtbot.waitUntil(lambda: w.run.worker is None, timeout=300_000)
 
     assert w.run.state == "cancelled", (w.run.state, error_text(w))
     assert error_text(w) == "" and w.model.result is None
     # stopped before the last chunk: simulate never reported completion, nothing decrypted afterwards
     sim = [f for s, f in stages if s == "simulate"]
-    assert sim and max(sim) < 1.0
+    assert sim and max(sim) == pytest.approx(1 / 3)  # chunk 2 was simulated, never reported, chunk 3 never ran
     assert not any(s == "decrypt" for s, _ in stages)
     assert len(parts) == 1 and list(parts[0].patients) == [0, 1]
     entries = audit.entries()
