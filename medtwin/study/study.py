@@ -185,6 +185,7 @@ class EncryptedOutcome:
     depth: int
     seconds: float
     backend: str
+    noise_bounds: dict[str, float] = field(default_factory=dict)  # key-dependent part of ``bounds``
 
 
 def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads: int | None = None,
@@ -232,8 +233,24 @@ def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads:
     seconds = time.perf_counter() - t0
     prog0 = cs.programs[0]
     bounds = {name: max(float(p.error_bound(name, noise=noise)) for p in cs.programs) for name in outputs}
+    noise_bounds = _key_dependent_bounds(cs.programs, noise, outputs) if noise is not None else dict(bounds)
     return EncryptedOutcome(cohort.spec, cohort.twin_ids, cs.layout, cohort.key_tag, outputs,
-                            prog0.digest(), bounds, cs.depth, seconds, backend)
+                            prog0.digest(), bounds, cs.depth, seconds, backend, noise_bounds)
+
+
+def _key_dependent_bounds(programs, noise, outputs) -> dict[str, float]:
+    """The part of each output's error bound that depends on the secret key: the random CKKS
+    noise (encryption, rescale rounding, key switching, encoding, decryption, the rotation term).
+    Approximation error and the (corrected) scale drift are functions of the data alone. This
+    is the error that noise flooding must hide before a decryption leaves the key holder."""
+    from dataclasses import replace
+
+    quiet = replace(noise, fresh=0.0, rescale_round=0.0, keyswitch=0.0, encode=0.0, decrypt=0.0, rotate_bias=0.0)
+    out = {}
+    for name in outputs:
+        out[name] = max(max(float(p.error_bound(name, noise=noise)) - float(p.error_bound(name, noise=quiet)), 0.0)
+                        for p in programs)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -376,6 +393,12 @@ def decrypt_outcome(out: EncryptedOutcome, ctx, *, progress: ProgressFn | None =
         bounds["auc"] = bounds.pop("auc_h") * 100.0
     res = StudyResult(out.spec, out.twin_ids, np.asarray(out.spec.times), conc, auc, tiw, bounds,
                       out.program_digest, out.depth, out.backend, out.seconds)
+    nb = dict(out.noise_bounds)
+    if "auc_h" in nb:
+        nb["auc"] = nb.pop("auc_h") * 100.0
+    if "tiw_terms" in nb:
+        nb["tiw"] = nb.pop("tiw_terms") * lay.n_times
+    res.extra["noise_bounds"] = nb
     if tiw is not None:
         lo, hi = out.spec.pk.conc_domain
         res.tiw_in_domain = (conc.min(axis=2) >= lo) & (conc.max(axis=2) <= hi)
