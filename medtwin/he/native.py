@@ -189,6 +189,9 @@ class NativeExecutor(Executor):
         if self._noise is None:
             from medtwin.program.bounds import NoiseModel
 
+            if self.cc is not None:  # the same (calibrated) model the OpenFHE executor uses
+                self._noise = NoiseModel.from_context(self.cc, corrected=self.correct_scale)
+                return self._noise
             if self.engine is None:
                 raise ProgramError("the engine is built on the first run; pass engine=... to ask earlier")
             e = self.engine
