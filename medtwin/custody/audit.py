@@ -344,6 +344,15 @@ class VerifyReport:
 
 # -- the log --------------------------------------------------------------------------------------
 
+def _require_triggers(con, path) -> None:
+    """Refuse to write into a log whose append-only triggers were removed (evidence kept)."""
+    have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='trigger'")}
+    missing = _TRIGGERS - have
+    if missing:
+        raise TamperedError(f"{path}: append-only triggers removed ({', '.join(sorted(missing))}); "
+                            "the log is left as found for verification, nothing is appended")
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries(
@@ -421,8 +430,13 @@ class AuditLog:
         try:
             with self._connect() as con:
                 con.execute("BEGIN IMMEDIATE")
-                for stmt in _split(_SCHEMA):
-                    con.execute(stmt)
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if "meta" not in tables:
+                    # A new log: create the schema and its append-only triggers. An existing log is
+                    # never "repaired" on open: re-creating dropped triggers would erase the
+                    # evidence that verify() reports (kind "schema"); appends are refused instead.
+                    for stmt in _split(_SCHEMA):
+                        con.execute(stmt)
                 row = con.execute("SELECT value FROM meta WHERE key='format'").fetchone()
                 if row is None:
                     n = con.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
@@ -458,6 +472,7 @@ class AuditLog:
         Raises:
             ValidationError: unknown action or field, or a value that looks like patient data.
             PermissionDenied: the session is closed or expired.
+            TamperedError: the log's append-only triggers were removed.
         """
         ident = _identity(actor)
         _check_action(action)
@@ -465,6 +480,7 @@ class AuditLog:
         det = _check_details(details)
         with self._connect() as con:
             con.execute("BEGIN IMMEDIATE")
+            _require_triggers(con, self.path)
             try:
                 row = con.execute("SELECT seq, entry_hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
                 seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)

@@ -321,3 +321,26 @@ def test_scan_for_values(tmp_path, alice):
     assert log.scan_for_values([1.75]) == [(1, "number 1.75")]
     assert log.scan_for_values([2]) == [(1, "number 2")]
     assert log.scan_for_values(["TWIN-0002"]) == [(1, "text 'twin-0002'")]
+
+
+def test_opening_a_log_with_dropped_triggers_keeps_the_evidence_and_refuses_appends(tmp_path):
+    import sqlite3
+
+    from medtwin.custody.audit import AuditLog
+    from medtwin.custody.identity import Identity
+    from medtwin.errors import TamperedError
+
+    who = Identity.generate("ann", "clinician")
+    log = AuditLog(tmp_path / "a.db")
+    log.append(who, "key.unlock", key_tag="ab" * 16, outcome="ok")
+    con = sqlite3.connect(tmp_path / "a.db")
+    con.execute("DROP TRIGGER entries_no_update")
+    con.commit()
+    con.close()
+    before = (tmp_path / "a.db").read_bytes()
+    reopened = AuditLog(tmp_path / "a.db")  # must not silently re-create the trigger
+    assert (tmp_path / "a.db").read_bytes() == before
+    rep = reopened.verify({"ann": who.public_key})
+    assert not rep.ok and "schema" in rep.kinds()
+    with pytest.raises(TamperedError, match="triggers"):
+        reopened.append(who, "key.unlock", key_tag="ab" * 16, outcome="ok")
