@@ -59,7 +59,8 @@ def make_keys(preset_name: str, model: str = "theophylline"):
     from medtwin.he.params import preset
 
     depth, rots = required_depth(key_spec(model, preset_name))
-    rots = sorted(set(rots) | {1 << i for i in range(0, 9)})
+    # Only the rotations the programs use: at N = 2^16 and 6 digits one rotation key is ~233 MB,
+    # and the model's programs sum time-in-window terms on the client, so they need none.
     return generate_keys(preset(preset_name, depth=depth), rots)
 
 
