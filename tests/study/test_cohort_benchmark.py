@@ -1,0 +1,14 @@
+"""The cohort benchmark script runs (tiny size, test ring); its numbers are reported, never asserted."""
+from __future__ import annotations
+
+import json
+
+
+def test_cohort_benchmark_smoke(tmp_path):
+    from benchmarks.cohort import main
+
+    assert main(["--preset", "test-insecure", "--patients", "3", "--backends", "openfhe", "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "cohort.json").read_text())
+    b = r["backends"]["openfhe"]
+    assert r["scenarios"] == 16 and r["results"] == 3 * 16 * 19
+    assert b["max_conc_deviation"] <= b["conc_bound"]
