@@ -364,16 +364,36 @@ def decrypt_chunk(layout: SlotLayout, chunk: int, outputs: dict, ctx) -> dict[st
 
 
 def decrypt_outcome(out: EncryptedOutcome, ctx, *, progress: ProgressFn | None = None) -> StudyResult:
-    """Client side: decrypt and unpack an encrypted outcome."""
+    """Client side: decrypt and unpack an encrypted outcome.
+
+    The time-in-window polynomial is valid only on the model's declared concentration domain.
+    A pair whose trajectory leaves it gets its time in window from the decrypted trajectory
+    instead (the same smooth window, exact, on the client), flagged in ``tiw_in_domain`` and
+    ``extra["tiw_source"]``. When an out-of-domain slot blew up the window polynomial so far that
+    a whole ciphertext no longer decodes, that chunk's window terms are dropped the same way
+    (concentrations and AUC come from their own ciphertexts and are unaffected).
+
+    Raises:
+        TamperedError: a concentration or AUC ciphertext cannot be decoded.
+    """
+    from medtwin.errors import TamperedError
+
     lay = out.layout
     dec = {}
     names = list(out.outputs)
     total = sum(len(out.outputs[n]) for n in names)
     done = 0
+    lost_chunks: list[int] = []
     for name in names:
         rows = []
-        for ct in out.outputs[name]:
-            rows.append(ctx.decrypt(ct, lay.slots))
+        for c, ct in enumerate(out.outputs[name]):
+            try:
+                rows.append(ctx.decrypt(ct, lay.slots))
+            except TamperedError:
+                if name not in ("tiw", "tiw_terms"):
+                    raise
+                rows.append(np.full(lay.slots, np.nan))
+                lost_chunks.append(c)
             done += 1
             if progress:
                 progress("decrypt", done / total)
@@ -400,8 +420,15 @@ def decrypt_outcome(out: EncryptedOutcome, ctx, *, progress: ProgressFn | None =
         nb["tiw"] = nb.pop("tiw_terms") * lay.n_times
     res.extra["noise_bounds"] = nb
     if tiw is not None:
-        lo, hi = out.spec.pk.conc_domain
-        res.tiw_in_domain = (conc.min(axis=2) >= lo) & (conc.max(axis=2) <= hi)
+        model = out.spec.pk
+        lo, hi = model.conc_domain
+        ok = (conc.min(axis=2) >= lo) & (conc.max(axis=2) <= hi) & np.isfinite(tiw)
+        res.tiw_in_domain = ok
+        if not ok.all():
+            client_tiw = (model.smooth_window(conc) * pk_oral.trapezoid_weights(res.times)).sum(axis=2)
+            res.tiw = np.where(ok, tiw, client_tiw)
+        res.extra["tiw_source"] = np.where(ok, "encrypted", "decrypted trajectory")
+        res.extra["tiw_lost_chunks"] = sorted(set(lost_chunks))
     return res
 
 

@@ -112,3 +112,20 @@ def test_keys_without_enough_depth_are_refused(cohort):
     enc = encrypt_cohort(_spec(), {k: v[:2] for k, v in cohort.items()}, ["a", "b"], ctx)
     with pytest.raises(ProgramError, match="depth"):
         simulate(enc, ctx)
+
+
+def test_concentrations_beyond_the_window_domain_fall_back_to_the_decrypted_trajectory(cohort, keys):
+    # 900 mg every 6 h drives concentrations far past the window polynomial's domain (45 mg/L);
+    # concentrations and AUC stay exact, time in window comes from the decrypted trajectory.
+    ctx, _ = keys
+    scen = [Scenario("normal", Regimen(dose_mg=300, interval_h=12, count=4)),
+            Scenario("toxic", Regimen(dose_mg=900, interval_h=6, count=8))]
+    spec = StudySpec.grid("theophylline", scen, horizon_h=48, step_h=4, preset="test-insecure")
+    cov = {k: v[:6] for k, v in cohort.items()}
+    res = run_study(spec, cov, [f"t{i}" for i in range(6)], ctx)
+    assert res.conc[:, 1].max() > spec.pk.conc_domain[1]
+    assert not res.tiw_in_domain[:, 1].all()
+    dev = res.deviations()
+    assert dev["conc_abs"] <= res.bounds["conc"] and dev["auc_abs"] <= res.bounds["auc"]
+    np.testing.assert_allclose(res.tiw, res.reference["tiw"], atol=res.bounds["tiw"])
+    assert (res.extra["tiw_source"][~res.tiw_in_domain] == "decrypted trajectory").all()
