@@ -10,13 +10,55 @@ that the operation checks between ciphertext chunks.
 """
 from __future__ import annotations
 
+import gc
 import traceback
 from typing import Callable
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from medtwin.errors import MedTwinError
 from medtwin.gui.model import CancelToken, Cancelled
+
+
+class MainThreadGC(QObject):
+    """Run Python's cyclic garbage collector only in the GUI thread.
+
+    With automatic collection, a worker thread that allocates (the program builder does) can
+    trigger a collection that finalises Qt objects left from closed windows *in the worker
+    thread*; their destructors then wait for a Qt mutex held by the GUI thread, which waits for
+    the GIL: a deadlock (seen in the test suite). So automatic collection is switched off while the
+    app runs and a timer collects in the GUI thread instead (the pattern PyQt/PySide users follow
+    for threaded apps).
+    """
+
+    _instance: "MainThreadGC | None" = None
+
+    def __init__(self, interval_ms: int = 500):
+        super().__init__()
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.collect)
+        self._timer.start(interval_ms)
+        gc.disable()
+
+    def collect(self) -> None:
+        gc.collect()
+
+    @classmethod
+    def install(cls) -> "MainThreadGC":
+        """Install once (idempotent); call from the GUI thread."""
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    @classmethod
+    def uninstall(cls) -> None:
+        """Stop the timer and give collection back to Python (tests, app shutdown)."""
+        inst, cls._instance = cls._instance, None
+        if inst is not None:
+            inst._timer.stop()
+            inst.deleteLater()
+        gc.collect()
+        gc.enable()
 
 
 class _Thread(QThread):
@@ -56,6 +98,8 @@ class Worker(QObject):
         self._thread.finished.connect(self.done)
 
     def start(self) -> None:
+        MainThreadGC.install()  # no cyclic GC in worker threads (see MainThreadGC)
+        gc.collect()  # leave no Qt garbage for a worker thread to finalise
         self._thread.start()
 
     def cancel(self) -> None:

@@ -10,6 +10,15 @@ os.environ.setdefault("MEDTWIN_ALLOW_INSECURE", "1")
 from gui_helpers import shallow_keys  # noqa: E402,F401
 
 
+@pytest.fixture(autouse=True)
+def _gc_back_to_python():
+    """GUI workers switch Python's cyclic GC to a GUI-thread timer; give it back after each test."""
+    yield
+    from medtwin.gui.workers import MainThreadGC
+
+    MainThreadGC.uninstall()
+
+
 @pytest.fixture
 def cheap_kdf():
     from medtwin.custody.kdf import TEST_KDF
