@@ -146,22 +146,30 @@ def _per_dose(t, dosing: Dosing):
     return e, dosing.amounts, dosing.durations
 
 
+def _exponential_terms(t, dosing: "Dosing", k10, k12, k21):
+    """Per exponential (alpha, beta): its rate and unit coefficient broadcast over doses, the time
+    since each dose (raw and clipped at 0), the amounts, the bolus mask and the infusion time
+    (1 where bolus, so that divisions stay finite)."""
+    alpha, beta = macro_constants(k10, k12, k21)
+    a, b = unit_coefficients(k10, k12, k21)
+    e, amt, dur = _per_dose(t, dosing)
+    ep = np.maximum(e, 0.0)
+    bol = dur == 0
+    T = np.where(bol, 1.0, dur)
+    for lam, c in ((alpha, a), (beta, b)):
+        lam = np.asarray(lam)[..., None] if np.ndim(lam) else lam
+        c = np.asarray(c)[..., None] if np.ndim(c) else c
+        yield lam, c, e, ep, amt, bol, T
+
+
 def concentration(t, dosing: Dosing, k10, k12, k21, v1):
     """Plaintext reference C(t) [mg/L] by superposition of the closed-form single-dose terms.
 
     ``t`` may be any shape; k10 and v1 scalars (use numpy broadcasting with ``[:, None]`` for
     several patients).
     """
-    alpha, beta = macro_constants(k10, k12, k21)
-    a, b = unit_coefficients(k10, k12, k21)
-    e, amt, dur = _per_dose(t, dosing)
     out = 0.0
-    for lam, c in ((alpha, a), (beta, b)):
-        lam = np.asarray(lam)[..., None] if np.ndim(lam) else lam
-        c = np.asarray(c)[..., None] if np.ndim(c) else c
-        ep = np.maximum(e, 0.0)
-        bol = dur == 0
-        Tsafe = np.where(bol, 1.0, dur)
+    for lam, c, e, ep, amt, bol, Tsafe in _exponential_terms(t, dosing, k10, k12, k21):
         during = c / lam * (1.0 - np.exp(-lam * ep)) / Tsafe
         after = c / lam * (1.0 - np.exp(-lam * Tsafe)) * np.exp(-lam * np.maximum(ep - Tsafe, 0.0)) / Tsafe
         inf = np.where(ep <= Tsafe, during, after)
@@ -172,16 +180,8 @@ def concentration(t, dosing: Dosing, k10, k12, k21, v1):
 
 def cumulative_auc(t, dosing: Dosing, k10, k12, k21, v1):
     """Plaintext reference AUC(0..t) [mg*h/L], the closed-form integral of :func:`concentration`."""
-    alpha, beta = macro_constants(k10, k12, k21)
-    a, b = unit_coefficients(k10, k12, k21)
-    e, amt, dur = _per_dose(t, dosing)
     out = 0.0
-    for lam, c in ((alpha, a), (beta, b)):
-        lam = np.asarray(lam)[..., None] if np.ndim(lam) else lam
-        c = np.asarray(c)[..., None] if np.ndim(c) else c
-        ep = np.maximum(e, 0.0)
-        bol = dur == 0
-        T = np.where(bol, 1.0, dur)
+    for lam, c, e, ep, amt, bol, T in _exponential_terms(t, dosing, k10, k12, k21):
         bolus = c / lam * (1.0 - np.exp(-lam * ep))
         during = c / lam * (ep - (1.0 - np.exp(-lam * ep)) / lam) / T
         f = 1.0 - np.exp(-lam * T)
