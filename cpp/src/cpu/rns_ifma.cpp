@@ -142,76 +142,13 @@ bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, s
 }  // namespace ifma
 }  // namespace medtwin
 #else
+// Built without IFMA support (MEDTWIN_IFMA=OFF or a compiler without it): every kernel declines,
+// and the callers take the portable 64-bit path.
 namespace medtwin {
 namespace ifma {
-namespace {
-// x*y*2^-52 mod q in [0, 2q) for x, y < 2^52 (see inner_mont).
-inline __m512i mont(__m512i x, __m512i y, __m512i q, __m512i qn) {
-  __m512i lo = _mm512_madd52lo_epu64(Z0, x, y);
-  __m512i hi = _mm512_madd52hi_epu64(Z0, x, y);
-  __m512i m = _mm512_and_si512(_mm512_madd52lo_epu64(Z0, lo, qn), M52);
-  __m512i r = _mm512_madd52hi_epu64(hi, m, q);
-  __mmask8 nz = _mm512_test_epi64_mask(lo, lo);
-  return _mm512_mask_add_epi64(r, nz, r, _mm512_set1_epi64(1));
-}
-}  // namespace
-
-bool mul_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 qs, u64 qneg, u64 r2s) {
-  if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
-  const __m512i q = _mm512_set1_epi64(qs), qn = _mm512_set1_epi64(qneg), r2 = _mm512_set1_epi64(r2s);
-  for (std::size_t c = 0; c < n; c += 8) {
-    __m512i t = mont(_mm512_loadu_si512(a + c), _mm512_loadu_si512(b + c), q, qn);
-    _mm512_storeu_si512(out + c, csub(mont(t, r2, q, qn), q));
-  }
-  return true;
-}
-
-bool tensor_tower(const u64* a0, const u64* a1, const u64* b0, const u64* b1, u64* c0, u64* c1, u64* c2,
-                  std::size_t n, u64 qs, u64 qneg, u64 r2s) {
-  if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
-  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs), qn = _mm512_set1_epi64(qneg),
-                r2 = _mm512_set1_epi64(r2s);
-  for (std::size_t c = 0; c < n; c += 8) {
-    __m512i x0 = _mm512_loadu_si512(a0 + c), x1 = _mm512_loadu_si512(a1 + c);
-    __m512i y0 = _mm512_loadu_si512(b0 + c), y1 = _mm512_loadu_si512(b1 + c);
-    __m512i p00 = mont(x0, y0, q, qn), p11 = mont(x1, y1, q, qn);
-    __m512i p01 = csub(_mm512_add_epi64(mont(x0, y1, q, qn), mont(x1, y0, q, qn)), q2);
-    _mm512_storeu_si512(c0 + c, csub(mont(p00, r2, q, qn), q));
-    _mm512_storeu_si512(c1 + c, csub(mont(p01, r2, q, qn), q));
-    _mm512_storeu_si512(c2 + c, csub(mont(p11, r2, q, qn), q));
-  }
-  return true;
-}
-
 bool conv_small(const u64* const*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
-inline __m512i mul_lazy64(__m512i a, __m512i w, __m512i wp, __m512i q) {
-  const __m512i m32 = _mm512_set1_epi64(0xffffffffLL);
-  __m512i ah = _mm512_srli_epi64(a, 32), bh = _mm512_srli_epi64(wp, 32);
-  __m512i ll = _mm512_mul_epu32(a, wp), lh = _mm512_mul_epu32(a, bh);
-  __m512i hl = _mm512_mul_epu32(ah, wp), hh = _mm512_mul_epu32(ah, bh);
-  __m512i mid = _mm512_add_epi64(_mm512_add_epi64(_mm512_srli_epi64(ll, 32), _mm512_and_si512(lh, m32)),
-                                 _mm512_and_si512(hl, m32));
-  __m512i hi = _mm512_add_epi64(_mm512_add_epi64(hh, _mm512_srli_epi64(lh, 32)),
-                                _mm512_add_epi64(_mm512_srli_epi64(hl, 32), _mm512_srli_epi64(mid, 32)));
-  return _mm512_sub_epi64(_mm512_mullo_epi64(a, w), _mm512_mullo_epi64(hi, q));
-}
-
-bool conv_large(const u64* const* in, const u64* w, const u64* wp, std::size_t cnt, u64 qs, u64* out, std::size_t n) {
-  if (!ifma_enabled() || !cpu_has_avx512dq() || qs >= (u64(1) << 62) || n % 8) return false;
-  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
-  for (std::size_t c = 0; c < n; c += 8) {
-    __m512i acc = Z0;
-    for (std::size_t i = 0; i < cnt; ++i) {
-      __m512i x = _mm512_loadu_si512(in[i] + c);
-      acc = csub(_mm512_add_epi64(acc, mul_lazy64(x, _mm512_set1_epi64(w[i]), _mm512_set1_epi64(wp[i]), q)), q2);
-    }
-    _mm512_storeu_si512(out + c, csub(acc, q));
-  }
-  return true;
-}
-
-bool conv_wide(const u64* const*, const u64*, const u64*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool conv_large(const u64* const*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
+bool conv_wide(const u64* const*, const u64*, const u64*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool mul_vec(u64*, const u64*, const u64*, std::size_t, u64, u64, u64) { return false; }
 bool tensor_tower(const u64*, const u64*, const u64*, const u64*, u64*, u64*, u64*, std::size_t, u64, u64, u64) { return false; }
 bool inner_mont(const u64* const*, const u64* const*, const u64* const*, std::size_t, u64, u64, u64*, u64*, std::size_t) { return false; }
