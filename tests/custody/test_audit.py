@@ -323,6 +323,23 @@ def test_scan_for_values(tmp_path, alice):
     assert log.scan_for_values(["TWIN-0002"]) == [(1, "text 'twin-0002'")]
 
 
+def test_scan_for_values_ignores_the_logs_own_timestamps(tmp_path, alice, monkeypatch):
+    """A creatinine of 0.9 is no leak because an entry was written at 10:01:10.912345 (CI saw it)."""
+    from datetime import datetime, timezone
+
+    import medtwin.custody.audit as audit_mod
+
+    at = datetime(2026, 11, 28, 10, 1, 10, 912345, tzinfo=timezone.utc)
+    monkeypatch.setattr(audit_mod, "utc_now", lambda: at)
+    log = AuditLog(tmp_path / "a.db")
+    log.append(alice, "simulation.run", twin_ids=["twin-0001"], n_patients=1)
+    assert "10.912345" in log.entries()[0].ts
+    assert log.scan_for_values([0.9, 0.91, 10.9]) == []
+    # the same digits anywhere else are still found
+    log.append(alice, "simulation.run", twin_ids=["twin-0001"], details={"duration_s": 10.9})
+    assert (2, "number 10.9") in log.scan_for_values([10.9])
+
+
 def test_opening_a_log_with_dropped_triggers_keeps_the_evidence_and_refuses_appends(tmp_path):
     import sqlite3
 
