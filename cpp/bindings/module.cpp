@@ -282,7 +282,7 @@ PYBIND11_MODULE(_core, m) {
       .def("rescale", [](const Engine& e, const Ciphertext& a) {
         e.check_ct(a);
         py::gil_scoped_release rel;
-        CtPtr r = copy_ct(a); rescale_inplace(e.ctx(), *r); return r;
+        auto r = std::make_shared<Ciphertext>(); rescale(e.ctx(), a, *r); return r;
       })
       .def("level_down", [](const Engine& e, const Ciphertext& a, std::uint32_t k) {
         e.check_ct(a);

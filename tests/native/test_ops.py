@@ -87,3 +87,16 @@ def test_encoder_matches_openfhe_slot_order(small):
     a = s.imp(ct)
     np.testing.assert_array_equal(s.engine.mul_plain(a, v).data,
                                   s.imp(s.cc.EvalMult(ct, s.cc.MakeCKKSPackedPlaintext(v.tolist()))).data)
+
+
+@pytest.mark.parametrize("n,depth,dnum", [(1024, 10, 3), (4096, 20, 0)])
+def test_ops_match_openfhe_portable_path(n, depth, dnum):
+    """The same checks with the vector (IFMA / AVX-512) kernels switched off: the portable
+    kernels, including the fused NTT epilogues, are bit-exact with OpenFHE too."""
+    from medtwin import _core
+
+    _core.set_ifma_enabled(False)
+    try:
+        _run_all(make_setup(n, depth, dnum))
+    finally:
+        _core.set_ifma_enabled(True)

@@ -21,6 +21,12 @@ class NTTTables {
 
   void forward(u64* a) const;
   void inverse(u64* a) const;
+  /// Inverse NTT with the result multiplied by w < q (folded into the n^-1 scaling pass).
+  void inverse_mul(u64* a, u64 w) const;
+  /// Forward NTT of a (a is scratch afterwards), fused with the last pass:
+  /// out[j] = (x[j] - NTT(a)[j]) * w mod q, plus add[j] mod q when add is not null.
+  /// x, add < q; out may alias x or add (element-wise), never a.
+  void forward_sub_mul(u64* a, const u64* x, u64 w, u64* out, const u64* add) const;
 
   // Tables (public for the IFMA/CUDA paths).
   std::vector<u64> w, wp;    // psi^bitrev(i) and Shoup constants
@@ -44,9 +50,17 @@ inline std::size_t bitrev(std::size_t i, unsigned bits) {
   return r;
 }
 
+/// Fused last-pass operations of the NTTs (see NTTTables::inverse_mul, forward_sub_mul).
+struct NTTEpilogue {
+  u64 w = 0, w_shoup = 0, w52 = 0;  // multiplier, its 64-bit and (q < 2^50) 52-bit Shoup constants
+  const u64* x = nullptr;           // forward: subtract the transform from x (null: plain forward)
+  u64* out = nullptr;
+  const u64* add = nullptr;
+};
+
 namespace ifma {
-bool forward(const NTTTables& t, u64* a);   // returns false when not applicable
-bool inverse(const NTTTables& t, u64* a);
+bool forward(const NTTTables& t, u64* a, const NTTEpilogue* ep = nullptr);   // false when not applicable
+bool inverse(const NTTTables& t, u64* a, const NTTEpilogue* ep = nullptr);
 }
 
 }  // namespace medtwin

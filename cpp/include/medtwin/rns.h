@@ -15,6 +15,8 @@ u64* scratch(std::size_t slot, std::size_t words);
 /// c'_i = q_l^-1 (c_i - NTT_i([INTT(c_l)] centred mod q_i)); drops the last tower; level+1,
 /// noise degree-1, scale / 2^scalingModSize. Throws std::invalid_argument at one tower.
 void rescale_inplace(const Context& ctx, Ciphertext& ct);
+/// The same, from `in` into `out` (which must be another object): one read and one write of the towers.
+void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out);
 /// Drop the top k towers (level + k) without scaling.
 void drop_towers(Ciphertext& ct, std::uint32_t k);
 /// ModUp of d (T towers, evaluation form) into ext = [beta][T+K][N]; ext index m < T is
@@ -23,5 +25,9 @@ void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext);
 /// out_i = (acc_i - NTT_i(sum_k [INTT(acc_(T+k)) (P/p_k)^-1]_(p_k) [P/p_k]_(q_i))) * P^-1 (+ add_i),
 /// for acc with T+K towers. acc's P towers are overwritten.
 void moddown(const Context& ctx, u64* acc, std::uint32_t T, u64* out, const u64* add);
+/// Two ModDowns in one parallel region (balanced over threads): acc0 -> out0 (+ add0) and, when
+/// acc1 is not null, acc1 -> out1 (+ add1). add pointers may be null or alias their outputs.
+void moddown2(const Context& ctx, std::uint32_t T, u64* acc0, u64* out0, const u64* add0, u64* acc1, u64* out1,
+              const u64* add1);
 
 }  // namespace medtwin

@@ -115,8 +115,7 @@ void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& ke
   double t1 = cpu();
   key_inner(ctx, ext, T, key, acc0, acc1);
   double t2 = cpu();
-  moddown(ctx, acc0, T, ct.poly(0, 0), ct.poly(0, 0));
-  moddown(ctx, acc1, T, ct.poly(1, 0), ct.poly(1, 0));
+  moddown2(ctx, T, acc0, ct.poly(0, 0), ct.poly(0, 0), acc1, ct.poly(1, 0), ct.poly(1, 0));
   double t3 = cpu();
   if (prof) {
     auto ms = [](double a, double b) { return b - a; };
@@ -144,8 +143,7 @@ void finish_rotation(const Context& ctx, const Ciphertext& in, u64 k, u64* acc0,
   out.slots = in.slots; out.level = in.level; out.hops = in.hops; out.noise_deg = in.noise_deg;
   out.scale = in.scale; out.scheme_id = in.scheme_id; out.encoding = in.encoding;
   out.header = in.header; out.key_tag = in.key_tag;
-  moddown(ctx, p0, T, out.poly(0, 0), c0);
-  moddown(ctx, p1, T, out.poly(1, 0), nullptr);
+  moddown2(ctx, T, p0, out.poly(0, 0), c0, p1, out.poly(1, 0), nullptr);
 }
 }  // namespace
 

@@ -32,35 +32,68 @@ NTTTables::NTTTables(std::size_t n, u64 q, u64 psi) : n_(n), q_(q), psi_(psi), m
   }
 }
 
-void NTTTables::forward(u64* a) const {
-  if (ifma_enabled() && ifma::forward(*this, a)) return;
+namespace {
+NTTEpilogue make_epilogue(const NTTTables& t, u64 mult) {
+  NTTEpilogue ep;
+  ep.w = mult;
+  ep.w_shoup = shoup(mult, t.q());
+  if (t.q() < (u64(1) << 50)) ep.w52 = static_cast<u64>((static_cast<u128>(mult) << 52) / t.q());
+  return ep;
+}
+}  // namespace
+
+void NTTTables::forward(u64* a) const { forward_sub_mul(a, nullptr, 0, nullptr, nullptr); }
+
+void NTTTables::forward_sub_mul(u64* a, const u64* x, u64 mult, u64* out, const u64* add) const {
+  NTTEpilogue ep;
+  if (x) {
+    ep = make_epilogue(*this, mult);
+    ep.x = x; ep.out = out; ep.add = add;
+  }
+  if (ifma_enabled() && ifma::forward(*this, a, x ? &ep : nullptr)) return;
   const u64 q = q_, q2 = 2 * q_;
   std::size_t t = n_;
   for (std::size_t m = 1; m < n_; m <<= 1) {
     t >>= 1;
     for (std::size_t i = 0; i < m; ++i) {
       const u64 W = w[m + i], Wp = wp[m + i];
-      u64* x = a + 2 * i * t;
-      u64* y = x + t;
+      u64* px = a + 2 * i * t;
+      u64* py = px + t;
       for (std::size_t j = 0; j < t; ++j) {
-        u64 u = x[j];
+        u64 u = px[j];
         u -= (u >= q2) ? q2 : 0;
-        u64 v = mul_shoup_lazy(y[j], W, Wp, q);
-        x[j] = u + v;
-        y[j] = u - v + q2;
+        u64 v = mul_shoup_lazy(py[j], W, Wp, q);
+        px[j] = u + v;
+        py[j] = u - v + q2;
       }
     }
+  }
+  if (!x) {
+    for (std::size_t j = 0; j < n_; ++j) {
+      u64 v = a[j];
+      v -= (v >= q2) ? q2 : 0;
+      v -= (v >= q) ? q : 0;
+      a[j] = v;
+    }
+    return;
   }
   for (std::size_t j = 0; j < n_; ++j) {
     u64 v = a[j];
     v -= (v >= q2) ? q2 : 0;
     v -= (v >= q) ? q : 0;
-    a[j] = v;
+    u64 r = mul_shoup(x[j] + q - v, ep.w, ep.w_shoup, q);
+    if (add) r = addmod(r, add[j], q);
+    out[j] = r;
   }
 }
 
-void NTTTables::inverse(u64* a) const {
-  if (ifma_enabled() && ifma::inverse(*this, a)) return;
+void NTTTables::inverse(u64* a) const { inverse_mul(a, 1); }
+
+void NTTTables::inverse_mul(u64* a, u64 mult) const {
+  NTTEpilogue ep;
+  const bool scaled = mult != 1;
+  if (scaled) ep = make_epilogue(*this, mulmod(ninv, mult % q_, mod_));
+  if (ifma_enabled() && ifma::inverse(*this, a, scaled ? &ep : nullptr)) return;
   const u64 q = q_, q2 = 2 * q_;
   std::size_t t = 1;
   for (std::size_t m = n_; m > 1; m >>= 1) {
@@ -79,7 +112,8 @@ void NTTTables::inverse(u64* a) const {
     }
     t <<= 1;
   }
-  for (std::size_t j = 0; j < n_; ++j) a[j] = mul_shoup(a[j], ninv, ninvp, q);
+  const u64 c = scaled ? ep.w : ninv, cp = scaled ? ep.w_shoup : ninvp;
+  for (std::size_t j = 0; j < n_; ++j) a[j] = mul_shoup(a[j], c, cp, q);
 }
 
 }  // namespace medtwin

@@ -151,8 +151,29 @@ inline void inv_stage(const NTTTables& tb, u64* a, std::size_t h, std::size_t t,
 }
 }  // namespace
 
+// Last pass of the forward NTT over [b, b + B): full reduction, then the epilogue if any.
 template <class M>
-void forward_impl(const NTTTables& tb, u64* a) {
+inline void fwd_finish(u64* a, std::size_t b, std::size_t B, const NTTEpilogue* ep, __m512i q, __m512i q2) {
+  if (!ep) {
+    for (std::size_t j = b; j < b + B; j += 8) {
+      __m512i v = _mm512_loadu_si512(a + j);
+      _mm512_storeu_si512(a + j, csub(csub(v, q2), q));
+    }
+    return;
+  }
+  const __m512i W = _mm512_set1_epi64(ep->w);
+  const __m512i Wp = _mm512_set1_epi64(std::is_same<M, Mul52>::value ? ep->w52 : ep->w_shoup);
+  for (std::size_t j = b; j < b + B; j += 8) {
+    __m512i v = csub(csub(_mm512_loadu_si512(a + j), q2), q);
+    __m512i r = _mm512_sub_epi64(_mm512_add_epi64(_mm512_loadu_si512(ep->x + j), q), v);
+    r = csub(M::mul(r, W, Wp, q), q);
+    if (ep->add) r = csub(_mm512_add_epi64(r, _mm512_loadu_si512(ep->add + j)), q);
+    _mm512_storeu_si512(ep->out + j, r);
+  }
+}
+
+template <class M>
+void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   const std::size_t n = tb.n();
   const u64 qs = tb.q();
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
@@ -167,23 +188,20 @@ void forward_impl(const NTTTables& tb, u64* a) {
         const std::size_t g0 = b / (2 * tt), g1 = (b + B) / (2 * tt);
         fwd_stage<M>(tb, a, mm, tt, g0, g1, q, q2);
       }
-      for (std::size_t j = b; j < b + B; j += 8) {
-        __m512i v = _mm512_loadu_si512(a + j);
-        _mm512_storeu_si512(a + j, csub(csub(v, q2), q));
-      }
+      fwd_finish<M>(a, b, B, ep, q, q2);
     }
   }
 }
 
-bool forward(const NTTTables& tb, u64* a) {
+bool forward(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   if (tb.n() < 16) return false;
-  if (tb.q() < (u64(1) << 50) && !tb.w52.empty()) { forward_impl<Mul52>(tb, a); return true; }
-  if (tb.q() < (u64(1) << 62) && cpu_has_avx512dq()) { forward_impl<Mul64>(tb, a); return true; }
+  if (tb.q() < (u64(1) << 50) && !tb.w52.empty()) { forward_impl<Mul52>(tb, a, ep); return true; }
+  if (tb.q() < (u64(1) << 62) && cpu_has_avx512dq()) { forward_impl<Mul64>(tb, a, ep); return true; }
   return false;
 }
 
 template <class M>
-void inverse_impl(const NTTTables& tb, u64* a) {
+void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   const std::size_t n = tb.n();
   const u64 qs = tb.q();
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
@@ -201,18 +219,19 @@ void inverse_impl(const NTTTables& tb, u64* a) {
     m_end = mm;
   }
   for (std::size_t t = t_end, mm = m_end; mm > 1; mm >>= 1, t <<= 1) inv_stage<M>(tb, a, mm >> 1, t, 0, mm >> 1, q, q2);
-  const __m512i NI = _mm512_set1_epi64(tb.ninv);
-  const __m512i NIp = _mm512_set1_epi64(std::is_same<M, Mul52>::value ? tb.ninv52 : tb.ninvp);
+  const bool m52 = std::is_same<M, Mul52>::value;
+  const __m512i NI = _mm512_set1_epi64(ep ? ep->w : tb.ninv);
+  const __m512i NIp = _mm512_set1_epi64(ep ? (m52 ? ep->w52 : ep->w_shoup) : (m52 ? tb.ninv52 : tb.ninvp));
   for (std::size_t j = 0; j < n; j += 8) {
     __m512i v = M::mul(_mm512_loadu_si512(a + j), NI, NIp, q);
     _mm512_storeu_si512(a + j, csub(v, q));
   }
 }
 
-bool inverse(const NTTTables& tb, u64* a) {
+bool inverse(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   if (tb.n() < 16) return false;
-  if (tb.q() < (u64(1) << 50) && !tb.iw52.empty()) { inverse_impl<Mul52>(tb, a); return true; }
-  if (tb.q() < (u64(1) << 62) && cpu_has_avx512dq()) { inverse_impl<Mul64>(tb, a); return true; }
+  if (tb.q() < (u64(1) << 50) && !tb.iw52.empty()) { inverse_impl<Mul52>(tb, a, ep); return true; }
+  if (tb.q() < (u64(1) << 62) && cpu_has_avx512dq()) { inverse_impl<Mul64>(tb, a, ep); return true; }
   return false;
 }
 
@@ -221,8 +240,8 @@ bool inverse(const NTTTables& tb, u64* a) {
 #else
 namespace medtwin {
 namespace ifma {
-bool forward(const NTTTables&, u64*) { return false; }
-bool inverse(const NTTTables&, u64*) { return false; }
+bool forward(const NTTTables&, u64*, const NTTEpilogue*) { return false; }
+bool inverse(const NTTTables&, u64*, const NTTEpilogue*) { return false; }
 }  // namespace ifma
 }  // namespace medtwin
 #endif

@@ -138,7 +138,7 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
           rotate(ctx, x, k, *it->second, *out);
           break;
         }
-        case OP_RESCALE: out = std::make_shared<Ciphertext>(get(a)); rescale_inplace(ctx, *out); break;
+        case OP_RESCALE: out = std::make_shared<Ciphertext>(); rescale(ctx, get(a), *out); break;
         case OP_LEVEL_DOWN:
           if (b < 0) throw ProgramFault("negative level drop");
           out = std::make_shared<Ciphertext>(get(a));

@@ -27,47 +27,58 @@ void drop_towers(Ciphertext& ct, std::uint32_t k) {
   ct.level += k;
 }
 
-void rescale_inplace(const Context& ctx, Ciphertext& ct) {
-  if (ct.towers < 2) throw std::invalid_argument("cannot rescale a ciphertext with one tower");
-  const std::uint32_t l = ct.towers - 1, n = ct.n;
+void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out) {
+  if (in.towers < 2) throw std::invalid_argument("cannot rescale a ciphertext with one tower");
+  if (&in == &out) throw std::invalid_argument("rescale: input and output must differ");
+  const std::uint32_t l = in.towers - 1, n = in.n, E = in.elems;
   const u64 ql = ctx.modulus(l), half = ql >> 1;
-  u64* x = scratch(0, std::size_t(ct.elems) * n);
-  for (std::uint32_t e = 0; e < ct.elems; ++e) {
-    std::memcpy(x + std::size_t(e) * n, ct.poly(e, l), 8 * std::size_t(n));
-  }
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(ct.elems) * n))
-  for (std::int64_t e = 0; e < ct.elems; ++e) ctx.ntt(l).inverse(x + std::size_t(e) * n);
-  const std::int64_t jobs = std::int64_t(ct.elems) * l;
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * n))
-  for (std::int64_t jb = 0; jb < jobs; ++jb) {
-    const std::uint32_t e = static_cast<std::uint32_t>(jb / l), i = static_cast<std::uint32_t>(jb % l);
-    const Modulus& mi = ctx.mod(i);
-    const u64 qi = mi.q, qlmod = ql % qi;
-    u64* t = scratch(1, n);
-    const u64* xe = x + std::size_t(e) * n;
-    if (ql < 2 * qi) {  // the usual case (moduli of similar size): one conditional subtraction
-      for (std::uint32_t c = 0; c < n; ++c) {
-        u64 v = xe[c];
-        u64 r = v >= qi ? v - qi : v;
-        u64 adj = v > half ? qlmod : 0;
-        t[c] = r >= adj ? r - adj : r + qi - adj;
-      }
-    } else {
-      for (std::uint32_t c = 0; c < n; ++c) {
-        u64 v = xe[c];
-        u64 r = barrett128(v, mi);
-        if (v > half) r = submod(r, qlmod, qi);
-        t[c] = r;
-      }
+  out.n = n;
+  out.resize(E, l);
+  out.slots = in.slots; out.level = in.level + 1; out.hops = in.hops;
+  out.noise_deg = in.noise_deg > 0 ? in.noise_deg - 1 : 0;
+  out.scale = in.scale / std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
+  out.scheme_id = in.scheme_id; out.encoding = in.encoding; out.header = in.header; out.key_tag = in.key_tag;
+  u64* x = scratch(0, std::size_t(E) * n);
+  const std::int64_t jobs = std::int64_t(E) * l;
+#pragma omp parallel if (medtwin::parallel_worth(std::size_t(jobs) * n))
+  {
+#pragma omp for schedule(static)
+    for (std::int64_t e = 0; e < E; ++e) {
+      u64* xe = x + std::size_t(e) * n;
+      std::memcpy(xe, in.poly(static_cast<std::uint32_t>(e), l), 8 * std::size_t(n));
+      ctx.ntt(l).inverse(xe);
     }
-    ctx.ntt(i).forward(t);
-    const u64 w = ctx.rescale_inv(l, i), wp = ctx.rescale_inv_p(l, i);
-    u64* c = ct.poly(e, i);
-    for (std::uint32_t k = 0; k < n; ++k) c[k] = mul_shoup(c[k] + qi - t[k], w, wp, qi);
+#pragma omp for schedule(static)
+    for (std::int64_t jb = 0; jb < jobs; ++jb) {
+      const std::uint32_t e = static_cast<std::uint32_t>(jb / l), i = static_cast<std::uint32_t>(jb % l);
+      const Modulus& mi = ctx.mod(i);
+      const u64 qi = mi.q, qlmod = ql % qi;
+      u64* t = scratch(1, n);
+      const u64* xe = x + std::size_t(e) * n;
+      if (ql < 2 * qi) {  // the usual case (moduli of similar size): one conditional subtraction
+        for (std::uint32_t c = 0; c < n; ++c) {
+          u64 v = xe[c];
+          u64 r = v >= qi ? v - qi : v;
+          u64 adj = v > half ? qlmod : 0;
+          t[c] = r >= adj ? r - adj : r + qi - adj;
+        }
+      } else {
+        for (std::uint32_t c = 0; c < n; ++c) {
+          u64 v = xe[c];
+          u64 r = barrett128(v, mi);
+          if (v > half) r = submod(r, qlmod, qi);
+          t[c] = r;
+        }
+      }
+      ctx.ntt(i).forward_sub_mul(t, in.poly(e, i), ctx.rescale_inv(l, i), out.poly(e, i), nullptr);
+    }
   }
-  drop_towers(ct, 1);
-  ct.noise_deg = ct.noise_deg > 0 ? ct.noise_deg - 1 : 0;
-  ct.scale /= std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
+}
+
+void rescale_inplace(const Context& ctx, Ciphertext& ct) {
+  Ciphertext r;
+  rescale(ctx, ct, r);
+  ct = std::move(r);
 }
 
 void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
@@ -79,9 +90,7 @@ void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
     const ModUpTable& tab = ctx.modup(T, static_cast<std::uint32_t>(i) / a);
     u64* yi = y + std::size_t(i) * n;
     std::memcpy(yi, d + std::size_t(i) * n, 8 * std::size_t(n));
-    ctx.ntt(i).inverse(yi);
-    const u64 w = tab.qhat_inv[i - tab.begin], wp = tab.qhat_inv_p[i - tab.begin], q = ctx.modulus(i);
-    for (std::uint32_t c = 0; c < n; ++c) yi[c] = mul_shoup(yi[c], w, wp, q);
+    ctx.ntt(i).inverse_mul(yi, tab.qhat_inv[i - tab.begin]);
   }
   const std::int64_t jobs = std::int64_t(beta) * TK;
 #pragma omp parallel for schedule(dynamic) if (medtwin::parallel_worth(std::size_t(jobs) * n))
@@ -114,50 +123,54 @@ void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
   }
 }
 
-void moddown(const Context& ctx, u64* acc, std::uint32_t T, u64* out, const u64* add) {
+void moddown2(const Context& ctx, std::uint32_t T, u64* acc0, u64* out0, const u64* add0, u64* acc1, u64* out1,
+              const u64* add1) {
   const std::uint32_t n = ctx.n(), K = ctx.num_p(), L1 = ctx.num_q();
   if (K > 64) throw std::invalid_argument("more than 64 P moduli");
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(K) * n))
-  for (std::int64_t k = 0; k < K; ++k) {
-    u64* yk = acc + std::size_t(T + k) * n;
-    const std::uint32_t idx = L1 + static_cast<std::uint32_t>(k);
-    ctx.ntt(idx).inverse(yk);
-    const u64 w = ctx.phat_inv()[k], wp = ctx.phat_inv_p()[k], p = ctx.modulus(idx);
-    for (std::uint32_t c = 0; c < n; ++c) yk[c] = mul_shoup(yk[c], w, wp, p);
-  }
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(T) * n))
-  for (std::int64_t i = 0; i < T; ++i) {
-    u64* t = scratch(1, n);
-    const Modulus& mi = ctx.mod(i);
-    const u64 qi = mi.q;
-    u64 coef[64], c52[64], ch[64], ch52[64];
-    const u64* ins[64];
-    for (std::uint32_t k = 0; k < K; ++k) {
-      const std::size_t ix = std::size_t(k) * L1 + i;
-      coef[k] = ctx.phat_mod_q(k, i);
-      c52[k] = ctx.phat_mod_q52()[ix];
-      ch[k] = ctx.phat_mod_q_hi()[ix];
-      ch52[k] = ctx.phat_mod_q_hi52()[ix];
-      ins[k] = acc + std::size_t(T + k) * n;
+  const std::uint32_t E = acc1 ? 2 : 1;
+  u64* accs[2] = {acc0, acc1};
+  u64* outs[2] = {out0, out1};
+  const u64* adds[2] = {add0, add1};
+  const std::int64_t pj = std::int64_t(E) * K, qj = std::int64_t(E) * T;
+#pragma omp parallel if (medtwin::parallel_worth(std::size_t(qj) * n))
+  {
+#pragma omp for schedule(static)
+    for (std::int64_t jb = 0; jb < pj; ++jb) {
+      const std::uint32_t e = static_cast<std::uint32_t>(jb / K), k = static_cast<std::uint32_t>(jb % K);
+      ctx.ntt(L1 + k).inverse_mul(accs[e] + std::size_t(T + k) * n, ctx.phat_inv()[k]);
     }
-    if (!ifma::conv_wide(ins, coef, c52, ch, ch52, K, qi, t, n)) {
-      for (std::uint32_t c = 0; c < n; ++c) {
-        u128 s = 0;
-        for (std::uint32_t k = 0; k < K; ++k) s += static_cast<u128>(ins[k][c]) * coef[k];
-        t[c] = barrett128(s, mi);
+#pragma omp for schedule(static)
+    for (std::int64_t jb = 0; jb < qj; ++jb) {
+      const std::uint32_t e = static_cast<std::uint32_t>(jb / T), i = static_cast<std::uint32_t>(jb % T);
+      u64* acc = accs[e];
+      u64* t = scratch(1, n);
+      const Modulus& mi = ctx.mod(i);
+      const u64 qi = mi.q;
+      u64 coef[64], c52[64], ch[64], ch52[64];
+      const u64* ins[64];
+      for (std::uint32_t k = 0; k < K; ++k) {
+        const std::size_t ix = std::size_t(k) * L1 + i;
+        coef[k] = ctx.phat_mod_q(k, i);
+        c52[k] = ctx.phat_mod_q52()[ix];
+        ch[k] = ctx.phat_mod_q_hi()[ix];
+        ch52[k] = ctx.phat_mod_q_hi52()[ix];
+        ins[k] = acc + std::size_t(T + k) * n;
       }
-    }
-    ctx.ntt(i).forward(t);
-    const u64 w = ctx.pinv_mod_q(i), wp = ctx.pinv_mod_q_p(i);
-    const u64* ai = acc + std::size_t(i) * n;
-    u64* oi = out + std::size_t(i) * n;
-    if (add) {
-      const u64* di = add + std::size_t(i) * n;
-      for (std::uint32_t c = 0; c < n; ++c) oi[c] = addmod(mul_shoup(ai[c] + qi - t[c], w, wp, qi), di[c], qi);
-    } else {
-      for (std::uint32_t c = 0; c < n; ++c) oi[c] = mul_shoup(ai[c] + qi - t[c], w, wp, qi);
+      if (!ifma::conv_wide(ins, coef, c52, ch, ch52, K, qi, t, n)) {
+        for (std::uint32_t c = 0; c < n; ++c) {
+          u128 s = 0;
+          for (std::uint32_t k = 0; k < K; ++k) s += static_cast<u128>(ins[k][c]) * coef[k];
+          t[c] = barrett128(s, mi);
+        }
+      }
+      const u64* ad = adds[e] ? adds[e] + std::size_t(i) * n : nullptr;
+      ctx.ntt(i).forward_sub_mul(t, acc + std::size_t(i) * n, ctx.pinv_mod_q(i), outs[e] + std::size_t(i) * n, ad);
     }
   }
+}
+
+void moddown(const Context& ctx, u64* acc, std::uint32_t T, u64* out, const u64* add) {
+  moddown2(ctx, T, acc, out, add, nullptr, nullptr, nullptr);
 }
 
 }  // namespace medtwin
