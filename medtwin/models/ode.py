@@ -31,21 +31,19 @@ levels per step, RK4 about 4 (d_f + 1), Taylor of order q about q (d_f + 1). The
 a model is measured by :meth:`ODEModel.depth_per_step` (a program of one step and of two steps,
 planned and compared), and the horizon one context allows by :meth:`ODEModel.max_steps`.
 
-Longer horizons, two ways:
+Longer horizons, three ways:
 
-* :func:`integrate_bootstrapped` (non-interactive): runs the user's ``rhs`` directly on OpenFHE
-  ciphertexts of a bootstrapping context (:func:`bootstrap_context`: FLEXIBLEAUTO, uniform
-  ternary secret, 2^50 scaling, 60-bit first prime) and bootstraps the states when the levels
-  left would not hold another step. Measured at N = 2^12 (test ring), level budget (2, 2): a
-  bootstrap consumes 18 levels and takes 7-20 s on the busy 2-core machine, error about 1.5e-4 of
-  the state range. This path bypasses the planner, so it has no stated bound (measured against
-  the plaintext scheme in a ``slow`` test). The planned path cannot bootstrap yet because the
-  program executors accept only level-0 inputs and the presets use 2^40/49-bit moduli.
-* :func:`integrate_encrypted` (planned programs): runs the horizon in segments that each fit the
-  context depth and refreshes the state ciphertexts between segments through a ``refresh``
-  callable (ciphertext -> fresh level-0 ciphertext), e.g. :func:`key_holder_refresh`, the
-  interactive refresh (the key holder decrypts, checks the declared state ranges, re-encrypts;
-  the compute node never sees plaintext).
+* :func:`integrate_planned` with :class:`BootstrapRefresh` (non-interactive, stated bound):
+  planned segments that each fit the levels left, the states bootstrapped by OpenFHE (FIXEDMANUAL
+  context, 55/60-bit moduli, iterative bootstrapping) on the compute node between them; each
+  segment's bound takes the incoming states' bound as input error, plus a bootstrap bound
+  calibrated by the key holder at key generation (:func:`bootstrap_context`).
+* :func:`integrate_bootstrapped` (non-interactive, no planner): runs the user's ``rhs`` directly
+  on OpenFHE ciphertexts of a FLEXIBLEAUTO bootstrapping context and bootstraps the states when
+  the levels left would not hold another step; measured error only, no stated bound.
+* :func:`integrate_planned` / :func:`integrate_encrypted` with :func:`key_holder_refresh`
+  (interactive): the key holder decrypts, checks the declared state ranges and re-encrypts the
+  states between segments (the compute node never sees plaintext).
 
 Bounds: ``program.error_bound(name)`` bounds |encrypted - plaintext scheme| (CKKS noise and
 rounding through the steps), valid while every state stays inside ``state_ranges``; the
@@ -331,6 +329,156 @@ def integrate_encrypted(model: ODEModel, executor, inputs: Mapping[str, Any], *,
     return outs, progs
 
 
+@dataclass
+class PlannedIntegration:
+    """Result of :func:`integrate_planned`.
+
+    ``states``: the state ciphertexts at the end; ``segments``: the states after each segment;
+    ``programs``: the planned program of each segment; ``bounds``: per segment, the stated bound
+    on |decrypted state - plaintext scheme| (each segment's program bound with the incoming
+    states' bounds propagated through it as input errors, plus what each refresh adds);
+    ``refresh_levels``: the level at which each segment's states arrived.
+    """
+
+    states: dict[str, Any]
+    segments: list[dict[str, Any]]
+    programs: list
+    bounds: list[dict[str, float]]
+    refresh_levels: list[int]
+
+    @property
+    def bound(self) -> dict[str, float]:
+        """Stated bound of the final states."""
+        return dict(self.bounds[-1])
+
+
+def integrate_planned(model: ODEModel, executor, inputs: Mapping[str, Any], *, h: float, steps: int,
+                      refresh: Callable[[Any, str], Any], segment_steps: int | None = None, method: str = "rk4",
+                      order: int = 4, slots: int, params=None) -> PlannedIntegration:
+    """Integrate ``steps`` steps as planned segments, refreshing the states between segments, with
+    a stated error bound for every segment.
+
+    ``refresh(ct, state_name)`` returns a refreshed state ciphertext: :func:`key_holder_refresh`
+    (interactive) or a :class:`BootstrapRefresh` (non-interactive: OpenFHE CKKS bootstrapping on
+    the compute node, so the horizon is not limited by the context's depth). A refresh may say
+    how much error it adds (``refresh.added_error(name)``) and how many steps fit after it
+    (``refresh.max_segment_steps(model, level, h=..., method=..., order=...)``, used when
+    ``segment_steps`` is None). The bound of segment k is the program's bound with each state's
+    incoming error (the bound after segment k-1 plus the refresh's) entered as an input error
+    (:meth:`medtwin.program.ir.Program.error_bound`), under the executor's noise model shifted
+    to the level at which the states arrive. Valid while every state stays in its declared
+    range (which the key holder checks on decryption, :meth:`ODEModel.check_trajectory`).
+
+    Raises:
+        ValidationError: bad step counts, or no segment fits after a refresh.
+        ProgramError: a segment does not fit the context.
+    """
+    if not (h > 0 and steps >= 1):
+        raise ValidationError("integration needs h > 0 and steps >= 1")
+    if segment_steps is not None and segment_steps < 1:
+        raise ValidationError("segment_steps must be at least 1")
+    state = {s: inputs[s] for s in model.states}
+    par = {k: inputs[k] for k in model.params}
+    err_in = {s: 0.0 for s in model.states}
+    done = 0
+    res = PlannedIntegration({}, [], [], [], [])
+    cache: dict[int, Any] = {}
+    while done < steps:
+        level = max(_level_of(ct) for ct in state.values())
+        if segment_steps is not None:
+            k = segment_steps
+        elif hasattr(refresh, "max_segment_steps"):
+            k = refresh.max_segment_steps(model, level, h=h, method=method, order=order)
+        else:
+            raise ValidationError("give segment_steps (the refresh cannot size the segments)")
+        if k < 1:
+            raise ValidationError(f"not one {method} step fits the levels left after a refresh")
+        k = min(k, steps - done)
+        if k not in cache:
+            cache[k] = model.build_program(slots, h=h, steps=k, method=method, order=order, params=params)
+        prog = cache[k]
+        out = executor.run(prog, state | par)
+        state = {s: out[f"{s}@{k}"] for s in model.states}
+        noise = executor.noise_model(level) if level else executor.noise_model()
+        bound = {s: float(prog.error_bound(f"{s}@{k}", noise=noise, input_errors={x: e for x, e in err_in.items() if e}))
+                 for s in model.states}
+        done += k
+        res.segments.append(dict(state))
+        res.programs.append(prog)
+        res.bounds.append(bound)
+        res.refresh_levels.append(level)
+        if done < steps:
+            add = getattr(refresh, "added_error", None)
+            err_in = {s: bound[s] + (float(add(s)) if add is not None else 0.0) for s in model.states}
+            state = {s: refresh(ct, s) for s, ct in state.items()}
+    res.states = state
+    return res
+
+
+def _level_of(ct) -> int:
+    get = getattr(ct, "GetLevel", None)
+    return int(get()) if get is not None else int(getattr(ct, "level", 0))
+
+
+class BootstrapRefresh:
+    """Non-interactive refresh for :func:`integrate_planned`: the compute node bootstraps each
+    state with OpenFHE (FIXEDMANUAL context from ``bootstrap_context(..., scaling="fixedmanual",
+    calibration_trials=...)``), so no key holder is involved between segments.
+
+    Per state: map its declared range [lo, hi] onto [-1, 1] (one level), bootstrap
+    (:meth:`BootstrapContext.raw_bootstrap`), map back (one level). Error added per refresh
+    (:meth:`added_error`): half the range times the calibrated bootstrap bound, plus the two
+    rescales' drift and noise (from the context's noise model, 8 sigma). A state that left its
+    range would be refreshed wrongly; the bound assumes it did not (checked by the key holder on
+    the decrypted trajectory).
+
+    Raises (constructor):
+        ValidationError: a FLEXIBLEAUTO context, or one without a calibrated ``boot_bound``.
+    """
+
+    def __init__(self, bctx: BootstrapContext, model: ODEModel):
+        if bctx.scaling != "fixedmanual":
+            raise ValidationError("planned programs need a FIXEDMANUAL bootstrapping context")
+        if bctx.boot_bound is None:
+            raise ValidationError("the bootstrapping context has no calibrated error bound (calibration_trials=0)")
+        from medtwin.program.bounds import NoiseModel
+
+        self.bctx = bctx
+        self.model = model
+        self.noise = NoiseModel.from_context(bctx.cc)
+        self.count = 0
+
+    @property
+    def plan_params(self):
+        """Plan parameters for the segments: the context's scale and first prime, with one level of
+        headroom above the last (a segment ends at least one level before it: the mapping onto
+        [-1, 1] spends that level)."""
+        from medtwin.program.ir import PlanParams
+
+        b = self.bctx
+        return PlanParams(b.scaling_mod_size, b.first_mod_size + b.scaling_mod_size, int(b.cc.GetRingDimension()))
+
+    def max_segment_steps(self, model: ODEModel, level: int, *, h: float, method: str = "rk4", order: int = 4) -> int:
+        """Steps that fit from ``level`` while keeping one level for the mapping before a bootstrap."""
+        return model.max_steps(self.bctx.depth - 1 - int(level) - 1, h=h, method=method, order=order)
+
+    def added_error(self, name: str) -> float:
+        lo, hi = self.model.state_ranges[name]
+        mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+        nm = self.noise
+        slack = 2.0 * nm.rescale_rel * (abs(mid) + half) + nm.k_sigma * (nm.rescale_round + nm.encode) * (1.0 + half)
+        return half * float(self.bctx.boot_bound) + slack
+
+    def __call__(self, ct, name: str):
+        cc = self.bctx.cc
+        lo, hi = self.model.state_ranges[name]
+        mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+        x = cc.Rescale(cc.EvalMult(cc.EvalAdd(ct, -mid), 1.0 / half))
+        y = self.bctx.raw_bootstrap(x)
+        self.count += 1
+        return cc.EvalAdd(cc.Rescale(cc.EvalMult(y, half)), mid)
+
+
 # ------------------------------------------------------------------------------------------------
 # Non-interactive horizons: OpenFHE CKKS bootstrapping (direct OpenFHE path, no planner)
 # ------------------------------------------------------------------------------------------------
@@ -374,10 +522,14 @@ class _Enc:
 
 @dataclass
 class BootstrapContext:
-    """An OpenFHE CKKS context with bootstrapping keys (FLEXIBLEAUTO, uniform ternary secret).
+    """An OpenFHE CKKS context with bootstrapping keys (uniform ternary secret).
 
     Build with :func:`bootstrap_context`. ``depth`` is the total multiplicative depth,
-    ``boot_depth`` what one bootstrap consumes (the rest is left for computation).
+    ``boot_depth`` what one bootstrap consumes (the rest is left for computation). ``scaling``
+    is ``"flexibleauto"`` (for :func:`integrate_bootstrapped`) or ``"fixedmanual"`` (for planned
+    programs with :class:`BootstrapRefresh`); ``iterations`` 2 runs OpenFHE's iterative
+    (meta-) bootstrapping. ``boot_bound``: the calibrated bound on one bootstrap's error for
+    values in [-1, 1] (None when not calibrated, see :func:`bootstrap_context`).
     """
 
     cc: Any
@@ -386,6 +538,12 @@ class BootstrapContext:
     depth: int
     boot_depth: int
     insecure: bool
+    scaling: str = "flexibleauto"
+    iterations: int = 1
+    boot_bound: float | None = None
+    calibration: dict = field(default_factory=dict)
+    scaling_mod_size: int = 50
+    first_mod_size: int = 60
 
     def encrypt(self, values) -> Any:
         v = np.zeros(self.slots)
@@ -402,11 +560,51 @@ class BootstrapContext:
         v = np.asarray(pt.GetRealPackedValue(), dtype=np.float64)
         return v if n is None else v[:n]
 
+    def raw_bootstrap(self, ct) -> Any:
+        """FIXEDMANUAL: bootstrap a rescaled ciphertext of values in [-1, 1]; returns it rescaled
+        (scale degree 1) at :attr:`out_level`. The input is first level-reduced to the chain's
+        last usable level: OpenFHE returns a ciphertext that still has more levels than a
+        bootstrap leaves unchanged, so without this a shallow state would silently not be
+        refreshed."""
+        cc = self.cc
+        if ct.GetNoiseScaleDeg() != 1:
+            raise ValidationError("bootstrap input must be rescaled (scale degree 1)")
+        last = self.depth - 1
+        lvl = int(ct.GetLevel())
+        if lvl > last:
+            raise ValidationError(f"the ciphertext is at level {lvl}, past the last level {last} a bootstrap can start from")
+        if lvl < last:
+            ct = cc.LevelReduce(ct, None, last - lvl)
+        out = cc.EvalBootstrap(ct, self.iterations, 17 if self.iterations > 1 else 0)
+        if out.GetNoiseScaleDeg() == 2:
+            out = cc.Rescale(out)
+        return out
+
+    @property
+    def out_level(self) -> int:
+        """Level of a ciphertext after :meth:`raw_bootstrap` (FIXEDMANUAL): the bootstrap's depth
+        plus one for each extra iteration (measured: 18 + 1 at level budget (2, 2), 2 iterations)."""
+        return self.boot_depth + (self.iterations - 1)
+
 
 def bootstrap_context(slots: int, *, levels_after: int = 12, level_budget: tuple[int, int] = (2, 2),
                       ring_dim: int | None = 1 << 12, scaling_mod_size: int = 50, first_mod_size: int = 60,
-                      allow_insecure: bool = False) -> BootstrapContext:
-    """A bootstrapping-capable OpenFHE CKKS context (FLEXIBLEAUTO, HYBRID, uniform ternary secret).
+                      allow_insecure: bool = False, scaling: str = "flexibleauto", iterations: int = 1,
+                      calibration_trials: int = 0, safety: float = 4.0, seed: int = 0) -> BootstrapContext:
+    """A bootstrapping-capable OpenFHE CKKS context (HYBRID, uniform ternary secret).
+
+    ``scaling="flexibleauto"`` serves :func:`integrate_bootstrapped` (OpenFHE rescales by itself);
+    ``scaling="fixedmanual"`` serves planned programs (:func:`integrate_planned` with
+    :class:`BootstrapRefresh`), which do their own rescaling. For planned programs use 55-bit
+    scaling primes under the 60-bit first prime and ``iterations=2``: measured at N = 2^12 (test
+    ring, values uniform in [-1, 1], 3 x 8 slots) one bootstrap then errs by at most 1.3e-9,
+    against 5e-5 with one iteration and 3.6e-4 (two iterations) / 4e-3 (one) at 50-bit scaling.
+
+    ``calibration_trials`` > 0 (key holder only: it decrypts) measures the bootstrap error on that
+    many encryptions of uniform random values in [-1, 1] (fixed ``seed``, no patient data) and
+    sets ``boot_bound = safety x`` the largest error seen, the error bound that
+    :class:`BootstrapRefresh` adds per refresh. It is a calibrated bound, not a proven one:
+    OpenFHE's bootstrapping (approximate modular reduction) has no closed-form error bound.
 
     ``ring_dim`` set means no security level (HEStd_NotSet; a test ring), which is refused unless
     ``allow_insecure`` or ``MEDTWIN_ALLOW_INSECURE=1``; ``ring_dim=None`` uses HEStd_128_classic and
@@ -434,7 +632,14 @@ def bootstrap_context(slots: int, *, levels_after: int = 12, level_budget: tuple
     p.SetSecurityLevel(o.SecurityLevel.HEStd_NotSet if insecure else o.SecurityLevel.HEStd_128_classic)
     if ring_dim is not None:
         p.SetRingDim(int(ring_dim))
-    p.SetScalingTechnique(o.ScalingTechnique.FLEXIBLEAUTO)
+    techniques = {"flexibleauto": o.ScalingTechnique.FLEXIBLEAUTO, "fixedmanual": o.ScalingTechnique.FIXEDMANUAL}
+    if scaling not in techniques:
+        raise ValidationError(f"scaling must be one of {sorted(techniques)}")
+    if int(iterations) not in (1, 2):
+        raise ValidationError("bootstrapping iterations must be 1 or 2")
+    if not (scaling_mod_size < first_mod_size <= 60):
+        raise ValidationError("the first prime must be wider than the scaling primes and at most 60 bits")
+    p.SetScalingTechnique(techniques[scaling])
     p.SetScalingModSize(int(scaling_mod_size))
     p.SetFirstModSize(int(first_mod_size))
     p.SetKeySwitchTechnique(o.KeySwitchTechnique.HYBRID)
@@ -450,7 +655,21 @@ def bootstrap_context(slots: int, *, levels_after: int = 12, level_budget: tuple
     keys = cc.KeyGen()
     cc.EvalMultKeyGen(keys.secretKey)
     cc.EvalBootstrapKeyGen(keys.secretKey, slots)
-    return BootstrapContext(cc, keys, slots, depth, boot, insecure)
+    b = BootstrapContext(cc, keys, slots, depth, boot, insecure, scaling, int(iterations),
+                         scaling_mod_size=int(scaling_mod_size), first_mod_size=int(first_mod_size))
+    if calibration_trials > 0:
+        if scaling != "fixedmanual":
+            raise ValidationError("calibration measures the planned (FIXEDMANUAL) bootstrap; use scaling='fixedmanual'")
+        rng = np.random.default_rng(seed)
+        worst = 0.0
+        for _ in range(int(calibration_trials)):
+            x = rng.uniform(-1.0, 1.0, slots)
+            y = b.decrypt(b.raw_bootstrap(b.encrypt(x)))
+            worst = max(worst, float(np.max(np.abs(y - x))))
+        b.boot_bound = float(safety) * max(worst, 2.0 ** -int(scaling_mod_size))
+        b.calibration = {"trials": int(calibration_trials), "slots": int(slots), "max_error": worst,
+                         "safety": float(safety), "seed": int(seed), "iterations": int(iterations)}
+    return b
 
 
 def integrate_bootstrapped(model: ODEModel, bctx: BootstrapContext, inputs: Mapping[str, Any], *, h: float,

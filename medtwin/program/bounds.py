@@ -127,6 +127,25 @@ class NoiseModel:
         e = self.rescale_rel
         return 1.0 / (1.0 + e), 1.0 / (1.0 - e) if e < 1 else math.inf
 
+    def shifted(self, levels: int) -> NoiseModel:
+        """The model for a program whose inputs arrive ``levels`` levels down the modulus chain
+        (e.g. ciphertexts refreshed by bootstrapping): its level l is the context's l + levels.
+
+        Raises:
+            ProgramError: a negative shift, or more levels than the known primes.
+        """
+        from dataclasses import replace
+
+        k = int(levels)
+        if k < 0:
+            raise ProgramError("a level shift cannot be negative")
+        if k == 0:
+            return self
+        if self.rescale_factors and k > len(self.rescale_factors):
+            raise ProgramError(f"a shift of {k} levels is beyond the context's {len(self.rescale_factors)}")
+        return replace(self, rescale_factors=self.rescale_factors[k:],
+                       source=f"{self.source}, inputs at level {k}")
+
     def with_correction(self, corrected: bool = True) -> NoiseModel:
         """The same model for an executor that does (or does not) apply scale corrections."""
         from dataclasses import replace
@@ -289,13 +308,19 @@ def plain_range(v: np.ndarray) -> tuple[float, float]:
     return float(np.min(v)), float(np.max(v))
 
 
-def analyse(prog: Program, noise: NoiseModel) -> tuple[list[tuple[float, float]], list[float]]:
+def analyse(prog: Program, noise: NoiseModel, input_errors: dict[str, float] | None = None
+            ) -> tuple[list[tuple[float, float]], list[float]]:
     """Ranges and error bounds of every value of a planned program (see the module docstring).
 
+    ``input_errors``: a worst-case bound on |input - exact| for inputs that are not fresh
+    encryptions of exact values (e.g. the states of an earlier segment, refreshed by
+    bootstrapping); it enters as deterministic error and is propagated like any other.
+
     Raises:
-        ProgramError: an assumption contradicts the computed range, a value is not finite.
+        ProgramError: an assumption contradicts the computed range, a value is not finite, an
+            input error is negative or names no input.
     """
-    rng, err, _, _ = _propagate(prog, noise)
+    rng, err, _, _ = _propagate(prog, noise, input_errors)
     return rng, err
 
 
@@ -352,10 +377,17 @@ class _Noise:
         return math.sqrt(sum(x * x for x in self.v.values()))
 
 
-def _propagate(prog: Program, noise: NoiseModel):
+def _propagate(prog: Program, noise: NoiseModel, input_errors: dict[str, float] | None = None):
     """The analysis pass (see the module docstring). Returns ranges, total error bounds, drift
     intervals and the executor's scale corrections (meaningful when the primes are known)."""
     ops = prog.ops
+    in_err = dict(input_errors or {})
+    names = {i.name for i in prog.inputs}
+    for k_, e_ in in_err.items():
+        if k_ not in names:
+            raise ProgramError(f"input error given for {k_!r}, which is not an input of {prog.name!r}")
+        if not (math.isfinite(float(e_)) and float(e_) >= 0.0):
+            raise ProgramError(f"the error bound of input {k_!r} must be finite and non-negative")
     hints = {a.value: (a.lo, a.hi) for a in getattr(prog, "assumptions", [])}
     input_range = {i.name: i.range for i in prog.inputs}
     pr = [plain_range(p) for p in prog.plaintexts]
@@ -400,7 +432,8 @@ def _propagate(prog: Program, noise: NoiseModel):
         sv = sa[0] if sa else one
         src_key = op.out
         if k == "input":
-            r, sv, d, nv = input_range[op.name], one, 0.0, empty.add_source(src_key, noise.fresh, sigma)
+            r, sv, nv = input_range[op.name], one, empty.add_source(src_key, noise.fresh, sigma)
+            d = float(in_err.get(op.name, 0.0))
         elif k in ("add", "sub"):
             r = iv_add(*a) if k == "add" else iv_sub(*a)
             i = 0 if mag(a[0]) >= mag(a[1]) else 1  # the drift of the larger operand is kept

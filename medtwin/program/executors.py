@@ -296,26 +296,47 @@ class OpenFHEExecutor(Executor):
         self.correct_scale = bool(correct_scale) and bool(self._noise.rescale_factors)
         self._noise = self._noise.with_correction(self.correct_scale)
 
-    def noise_model(self):
+    def noise_model(self, level: int = 0):
         """The :class:`~medtwin.program.bounds.NoiseModel` of this context and correction mode, for
-        ``program.error_bound(name, noise=executor.noise_model())``."""
-        return self._noise
+        ``program.error_bound(name, noise=executor.noise_model())``; ``level``: the level at which
+        the program's inputs arrive (0 for fresh encryptions; deeper after a bootstrap)."""
+        return self._noise.shifted(level)
 
-    def _corrections(self, program: Program) -> dict[int, float]:
+    def _corrections(self, program: Program, offset: int = 0) -> dict[int, float]:
         if not self.correct_scale:
             return {}
+        key = (id(program), offset)
         with self._lock:
-            hit = self._corr.get(id(program))
+            hit = self._corr.get(key)
         if hit is not None and hit[0] is program:
             return hit[1]
         from medtwin.program.bounds import scale_corrections
 
-        if len(self._noise.rescale_factors) < program.depth:
-            raise ProgramError(f"program depth {program.depth} exceeds the context's {len(self._noise.rescale_factors)}")
-        corr = scale_corrections(program, self._noise)
+        if len(self._noise.rescale_factors) < program.depth + offset:
+            raise ProgramError(f"program depth {program.depth} from level {offset} exceeds the context's "
+                               f"{len(self._noise.rescale_factors)}")
+        corr = scale_corrections(program, self._noise.shifted(offset))
         with self._lock:
-            self._corr[id(program)] = (program, corr)
+            self._corr[key] = (program, corr)
         return corr
+
+    def _input_level(self, program: Program, inputs: dict[str, Any]) -> int:
+        """The level the program starts at: that of its deepest input (others are level-reduced
+        to it). Inputs must be rescaled (scale degree 1) and leave the program's depth."""
+        level = 0
+        for i in program.inputs:
+            v = inputs.get(i.name)
+            if v is None:
+                raise ProgramError(f"input {i.name!r} is missing")
+            if v.GetNoiseScaleDeg() != 1:
+                raise ProgramError(f"input {i.name!r} has scale degree {v.GetNoiseScaleDeg()}; "
+                                   "the program expects rescaled ciphertexts (degree 1)")
+            level = max(level, int(v.GetLevel()))
+        room = len(self._noise.rescale_factors)
+        if room and level + program.depth > room:
+            raise ProgramError(f"the inputs arrive at level {level}; the program needs {program.depth} more levels "
+                               f"and the context has {room}")
+        return level
 
     def _plaintext(self, program: Program, idx: int, level: int, factor: float = 1.0):
         key = (id(program), idx, level, factor)
@@ -338,7 +359,8 @@ class OpenFHEExecutor(Executor):
         if program.slots > self.slots:
             raise ProgramError(f"program has {program.slots} slots; the context has {self.slots}")
         cc = self.cc
-        corr = self._corrections(program)
+        base = self._input_level(program, inputs)
+        corr = self._corrections(program, base)
         last = last_uses(program.ops, program.outputs)
         vals: list[Any] = [None] * len(program.ops)
         done = 0
@@ -348,9 +370,8 @@ class OpenFHEExecutor(Executor):
             try:
                 if k == "input":
                     v = inputs[op.name]
-                    if v.GetLevel() != 0 or v.GetNoiseScaleDeg() != 1:
-                        raise ProgramError(f"input {op.name!r} is at level {v.GetLevel()} with scale degree "
-                                           f"{v.GetNoiseScaleDeg()}; the program expects fresh level-0 ciphertexts")
+                    if int(v.GetLevel()) < base:  # e.g. parameters beside bootstrapped states
+                        v = cc.LevelReduce(v, None, base - int(v.GetLevel()))
                 elif k == "add":
                     v = cc.EvalAdd(a[0], a[1])
                 elif k == "sub":
@@ -364,9 +385,9 @@ class OpenFHEExecutor(Executor):
                 elif k == "rescale":
                     v = cc.Rescale(a[0])
                 elif k == "mul_plain":
-                    v = cc.EvalMult(a[0], self._plaintext(program, op.plain, op.level, corr.get(op.out, 1.0)))
+                    v = cc.EvalMult(a[0], self._plaintext(program, op.plain, base + op.level, corr.get(op.out, 1.0)))
                 elif k == "add_plain":
-                    v = cc.EvalAdd(a[0], self._plaintext(program, op.plain, op.level, corr.get(op.out, 1.0)))
+                    v = cc.EvalAdd(a[0], self._plaintext(program, op.plain, base + op.level, corr.get(op.out, 1.0)))
                 elif k == "mul_const":
                     v = cc.EvalMult(a[0], float(op.const) * corr.get(op.out, 1.0))
                 elif k == "add_const":
@@ -374,7 +395,7 @@ class OpenFHEExecutor(Executor):
                 elif k == "rotate":
                     v = cc.EvalRotate(a[0], int(op.rot))
                 elif k == "level_down":
-                    v = cc.LevelReduce(a[0], None, op.level - self.ops_level(a[0]))
+                    v = cc.LevelReduce(a[0], None, base + op.level - self.ops_level(a[0]))
                 else:
                     raise ProgramError(f"op {op.out}: unknown kind {k!r}")
             except ProgramError:

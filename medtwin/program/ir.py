@@ -335,7 +335,7 @@ class Program:
         return c
 
     # -- analysis ------------------------------------------------------------------------------
-    def error_bound(self, output: str, noise=None) -> float:
+    def error_bound(self, output: str, noise=None, input_errors: dict[str, float] | None = None) -> float:
         """Bound on |decrypted - exact| for every slot of ``output``.
 
         The bound adds (i) the approximation error of every polynomial piece (measured on a dense
@@ -343,19 +343,20 @@ class Program:
         interval error propagation (see :mod:`medtwin.program.bounds`), and (ii) a conservative
         CKKS noise term per op from ``noise`` (default: the model made for this program's
         parameters; pass ``NoiseModel.from_context(cc)`` for the exact primes of a live context).
-        Valid when every input lies in its declared range.
+        Valid when every input lies in its declared range. ``input_errors`` (input name -> bound
+        on its deviation from the exact value) covers inputs that are not fresh encryptions, such
+        as states refreshed by bootstrapping.
 
         Raises:
-            ProgramError: no output of that name.
+            ProgramError: no output of that name; an input error naming no input.
         """
         o = self.output(output)
-        if noise is None:
-            noise = self.noise
+        if noise is None and not input_errors:
             e = self.errors[o.value]
         else:
             from medtwin.program.bounds import analyse
 
-            e = analyse(self, noise)[1][o.value]
+            e = analyse(self, noise if noise is not None else self.noise, input_errors)[1][o.value]
         return float(e)
 
     def output_range(self, output: str) -> tuple[float, float]:

@@ -146,3 +146,75 @@ def test_bootstrap_context_refuses_insecure_ring_without_permission(monkeypatch)
     monkeypatch.delenv("MEDTWIN_ALLOW_INSECURE", raising=False)
     with pytest.raises(SecurityPolicyError):
         bootstrap_context(8)
+
+
+def test_planned_segments_bootstrap_on_the_compute_node_with_a_stated_bound():
+    """Planned programs + OpenFHE CKKS bootstrapping (FIXEDMANUAL, 55/60-bit, two iterations) at
+    N = 2^12: the horizon runs past the context's depth without the key holder, and the decrypted
+    states lie within the stated bound, which carries every segment's error into the next."""
+    from medtwin.models.ode import BootstrapRefresh, bootstrap_context, integrate_planned
+    from medtwin.program.executors import get_executor
+
+    b = bootstrap_context(8, levels_after=12, scaling="fixedmanual", scaling_mod_size=55, first_mod_size=60,
+                          iterations=2, calibration_trials=2)
+    assert b.boot_bound is not None and b.boot_bound < 1e-6  # measured ~4e-9 per bootstrap, x4
+    vals = {"n": np.array([5.0, 40.0]), "r": np.array([0.3, 0.2]), "kill": np.array([0.05, 0.1])}
+    steps = 14
+    ref = LOG.reference(vals, h=0.5, steps=steps, method="euler")
+    assert LOG.max_steps(b.depth, h=0.5, method="euler") < steps  # one context could not hold it
+    rf = BootstrapRefresh(b, LOG)
+    ex = get_executor("openfhe", cc=b.cc, correct_scale=True)
+    res = integrate_planned(LOG, ex, {k: b.encrypt(v) for k, v in vals.items()}, h=0.5, steps=steps,
+                            refresh=rf, method="euler", slots=8, params=rf.plan_params)
+    assert rf.count == len(res.segments) - 1 >= 2
+    assert res.refresh_levels[0] == 0 and all(lv == b.out_level + 1 for lv in res.refresh_levels[1:])
+    got = b.decrypt(res.states["n"], 2)
+    err = np.max(np.abs(got - ref[steps, 0]))
+    assert err <= res.bound["n"] < 0.05, (err, res.bounds)
+    # each segment's bound includes what came before it
+    seq = [bd["n"] for bd in res.bounds]
+    assert all(x < y for x, y in zip(seq, seq[1:]))
+    # a shallow ciphertext is level-reduced first, so it is really bootstrapped
+    fresh = b.encrypt(np.full(8, 0.5))
+    out = b.raw_bootstrap(fresh)
+    assert out.GetLevel() == b.out_level and abs(b.decrypt(out, 1)[0] - 0.5) < b.boot_bound
+
+
+def test_bootstrap_refresh_needs_a_calibrated_fixedmanual_context():
+    from medtwin.models.ode import BootstrapContext, BootstrapRefresh
+
+    auto = BootstrapContext(None, None, 8, 30, 18, True, scaling="flexibleauto", boot_bound=1e-8)
+    with pytest.raises(ValidationError, match="FIXEDMANUAL"):
+        BootstrapRefresh(auto, LOG)
+    raw = BootstrapContext(None, None, 8, 30, 18, True, scaling="fixedmanual")
+    with pytest.raises(ValidationError, match="calibrated"):
+        BootstrapRefresh(raw, LOG)
+
+
+def test_planned_segments_with_key_holder_refresh_state_their_bound():
+    from medtwin.he.openfhe_backend import generate_keys
+    from medtwin.he.params import preset
+    from medtwin.models.ode import integrate_planned
+    from medtwin.program.executors import get_executor
+
+    vals = {k: np.asarray(v) for k, v in LV_VALUES.items()}
+    steps, h = 6, 0.1
+    ref = LV.reference(vals, h=h, steps=steps, method="rk4")
+    params = preset("test-insecure", depth=18)
+    ctx, _ = generate_keys(params)
+    seg = LV.max_steps(18, h=h, method="rk4")
+    assert 1 <= seg < steps
+    ex = get_executor("openfhe", cc=ctx.cc, correct_scale=True)
+    res = integrate_planned(LV, ex, {k: ctx.encrypt(v) for k, v in vals.items()}, h=h, steps=steps,
+                            segment_steps=seg, refresh=key_holder_refresh(ctx, LV, slots=2), method="rk4",
+                            slots=8, params=params)
+    assert len(res.segments) == -(-steps // seg)
+    for i, s in enumerate(LV.states):
+        err = np.max(np.abs(ctx.decrypt(res.states[s], 2) - ref[steps, i]))
+        assert err <= res.bound[s], (s, err, res.bound)
+    # the bound carries the first segment's error into the second
+    last_k = steps - seg * (len(res.segments) - 1)
+    assert res.bounds[-1]["x"] > res.programs[-1].error_bound(f"x@{last_k}", noise=ex.noise_model())
+    with pytest.raises(ValidationError, match="segment_steps"):
+        integrate_planned(LV, ex, {k: ctx.encrypt(v) for k, v in vals.items()}, h=h, steps=steps,
+                          refresh=key_holder_refresh(ctx, LV), method="rk4", slots=8, params=params)

@@ -112,9 +112,13 @@ def test_openfhe_errors_name_the_op(ctx):
     x = b.input("x", (0.0, 1.0))
     b.output("y", x * x)
     prog = b.build(PARAMS)
-    deep = ctx.cc.LevelReduce(ctx.enc(np.zeros(SLOTS)), None, 1)
-    with pytest.raises(ProgramError, match="level-0"):
-        OpenFHEExecutor(ctx.cc).run(prog, {"x": deep})
+    room = len(OpenFHEExecutor(ctx.cc).noise_model().rescale_factors)
+    too_deep = ctx.cc.LevelReduce(ctx.enc(np.zeros(SLOTS)), None, room - prog.depth + 1)
+    with pytest.raises(ProgramError, match=f"arrive at level {room - prog.depth + 1}"):
+        OpenFHEExecutor(ctx.cc).run(prog, {"x": too_deep})
+    unscaled = ctx.cc.EvalMultNoRelin(ctx.enc(np.zeros(SLOTS)), ctx.enc(np.zeros(SLOTS)))
+    with pytest.raises(ProgramError, match="scale degree 2"):
+        OpenFHEExecutor(ctx.cc).run(prog, {"x": unscaled})
     with pytest.raises(ProgramError, match="needs a crypto context"):
         OpenFHEExecutor()
 
@@ -142,3 +146,28 @@ def test_scale_correction_cancels_fixedmanual_drift(ctx):
     assert errs[True] < errs[False] / 5
     assert prog.error_bound("y", noise=OpenFHEExecutor(ctx.cc, correct_scale=True).noise_model()) < \
         prog.error_bound("y", noise=ctx.noise)
+
+
+def test_inputs_below_level_zero_run_from_their_level(ctx):
+    """Ciphertexts that arrive deeper in the chain (e.g. after a bootstrap) run the same plan from
+    their level: plaintexts are encoded there, shallower inputs are level-reduced to it, and the
+    shifted noise model's bound holds."""
+    b = ProgramBuilder("deep", SLOTS)
+    x = b.input("x", (0.0, 2.0))
+    w = b.input("w", (0.0, 1.0))
+    b.output("y", x * x * b.plain(np.linspace(0.5, 1.5, SLOTS)) + w * 0.3 + 0.25)
+    prog = b.build(PARAMS)
+    ex = OpenFHEExecutor(ctx.cc, correct_scale=True)
+    xv, wv = np.linspace(0.1, 1.9, SLOTS), np.linspace(0.0, 1.0, SLOTS)
+    deep = ctx.cc.LevelReduce(ctx.enc(xv), None, 2)
+    out = ex.run(prog, {"x": deep, "w": ctx.enc(wv)})["y"]
+    assert out.GetLevel() == 2 + prog.ops[prog.output("y").value].level
+    want = xv * xv * np.linspace(0.5, 1.5, SLOTS) + wv * 0.3 + 0.25
+    err = np.abs(ctx.dec(out) - want).max()
+    assert err <= prog.error_bound("y", noise=ex.noise_model(2))
+    # an input error (say from a bootstrap) is propagated into the bound: x^2 doubles it near 2
+    base = prog.error_bound("y", noise=ex.noise_model(2))
+    more = prog.error_bound("y", noise=ex.noise_model(2), input_errors={"x": 1e-3})
+    assert more - base == pytest.approx(2 * 2.0 * 1.5 * 1e-3, rel=0.05)
+    with pytest.raises(ProgramError, match="not an input"):
+        prog.error_bound("y", input_errors={"z": 1.0})
