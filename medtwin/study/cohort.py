@@ -726,8 +726,15 @@ def release_aggregates(out: CohortOutcome, ctx, *, min_cohort: int | None = None
     """
     from medtwin.custody import policy as pol
 
-    fp = policy or pol.DEFAULT_POLICY
     raw, bounds, noise = decrypt_aggregates(out, ctx, min_cohort=min_cohort, purpose=purpose)
+    return _release(out, raw, bounds, noise, min_cohort=min_cohort, policy=policy, log=log, actor=actor,
+                    purpose=purpose)
+
+
+def _release(out: CohortOutcome, raw, bounds, noise, *, min_cohort, policy, log, actor, purpose) -> CohortAggregates:
+    from medtwin.custody import policy as pol
+
+    fp = policy or pol.DEFAULT_POLICY
     vals, sig = {}, {}
     for k, v in raw.items():
         t = max(noise[k], 1e-300)
@@ -816,6 +823,9 @@ def run(spec: CohortSpec, covariates: dict, twin_ids: Sequence[str], client_ctx,
             before anything is encrypted).
         RangeError: a covariate outside the model's ranges (before encryption).
         ValidationError: neither aggregates nor per-patient output asked for.
+
+    ``reference_check`` also computes the float64 reference (it sees the plaintext) and keeps the
+    unflooded aggregates in ``extra["aggregates_raw"]``: validation on the key holder's machine.
     """
     from medtwin.custody import policy as pol
 
@@ -838,16 +848,22 @@ def run(spec: CohortSpec, covariates: dict, twin_ids: Sequence[str], client_ctx,
                    program_digest=out.program_digest,
                    details={"duration_s": out.seconds, "depth": out.depth,
                             "max_error_bound": float(max(out.bounds.values()))})
-    agg = release_aggregates(out, client_ctx, min_cohort=min_cohort, policy=policy, log=log, actor=actor) \
-        if aggregates else None
+    agg = raw = None
+    if aggregates:
+        raw, abounds, anoise = decrypt_aggregates(out, client_ctx, min_cohort=min_cohort)
+        agg = _release(out, raw, abounds, anoise, min_cohort=min_cohort, policy=policy, log=log, actor=actor,
+                       purpose="cohort aggregate")
     pp = decrypt_pairs(out, client_ctx, log=log, actor=actor) if per_patient else None
     res = CohortResult(spec, list(twin_ids), agg, pp, pair_bounds(out),
                        {PAIR_OUTPUTS.get(k, (k, 1.0))[0]: v * PAIR_OUTPUTS.get(k, (k, 1.0))[1]
                         for k, v in out.noise_bounds.items()},
                        out.program_digest, out.depth, backend, out.seconds, 2 * client_ctx.slots,
                        out.layout.n_ciphertexts)
-    res.extra["aggregate_bounds_raw"] = {k: out.bounds[k] for k in AGGREGATE_OUTPUTS if k in out.bounds}
+    if aggregates:
+        res.extra["aggregate_noise_bounds"] = anoise
     res.seconds_total = time.perf_counter() - t0
     if reference_check:
         res.reference = reference(spec, covariates)
+        if raw is not None:
+            res.extra["aggregates_raw"] = raw  # unflooded: for validation on the key holder's machine only
     return res

@@ -1,0 +1,200 @@
+"""Vancomycin cohort study (medtwin.study.cohort): encrypted per-pair values and cohort aggregates
+against the float64 reference within the stated bounds on both backends, published values, the
+release policy (minimum cohort, flooding), refusal before encryption, audit entries."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from medtwin.custody import policy as pol
+from medtwin.custody.audit import AuditLog
+from medtwin.custody.kdf import TEST_KDF
+from medtwin.custody.users import UserStore, authenticate
+from medtwin.data import cohort_csv_path
+from medtwin.errors import RangeError, SecurityPolicyError, ValidationError
+from medtwin.models.vancomycin import VANCOMYCIN
+from medtwin.models.two_compartment import Dosing
+from medtwin.study import cohort as C
+
+PW = "violet tundra kettle 93 marching"
+N = 24  # patients: one ciphertext at N = 2^12 (128 patients x 16 regimens)
+
+
+@pytest.fixture(scope="module")
+def keys():
+    from medtwin.he.openfhe_backend import HEContext
+
+    spec = C.CohortSpec(preset="test-insecure")
+    ctx, _ = C.cohort_keys(spec, allow_insecure=True)
+    return spec, ctx, HEContext.from_public(ctx.public)
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    from medtwin.study.workflow import load_records
+
+    recs = []
+    for r in load_records([cohort_csv_path()]):
+        c = C.covariates_of_records([r])
+        try:
+            VANCOMYCIN.validate_covariates(c)
+        except RangeError:
+            continue
+        recs.append(r)
+        if len(recs) == N - 2:
+            break
+    cov = C.covariates_of_records(recs)
+    # the corners of the declared ranges, where the approximations are hardest
+    cov = {"weight_kg": np.r_[cov["weight_kg"], 35.0, 200.0], "crcl_ml_min": np.r_[cov["crcl_ml_min"], 200.0, 5.0]}
+    return recs, cov, [f"tw-{i:03d}" for i in range(N)]
+
+
+@pytest.fixture(scope="module", params=["openfhe", "native"])
+def outcome(request, keys, cohort, tmp_path_factory):
+    spec, ctx, node = keys
+    _, cov, ids = cohort
+    d = tmp_path_factory.mktemp("audit")
+    log = AuditLog(d / "audit.db")
+    store = UserStore(d / "users.db", kdf=TEST_KDF, allow_weak=True)
+    store.bootstrap_admin("root", PW)
+    store.add_user(authenticate(store, "root", PW), "dr.a", "clinician", PW)
+    me = authenticate(store, "dr.a", PW, audit=log)
+    res = C.run(spec, cov, ids, ctx, node, backend=request.param, per_patient=True, reference_check=True,
+                log=log, actor=me)
+    return request.param, res, log
+
+
+# ------------------------------------------------------------------------------ plaintext
+def test_published_auc24_rybak_matzke():
+    """1 g q12h, CrCl 100 mL/min, 70 kg: CL = 0.06 (0.689 * 100 + 3.66) = 4.354 L/h (Matzke 1984),
+    AUC24 = 2000 / CL = 459 mg*h/L (Rybak 2020), inside the 400-600 target."""
+    spec = C.CohortSpec(doses_mg=(1000,), intervals_h=(12,))
+    ref = C.reference(spec, {"weight_kg": np.array([70.0]), "crcl_ml_min": np.array([100.0])})
+    cl = 0.06 * (0.689 * 100.0 + 3.66)
+    assert ref["auc24"][0, 0] == pytest.approx(2000.0 / cl, rel=1e-12)
+    assert ref["auc24"][0, 0] == pytest.approx(459.4, abs=0.05)
+    assert ref["attain"][0, 0] > 0.8 and ref["dauc24"][0, 0] == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("crcl, weight", [(100.0, 70.0), (40.0, 120.0), (180.0, 50.0)])
+def test_steady_state_closed_form_matches_superposition(crcl, weight):
+    """Trough and peak from the infinite-sum formulas equal the superposition of many doses."""
+    spec = C.CohortSpec()
+    cov = {"weight_kg": np.array([weight]), "crcl_ml_min": np.array([crcl])}
+    ref = C.reference(spec, cov)
+    beta = VANCOMYCIN.individual_parameters(cov)["k10"][0] * VANCOMYCIN.k21 / (VANCOMYCIN.k12 + VANCOMYCIN.k21)
+    for j, r in enumerate(spec.regimens):
+        n = int(math.ceil(40.0 / beta / r.interval_h)) + 1  # about 40 / (beta t1/2 ln2) half-lives
+        dosing = Dosing.regular(r.dose_mg, r.interval_h, n, infusion_h=r.infusion_h)
+        t = np.array([n * r.interval_h - 1e-9, (n - 1) * r.interval_h + r.infusion_h])
+        sup = VANCOMYCIN.reference(cov, dosing, t)["conc"][0]
+        assert ref["trough"][0, j] == pytest.approx(sup[0], rel=1e-6)
+        assert ref["peak"][0, j] == pytest.approx(sup[1], rel=1e-6)
+        assert ref["auc24"][0, j] == pytest.approx(VANCOMYCIN.auc24_ss(cov, r.dose_mg, r.interval_h)[0], rel=1e-12)
+
+
+def test_spec_and_layout():
+    spec = C.CohortSpec()
+    assert [r.infusion_h for r in spec.regimens[::4]] == [1.0, 1.0, 1.25, 1.5]
+    lay = C.CohortLayout(300, 16, 2048)
+    assert lay.patients_per_ct == 128 and lay.n_ciphertexts == 3
+    v = np.arange(300.0)
+    packed = lay.spread(v)
+    assert lay.gather(packed)[:, 5].tolist() == v.tolist()
+    assert lay.valid().sum() == 300 * 16
+    with pytest.raises(ValidationError):
+        C.CohortSpec(doses_mg=(0,))
+    with pytest.raises(ValidationError):
+        C.CohortSpec(intervals_h=(8, 8))
+    with pytest.raises(ValidationError):
+        C.CohortSpec(mic=0)
+
+
+# ------------------------------------------------------------------------------ encrypted
+def test_pairs_within_stated_bounds(outcome):
+    be, res, _ = outcome
+    ref = res.reference
+    for k, v in res.per_patient.items():
+        dev = float(np.abs(v - ref[k]).max())
+        assert dev <= res.bounds[k], (be, k, dev, res.bounds[k])
+    # the bounds are meaningful: a trough and AUC to well under 1 mg/L, attainment to 1e-3
+    assert res.bounds["trough"] < 0.5 and res.bounds["auc24"] < 1.0 and res.bounds["attain"] < 1e-3
+
+
+def test_published_value_encrypted(outcome, keys):
+    """Patient with 70 kg and CrCl 100 is not in the cohort: run it alone (clinician mode) and
+    check the published AUC24 of 1 g q12h under encryption."""
+    be, _, _ = outcome
+    spec, ctx, node = keys
+    res = C.run(spec, {"weight_kg": np.array([70.0]), "crcl_ml_min": np.array([100.0])}, ["tw-x"], ctx, node,
+                backend=be, per_patient=True, aggregates=False)
+    j = [r.describe() for r in spec.regimens].index("1000 mg q12h")
+    assert abs(res.per_patient["auc24"][0, j] - 2000.0 / (0.06 * 72.56)) <= res.bounds["auc24"]
+    assert res.aggregates is None
+
+
+def test_aggregates_within_bounds_and_flooded(outcome, keys):
+    be, res, _ = outcome
+    spec, ctx, node = keys
+    ra = C.reference_aggregates(res.reference)
+    agg = res.aggregates
+    assert agg.n_patients == N and len(agg.regimens) == 16
+    raw = res.extra["aggregates_raw"]
+    for k in ra:
+        dev = float(np.abs(raw[k] - ra[k]).max())
+        assert dev <= agg.bounds[k], (be, k, dev, agg.bounds[k])
+        # released: flooded with the policy's sigma for the key-dependent bound, rounded
+        assert agg.sigma[k] == pytest.approx(pol.DEFAULT_POLICY.sigma(res.extra["aggregate_noise_bounds"][k]))
+        grid = agg.values[k] / agg.precision[k]
+        assert np.allclose(grid, np.round(grid), atol=1e-6)
+        assert np.all(np.abs(agg.values[k] - ra[k]) <= agg.bounds[k] + 9 * agg.sigma[k] + agg.precision[k])
+    # PTA is a probability; decrypted before flooding it matches the plaintext cohort's
+    assert np.all((raw["pta"] > -1e-3) & (raw["pta"] < 1 + 1e-3))
+
+
+def test_audit_entries_without_patient_values(outcome, cohort):
+    be, res, log = outcome
+    recs, cov, ids = cohort
+    acts = [(e.action, e.objects.get("mode"), e.objects.get("outcome")) for e in log.entries()]
+    assert ("twin.encrypt", None, None) in acts and ("simulation.run", None, None) in acts
+    assert ("result.decrypt", "aggregate", "released") in acts
+    assert ("result.decrypt", "per_patient", None) in acts
+    values = sorted({float(x) for k in cov for x in cov[k]} - {0.0, 1.0})
+    assert log.scan_for_values(values) == []
+    assert log.scan_for_values([r.source_id for r in recs]) == []
+
+
+def test_small_cohort_refused_before_encryption(keys, tmp_path):
+    spec, ctx, node = keys
+    log = AuditLog(tmp_path / "audit.db")
+    store = UserStore(tmp_path / "users.db", kdf=TEST_KDF, allow_weak=True)
+    store.bootstrap_admin("root", PW)
+    me = authenticate(store, "root", PW, audit=log)
+
+    class NoEncrypt:
+        slots, key_tag = ctx.slots, ctx.key_tag
+
+        def encrypt(self, *_a, **_k):
+            raise AssertionError("encrypted although the cohort is refused")
+
+    cov = {"weight_kg": np.full(5, 70.0), "crcl_ml_min": np.full(5, 90.0)}
+    with pytest.raises(SecurityPolicyError, match="5 patients is below the minimum cohort size of 10"):
+        C.run(spec, cov, [f"p{i}" for i in range(5)], NoEncrypt(), node, log=log, actor=me)
+    assert any(e.objects.get("outcome") == "refused" for e in log.entries())
+
+
+def test_out_of_range_covariate_refused_before_encryption(keys):
+    spec, ctx, node = keys
+
+    class NoEncrypt:
+        slots, key_tag = ctx.slots, ctx.key_tag
+
+        def encrypt(self, *_a, **_k):
+            raise AssertionError("encrypted an out-of-range patient")
+
+    cov = {"weight_kg": np.full(12, 70.0), "crcl_ml_min": np.r_[np.full(11, 90.0), 250.0]}
+    with pytest.raises(RangeError, match="crcl_ml_min") as ei:
+        C.run(spec, cov, [f"p{i}" for i in range(12)], NoEncrypt(), node)
+    assert "250" not in str(ei.value)
