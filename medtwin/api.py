@@ -4,6 +4,8 @@
     sim = api.simulate(records, scenarios, horizon_h=72, step_h=2)          # encrypted study
     opt = api.optimise(records, doses_mg=[200, 300, 400], intervals_h=[8, 12], horizon_h=72)
     print(sim.status, sim.message); print(opt.report())
+    coh = api.cohort_study(records, doses_mg=[750, 1000, 1250, 1500], intervals_h=[8, 12, 24, 48])
+    print(coh.status, coh.table())                                          # vancomycin cohort
 
 Both run the full encrypted pipeline in this process (client and compute roles kept apart: the
 compute side gets only a public context) and return a :class:`Simulation` whose ``status`` says
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -24,12 +26,16 @@ from medtwin.study.optimise import Option, optimisation_spec, rank_options, regi
 from medtwin.study.scenario import Scenario
 from medtwin.study.study import StudyResult, StudySpec, decrypt_outcome, encrypt_cohort, reference_outcome, simulate as _simulate
 
-__all__ = ["Status", "Simulation", "simulate", "optimise"]
+if TYPE_CHECKING:
+    from medtwin.study.cohort import CohortResult
+
+__all__ = ["Status", "Simulation", "simulate", "optimise", "CohortStudy", "cohort_study"]
 
 
 class Status(enum.Enum):
     OK = "ok"
     WINDOW_DOMAIN = "window_domain"  # some trajectories left the window polynomial's domain
+    FLOODING_DOMINATES = "flooding_dominates"  # released cohort aggregates: flooding noise above 0.05 (PTA)
 
     @property
     def message(self) -> str:
@@ -37,6 +43,10 @@ class Status(enum.Enum):
             Status.OK: "all results inside the model's validity domain; deviations within the stated bounds",
             Status.WINDOW_DOMAIN: ("some concentrations left the domain of the time-in-window approximation; "
                                    "those pairs' time in window is flagged invalid (see result.tiw_in_domain)"),
+            Status.FLOODING_DOMINATES: ("per-pair results are within their bounds, but the noise flooding of the "
+                                        "released aggregates (sized by the decryption policy from the stated "
+                                        "key-dependent bound) exceeds 0.05 on the probability of target attainment; "
+                                        "see result.aggregates.sigma"),
         }[self]
 
 
@@ -125,3 +135,119 @@ def optimise(patients, *, doses_mg: Sequence[float], intervals_h: Sequence[float
     spec = optimisation_spec(model, regs, horizon_h, step_h, replicates=replicates, preset=preset, **factors)
     res = _run(spec, patients, backend=backend, keys=keys, reference=reference, progress=progress)
     return Simulation(_status(res), res, rank_options(res, toxicity_penalty=toxicity_penalty))
+
+
+# ------------------------------------------------------------------------------------ cohort study
+@dataclass
+class CohortStudy:
+    """Result of :func:`cohort_study`: ``status``, the released per-regimen ``aggregates``
+    (:class:`medtwin.study.cohort.CohortAggregates`, or None), per-patient tables when asked
+    (``per_patient``: arrays (patients, regimens) of trough, peak, auc24, dauc24, attain, tox,
+    score), and the stated per-pair ``bounds``."""
+
+    status: Status
+    result: "CohortResult"
+
+    @property
+    def message(self) -> str:
+        return self.status.message
+
+    @property
+    def bounds(self) -> dict[str, float]:
+        return self.result.bounds
+
+    @property
+    def aggregates(self):
+        return self.result.aggregates
+
+    @property
+    def per_patient(self):
+        return self.result.per_patient
+
+    def table(self) -> str:
+        """The per-regimen table (released aggregates), or the per-patient one without aggregates."""
+        r = self.result
+        if r.aggregates is not None:
+            return r.aggregates.table()
+        lines = ["| twin | regimen | trough | peak | AUC24 | dAUC24 | attainment | P(trough>limit) | score |",
+                 "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        pp = r.per_patient
+        for i, tid in enumerate(r.twin_ids):
+            for j, reg in enumerate(r.spec.regimens):
+                lines.append(f"| {tid} | {reg.describe()} | {pp['trough'][i, j]:.2f} | {pp['peak'][i, j]:.2f} | "
+                             f"{pp['auc24'][i, j]:.1f} | {pp['dauc24'][i, j]:+.1f} | {pp['attain'][i, j]:.3f} | "
+                             f"{pp['tox'][i, j]:.3f} | {pp['score'][i, j]:+.3f} |")
+        return "\n".join(lines)
+
+
+def _cohort_covariates(patients):
+    from medtwin.study.cohort import covariates_of_records
+
+    if isinstance(patients, dict):
+        cov = {k: np.asarray(v, dtype=float) for k, v in patients.items()}
+        n = len(next(iter(cov.values())))
+        return cov, [f"p{i}" for i in range(n)]
+    recs = list(patients)
+    return covariates_of_records(recs), [getattr(r, "source_id", f"p{i}") for i, r in enumerate(recs)]
+
+
+def cohort_study(patients, *, doses_mg: Sequence[float] = (750, 1000, 1250, 1500),
+                 intervals_h: Sequence[float] = (8, 12, 24, 48), current: tuple[float, float] = (1000.0, 12.0),
+                 mic: float = 1.0, backend: str = "openfhe", preset: str = "standard-128", keys=None,
+                 per_patient: bool = False, aggregates: bool = True, min_cohort: int | None = None, policy=None,
+                 twin_ids: Sequence[str] | None = None, reference: bool = False, log=None, session=None,
+                 progress=None, allow_insecure: bool = False, **metrics) -> CohortStudy:
+    """Vancomycin cohort study: every patient x a doses x intervals regimen grid at steady state,
+    encrypted; per-regimen PTA, P(trough > 20 mg/L), mean score and mean/SD of AUC24 summed under
+    encryption and released as aggregates through the decryption policy
+    (:mod:`medtwin.study.cohort` describes outputs, bounds and the policy).
+
+    Args:
+        patients: ``PatientRecord`` objects (weight and CrCl by Cockcroft-Gault are taken from
+            them, nothing else), or a dict with arrays ``weight_kg`` and ``crcl_ml_min``.
+        current: (dose mg, interval h) of the current regimen, for the AUC24 differences.
+        mic: MIC [mg/L] (plaintext).
+        keys: an ``HEContext`` with the secret key or unlocked ``KeyMaterial`` made by
+            :func:`medtwin.study.cohort.cohort_keys` (depth and rotations); default: fresh keys.
+        per_patient: also decrypt the per-pair values (clinician mode, audited).
+        aggregates: compute and release the per-regimen aggregates.
+        min_cohort, policy: minimum cohort size and :class:`~medtwin.custody.policy.FloodingPolicy`.
+        twin_ids: pseudonymous ids (default: the records' ids or p0, p1, ...).
+        reference: also compute the plaintext reference (validation; it sees the plaintext).
+        log, session: an :class:`~medtwin.custody.audit.AuditLog` and the acting session: every
+            encryption, simulation and decryption is appended (never a value).
+        metrics: ``window_edge``, ``trough_limit``, ``trough_edge``, ``tox_penalty``, ``target``.
+
+    Raises:
+        SecurityPolicyError: aggregates over fewer patients than the minimum cohort (nothing is
+            encrypted), or an insecure preset without permission.
+        RangeError: a patient outside the model's declared ranges (nothing is encrypted).
+        ValidationError: a malformed grid or option.
+        ProgramError: ``keys`` lack the study's depth or rotations.
+    """
+    from medtwin.he.openfhe_backend import HEContext
+    from medtwin.study import cohort as C
+
+    spec = C.CohortSpec(doses_mg=tuple(doses_mg), intervals_h=tuple(intervals_h), current=tuple(current),
+                        mic=float(mic), preset=preset, **metrics)
+    cov, ids = _cohort_covariates(patients)
+    if twin_ids is not None:
+        ids = list(twin_ids)
+    spec.pk.validate_covariates(cov)
+    if aggregates:
+        from medtwin.custody import policy as pol
+
+        C._check_cohort(len(ids), pol.MIN_COHORT if min_cohort is None else int(min_cohort), log, session,
+                        "cohort aggregate")
+    if keys is None:
+        client, _ = C.cohort_keys(spec, allow_insecure=allow_insecure)
+    else:
+        client = keys if isinstance(keys, HEContext) else HEContext.from_keys(keys)
+    node = HEContext.from_public(client.public)
+    res = C.run(spec, cov, ids, client, node, backend=backend, per_patient=per_patient, aggregates=aggregates,
+                min_cohort=min_cohort, policy=policy, reference_check=reference, log=log, actor=session,
+                progress=progress)
+    status = Status.OK
+    if res.aggregates is not None and float(res.aggregates.sigma["pta"]) > 0.05:
+        status = Status.FLOODING_DOMINATES
+    return CohortStudy(status, res)

@@ -1,4 +1,4 @@
-"""The ``medtwin`` command line: key custody, import, encryption, simulation, decryption, demo.
+"""The ``medtwin`` command line: key custody, import, encryption, simulation, decryption, cohort studies, demo.
 
 Roles stay apart as in the desktop app: ``encrypt`` and ``decrypt`` run on the clinician's
 workstation (they unlock the keystore); ``simulate`` needs only the public bundle and runs on the
@@ -304,6 +304,102 @@ def demo(patients: int = typer.Option(1200, help="patients from the bundled synt
                           step=step, progress=prog, echo=typer.echo)
     except MedTwinError as exc:
         _fail(exc)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        _fail(MedTwinError(f"{what}: expected comma-separated numbers, e.g. 750,1000,1250"))
+    if not vals:
+        _fail(MedTwinError(f"{what}: no values"))
+    return vals
+
+
+@app.command("cohort")
+def cohort(sources: List[Path] = typer.Argument(..., help="FHIR R4 bundles (.json) or CSV files"),
+           doses: str = typer.Option("750,1000,1250,1500", help="doses [mg], comma-separated"),
+           intervals: str = typer.Option("8,12,24,48", help="dosing intervals [h], comma-separated"),
+           current: str = typer.Option("1000,12", help="current regimen 'dose,interval' for the AUC24 differences"),
+           mic: float = typer.Option(1.0, help="MIC [mg/L]"),
+           backend: str = typer.Option("openfhe", help="openfhe | native"),
+           preset: str = typer.Option("standard-128", help="CKKS preset (fresh keys)"),
+           keystore: Optional[Path] = typer.Option(None, help="use this keystore's keys (made for cohort studies "
+                                                   "with --save-keystore) instead of fresh ones"),
+           save_keystore: Optional[Path] = typer.Option(None, help="store the fresh keys in this new keystore"),
+           passphrase_env: Optional[str] = typer.Option(None, help="keystore passphrase variable"),
+           per_patient: bool = typer.Option(False, "--per-patient", help="also decrypt per-patient values "
+                                            "(clinician mode, needs decrypt_patient)"),
+           min_cohort: Optional[int] = typer.Option(None, help="minimum cohort size (default the policy's)"),
+           user: Optional[str] = UserOpt, password_env: Optional[str] = PasswordEnvOpt):
+    """Vancomycin cohort study: every patient x the regimen grid, encrypted; prints the per-regimen
+    table (PTA, P(trough > 20 mg/L), mean score, mean and SD of AUC24), released as aggregates."""
+    from medtwin.custody.users import require
+    from medtwin.errors import RangeError, ValidationError
+    from medtwin.he.openfhe_backend import HEContext
+    from medtwin.study import cohort as C
+    from medtwin.study import workflow
+    from medtwin.twin.pseudonym import pseudonym
+    from medtwin import api
+
+    d, t, cur = _floats(doses, "--doses"), _floats(intervals, "--intervals"), _floats(current, "--current")
+    if len(cur) != 2:
+        _fail(MedTwinError("--current: expected 'dose,interval', e.g. 1000,12"))
+    try:
+        session, log = _session(user, password_env)
+        for perm in ("create_twins", "run_simulation", "decrypt_aggregate") + (("decrypt_patient",) if per_patient else ()):
+            require(session, perm)
+        spec = C.CohortSpec(doses_mg=tuple(d), intervals_h=tuple(t), current=(cur[0], cur[1]), mic=mic, preset=preset)
+        records = workflow.load_records(sources)
+        workflow._log_import(log, session, sources, len(records))
+        keep, excluded = [], 0
+        for r in records:
+            try:
+                spec.pk.validate_covariates(C.covariates_of_records([r]))
+            except (RangeError, ValidationError):
+                excluded += 1
+                continue
+            keep.append(r)
+        typer.echo(f"{len(keep)} patient(s) eligible for {spec.pk.name}; {excluded} excluded (missing weight or "
+                   "creatinine clearance inputs, or outside the declared ranges), nothing about them encrypted")
+        if keystore is not None:
+            from medtwin.custody.keystore import unlock_keystore
+
+            km = unlock_keystore(keystore, _passphrase(passphrase_env, "keystore passphrase"), log=log, actor=session)
+        else:
+            _, km = C.cohort_keys(spec)
+            if save_keystore is not None:
+                from medtwin.custody.keystore import create_keystore
+
+                if save_keystore.exists():
+                    raise MedTwinError(f"{save_keystore} exists already; refusing to overwrite it")
+                create_keystore(save_keystore, _passphrase(passphrase_env, "new keystore passphrase", confirm=True),
+                                km, log=log, actor=session)
+        ctx = HEContext.from_keys(km)
+        key = workflow.pseudonym_key(km)
+        ids = [pseudonym(r.source_id, key) for r in keep]
+        with _Progress() as prog:
+            res = api.cohort_study(keep, doses_mg=d, intervals_h=t, current=(cur[0], cur[1]), mic=mic,
+                                   backend=backend, preset=preset, keys=ctx, per_patient=per_patient,
+                                   min_cohort=min_cohort, twin_ids=ids, log=log, session=session, progress=prog)
+    except MedTwinError as exc:
+        _fail(exc)
+    r = res.result
+    label = " [INSECURE test ring]" if ctx.insecure else ""
+    typer.echo(f"{len(ids)} twins x {spec.n_regimens} regimens on {backend}, ring {r.ring_dim}{label}, depth {r.depth}: "
+               f"{r.seconds_simulate:.1f} s encrypted ({r.n_results / max(r.seconds_simulate, 1e-9):,.0f} results/s)")
+    typer.echo(res.table())
+    typer.echo(f"per-pair bounds: trough {r.bounds['trough']:.2g} mg/L, AUC24 {r.bounds['auc24']:.2g} mg*h/L, "
+               f"attainment {r.bounds['attain']:.2g}; status: {res.status.value}")
+    if per_patient:
+        typer.echo("")
+        typer.echo(api.CohortStudy(res.status, _without_aggregates(r)).table())
+
+
+def _without_aggregates(r):
+    from dataclasses import replace
+
+    return replace(r, aggregates=None)
 
 
 @app.command("gui")

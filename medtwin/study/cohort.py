@@ -600,7 +600,8 @@ def simulate(enc: EncryptedCohortStudy, ctx, *, backend: str = "openfhe", thread
         raise ProgramError(f"the cohort study needs multiplicative depth {cp.depth} but the keys were made for {ctx.depth}")
     missing = set(cp.rotation_indices()) - set(ctx.public.rotation_indices)
     if missing:
-        raise ProgramError(f"the evaluation keys lack rotations {sorted(missing)}")
+        raise ProgramError(f"the evaluation keys lack rotations {sorted(missing)} this regimen grid needs; make "
+                           "keys for the study with medtwin.study.cohort.cohort_keys(spec)")
     ex = get_executor(backend, ctx=ctx, threads=threads, correct_scale=True)
     noise = ex.noise_model()
     n = cp.layout.n_ciphertexts

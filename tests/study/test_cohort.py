@@ -198,3 +198,24 @@ def test_out_of_range_covariate_refused_before_encryption(keys):
     with pytest.raises(RangeError, match="crcl_ml_min") as ei:
         C.run(spec, cov, [f"p{i}" for i in range(12)], NoEncrypt(), node)
     assert "250" not in str(ei.value)
+
+
+def test_api_cohort_study(keys, cohort):
+    from medtwin import api
+
+    spec, ctx, _ = keys
+    _, cov, _ = cohort
+    sub = {k: v[:12] for k, v in cov.items()}
+    res = api.cohort_study(sub, keys=ctx, backend="native", per_patient=True, reference=True, preset="test-insecure")
+    assert res.status in (api.Status.OK, api.Status.FLOODING_DOMINATES)
+    assert res.aggregates.regimens[:2] == ["750 mg q8h", "750 mg q12h"] and len(res.aggregates.regimens) == 16
+    assert res.per_patient["auc24"].shape == (12, 16)
+    assert np.all(np.abs(res.per_patient["trough"] - res.result.reference["trough"]) <= res.bounds["trough"])
+    assert "| 1500 mg q48h |" in res.table()
+    with pytest.raises(SecurityPolicyError):
+        api.cohort_study({k: v[:3] for k, v in cov.items()}, keys=ctx, preset="test-insecure")
+    # keys made for another grid lack its rotations: a clear error, not a wrong result
+    from medtwin.errors import ProgramError
+
+    with pytest.raises(ProgramError, match="cohort_keys"):
+        api.cohort_study(sub, doses_mg=[1000, 1500], intervals_h=[12, 24], keys=ctx, preset="test-insecure")
