@@ -23,6 +23,9 @@ bool conv_wide(const u64* const* in, const u64* w, const u64* w52, const u64* wh
 bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, std::size_t cnt, u64 q, u64 qneg,
                 u64* o0, u64* o1, std::size_t n);
 
+/// out[c] = centred(x[c]) mod q: x < ql, values above ql/2 stand for x - ql (ql < 2q, AVX-512F).
+bool center_mod(u64* out, const u64* x, std::size_t n, u64 q, u64 ql);
+
 /// out = a * b mod q (element-wise, a, b < q < 2^50): two Montgomery products, the second by
 /// r2 = 2^104 mod q.
 bool mul_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q, u64 qneg, u64 r2);

@@ -55,19 +55,22 @@ void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out) {
       const u64 qi = mi.q, qlmod = ql % qi;
       u64* t = scratch(1, n);
       const u64* xe = x + std::size_t(e) * n;
-      if (ql < 2 * qi) {  // the usual case (moduli of similar size): one conditional subtraction
-        for (std::uint32_t c = 0; c < n; ++c) {
-          u64 v = xe[c];
-          u64 r = v >= qi ? v - qi : v;
-          u64 adj = v > half ? qlmod : 0;
-          t[c] = r >= adj ? r - adj : r + qi - adj;
-        }
-      } else {
-        for (std::uint32_t c = 0; c < n; ++c) {
-          u64 v = xe[c];
-          u64 r = barrett128(v, mi);
-          if (v > half) r = submod(r, qlmod, qi);
-          t[c] = r;
+      if (!ifma::center_mod(t, xe, n, qi, ql)) {
+        // branch-free: the sign test is data-dependent and unpredictable
+        const u64 adj = qi - qlmod;  // adding it subtracts ql (mod qi)
+        if (ql < 2 * qi) {  // the usual case (moduli of similar size): one conditional subtraction
+          for (std::uint32_t c = 0; c < n; ++c) {
+            u64 v = xe[c];
+            u64 r = v >= qi ? v - qi : v;
+            r += (v > half) ? adj : 0;
+            t[c] = r >= qi ? r - qi : r;
+          }
+        } else {
+          for (std::uint32_t c = 0; c < n; ++c) {
+            u64 v = xe[c];
+            u64 r = barrett128(v, mi) + ((v > half) ? adj : 0);
+            t[c] = r >= qi ? r - qi : r;
+          }
         }
       }
       ctx.ntt(i).forward_sub_mul(t, in.poly(e, i), ctx.rescale_inv(l, i), out.poly(e, i), nullptr);

@@ -28,6 +28,20 @@ inline __m512i mont(__m512i x, __m512i y, __m512i q, __m512i qn) {
 }
 }  // namespace
 
+bool center_mod(u64* out, const u64* x, std::size_t n, u64 qs, u64 ql) {
+  if (!ifma_enabled() || ql >= 2 * qs || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(qs), half = _mm512_set1_epi64(ql >> 1);
+  const __m512i adj = _mm512_set1_epi64(qs - ql % qs);  // q - (ql mod q): adding it subtracts ql
+  for (std::size_t c = 0; c < n; c += 8) {
+    __m512i v = _mm512_loadu_si512(x + c);
+    __m512i r = csub(v, q);
+    __mmask8 hi = _mm512_cmpgt_epu64_mask(v, half);
+    r = _mm512_mask_add_epi64(r, hi, r, adj);
+    _mm512_storeu_si512(out + c, csub(r, q));
+  }
+  return true;
+}
+
 bool mul_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 qs, u64 qneg, u64 r2s) {
   if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
   const __m512i q = _mm512_set1_epi64(qs), qn = _mm512_set1_epi64(qneg), r2 = _mm512_set1_epi64(r2s);
@@ -150,6 +164,7 @@ bool conv_small(const u64* const*, const u64*, const u64*, std::size_t, u64, u64
 bool conv_large(const u64* const*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool conv_wide(const u64* const*, const u64*, const u64*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool mul_vec(u64*, const u64*, const u64*, std::size_t, u64, u64, u64) { return false; }
+bool center_mod(u64*, const u64*, std::size_t, u64, u64) { return false; }
 bool tensor_tower(const u64*, const u64*, const u64*, const u64*, u64*, u64*, u64*, std::size_t, u64, u64, u64) { return false; }
 bool inner_mont(const u64* const*, const u64* const*, const u64* const*, std::size_t, u64, u64, u64*, u64*, std::size_t) { return false; }
 }  // namespace ifma
