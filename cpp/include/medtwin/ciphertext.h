@@ -93,6 +93,11 @@ struct SwitchKey {
   std::vector<u64> a_mont, b_mont;
   std::vector<std::int32_t> mont_tower;
   std::uint32_t mont_count = 0;
+  // 64-bit Shoup constants floor(x 2^64 / q) of the other towers (moduli of 50 to 61 bits), for
+  // the AVX-512 inner product; shoup_tower[t] indexes them (-1: none).
+  std::vector<u64> a_shoup, b_shoup;
+  std::vector<std::int32_t> shoup_tower;
+  std::uint32_t shoup_count = 0;
   const u64* a_poly(std::uint32_t j, std::uint32_t t) const { return a.data() + (std::size_t(j) * towers + t) * n; }
   const u64* b_poly(std::uint32_t j, std::uint32_t t) const { return b.data() + (std::size_t(j) * towers + t) * n; }
 };

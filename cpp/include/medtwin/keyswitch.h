@@ -24,6 +24,9 @@ void prepare_switch_key(const Context& ctx, SwitchKey& key);
 u64 rotation_index(std::uint32_t n, std::int64_t r);
 /// acc0 = sum_j ext_j * b_j, acc1 = sum_j ext_j * a_j over T+K towers.
 void key_inner(const Context& ctx, const u64* ext, std::uint32_t T, const SwitchKey& key, u64* acc0, u64* acc1);
+/// ModUp of d fused with the inner product, one target tower at a time (the extended digits of a
+/// tower live only in per-thread scratch): the same acc0, acc1 as modup + key_inner.
+void modup_inner(const Context& ctx, const u64* d, std::uint32_t T, const SwitchKey& key, u64* acc0, u64* acc1);
 /// (c0, c1, c2) -> (c0 + ModDown(acc0), c1 + ModDown(acc1)) with d = c2. Throws std::invalid_argument.
 void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& key);
 /// Rotation by automorphism k: out0 = sigma_k(c0) + ModDown(sigma_k(acc0)), out1 = ModDown(sigma_k(acc1)).

@@ -22,6 +22,10 @@ void drop_towers(Ciphertext& ct, std::uint32_t k);
 /// ModUp of d (T towers, evaluation form) into ext = [beta][T+K][N]; ext index m < T is
 /// Q tower m, m >= T is P tower m - T.
 void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext);
+/// First half of ModUp: y_i = INTT(d_i) * Qhat_(j,i)^-1 for every tower (calling thread's scratch slot 2).
+u64* modup_prepare(const Context& ctx, const u64* d, std::uint32_t T);
+/// Second half for one target modulus `idx` (context index) of digit table `tab`: out = NTT(conv(y)).
+void modup_target(const Context& ctx, const ModUpTable& tab, const u64* y, std::uint32_t idx, u64* out);
 /// out_i = (acc_i - NTT_i(sum_k [INTT(acc_(T+k)) (P/p_k)^-1]_(p_k) [P/p_k]_(q_i))) * P^-1 (+ add_i),
 /// for acc with T+K towers. acc's P towers are overwritten.
 void moddown(const Context& ctx, u64* acc, std::uint32_t T, u64* out, const u64* add);

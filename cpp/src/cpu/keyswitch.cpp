@@ -24,33 +24,92 @@ void apply_automorphism(const std::vector<std::uint32_t>& perm, const u64* in, u
 }
 
 void prepare_switch_key(const Context& ctx, SwitchKey& key) {
-  if (!cpu_has_ifma()) return;
-  const std::uint32_t n = key.n, L1 = ctx.num_q();
+  const std::uint32_t n = key.n;
   key.mont_tower.assign(key.towers, -1);
-  key.mont_count = 0;
-  for (std::uint32_t t = 0; t < key.towers; ++t) {
-    const std::size_t idx = t;  // key tower t: Q towers then P towers, as in the context
-    if (ctx.modulus(idx) < (u64(1) << 50)) key.mont_tower[t] = static_cast<std::int32_t>(key.mont_count++);
+  key.shoup_tower.assign(key.towers, -1);
+  key.mont_count = key.shoup_count = 0;
+  const bool ifma = cpu_has_ifma(), dq = cpu_has_avx512dq();
+  for (std::uint32_t t = 0; t < key.towers; ++t) {  // key tower t: Q towers then P towers, as in the context
+    if (ctx.modulus(t) < (u64(1) << 50)) {
+      if (ifma) key.mont_tower[t] = static_cast<std::int32_t>(key.mont_count++);
+    } else if (dq) {
+      key.shoup_tower[t] = static_cast<std::int32_t>(key.shoup_count++);
+    }
   }
-  (void)L1;
   key.a_mont.resize(std::size_t(key.digits) * key.mont_count * n);
   key.b_mont.resize(std::size_t(key.digits) * key.mont_count * n);
+  key.a_shoup.resize(std::size_t(key.digits) * key.shoup_count * n);
+  key.b_shoup.resize(std::size_t(key.digits) * key.shoup_count * n);
   for (std::uint32_t j = 0; j < key.digits; ++j) {
     for (std::uint32_t t = 0; t < key.towers; ++t) {
-      const std::int32_t mt = key.mont_tower[t];
-      if (mt < 0) continue;
       const u64 q = ctx.modulus(t);
       const u64* sa = key.a_poly(j, t);
       const u64* sb = key.b_poly(j, t);
-      u64* da = key.a_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
-      u64* db = key.b_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
-      for (std::uint32_t c = 0; c < n; ++c) {
-        da[c] = static_cast<u64>((static_cast<u128>(sa[c]) << 52) % q);
-        db[c] = static_cast<u64>((static_cast<u128>(sb[c]) << 52) % q);
+      if (key.mont_tower[t] >= 0) {
+        const std::size_t mt = static_cast<std::size_t>(key.mont_tower[t]);
+        u64* da = key.a_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
+        u64* db = key.b_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
+        for (std::uint32_t c = 0; c < n; ++c) {
+          da[c] = static_cast<u64>((static_cast<u128>(sa[c]) << 52) % q);
+          db[c] = static_cast<u64>((static_cast<u128>(sb[c]) << 52) % q);
+        }
+      } else if (key.shoup_tower[t] >= 0) {
+        const std::size_t st = static_cast<std::size_t>(key.shoup_tower[t]);
+        u64* da = key.a_shoup.data() + (std::size_t(j) * key.shoup_count + st) * n;
+        u64* db = key.b_shoup.data() + (std::size_t(j) * key.shoup_count + st) * n;
+        for (std::uint32_t c = 0; c < n; ++c) {
+          da[c] = shoup(sa[c], q);
+          db[c] = shoup(sb[c], q);
+        }
       }
     }
   }
 }
+
+namespace {
+// acc0[m] = sum_j e[j] * b_j, acc1[m] = sum_j e[j] * a_j for one tower m (context index idx).
+void inner_tower(const Context& ctx, const SwitchKey& key, std::uint32_t beta, std::uint32_t idx, const u64* const* e,
+                 u64* o0, u64* o1) {
+  const std::uint32_t n = ctx.n();
+  const Modulus& mm = ctx.mod(idx);
+  const u64* b[64];
+  const u64* a[64];
+  for (std::uint32_t j = 0; j < beta; ++j) {
+    b[j] = key.b_poly(j, idx);
+    a[j] = key.a_poly(j, idx);
+  }
+  if (!key.mont_tower.empty() && key.mont_tower[idx] >= 0) {
+    const u64* bm[64];
+    const u64* am[64];
+    const std::size_t mt = static_cast<std::size_t>(key.mont_tower[idx]);
+    for (std::uint32_t j = 0; j < beta; ++j) {
+      bm[j] = key.b_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
+      am[j] = key.a_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
+    }
+    if (ifma::inner_mont(e, bm, am, beta, mm.q, ctx.mont_neg_inv(idx), o0, o1, n)) return;
+  }
+  if (!key.shoup_tower.empty() && key.shoup_tower[idx] >= 0) {
+    const u64* bs[64];
+    const u64* as[64];
+    const std::size_t st = static_cast<std::size_t>(key.shoup_tower[idx]);
+    for (std::uint32_t j = 0; j < beta; ++j) {
+      bs[j] = key.b_shoup.data() + (std::size_t(j) * key.shoup_count + st) * n;
+      as[j] = key.a_shoup.data() + (std::size_t(j) * key.shoup_count + st) * n;
+    }
+    if (ifma::inner_shoup(e, b, bs, a, as, beta, mm.q, o0, o1, n)) return;
+  }
+  // accumulate beta products in 128 bits, reduce once (beta * 2^122 < 2^128 for beta <= 32)
+  for (std::uint32_t c = 0; c < n; ++c) {
+    u128 s0 = 0, s1 = 0;
+    for (std::uint32_t j = 0; j < beta; ++j) {
+      s0 += static_cast<u128>(e[j][c]) * b[j][c];
+      s1 += static_cast<u128>(e[j][c]) * a[j][c];
+    }
+    o0[c] = barrett128(s0, mm);
+    o1[c] = barrett128(s1, mm);
+  }
+}
+}  // namespace
 
 void key_inner(const Context& ctx, const u64* ext, std::uint32_t T, const SwitchKey& key, u64* acc0, u64* acc1) {
   const std::uint32_t n = ctx.n(), K = ctx.num_p(), TK = T + K, L1 = ctx.num_q();
@@ -59,37 +118,36 @@ void key_inner(const Context& ctx, const u64* ext, std::uint32_t T, const Switch
 #pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(TK) * n))
   for (std::int64_t m = 0; m < TK; ++m) {
     const std::uint32_t idx = m < T ? static_cast<std::uint32_t>(m) : L1 + static_cast<std::uint32_t>(m - T);
-    const Modulus& mm = ctx.mod(idx);
-    u64* o0 = acc0 + std::size_t(m) * n;
-    u64* o1 = acc1 + std::size_t(m) * n;
-    // accumulate beta products in 128 bits, reduce once (beta * 2^122 < 2^128 for beta <= 32)
     const u64* e[64];
-    const u64* b[64];
-    const u64* a[64];
+    for (std::uint32_t j = 0; j < beta; ++j) e[j] = ext + (std::size_t(j) * TK + m) * n;
+    inner_tower(ctx, key, beta, idx, e, acc0 + std::size_t(m) * n, acc1 + std::size_t(m) * n);
+  }
+}
+
+void modup_inner(const Context& ctx, const u64* d, std::uint32_t T, const SwitchKey& key, u64* acc0, u64* acc1) {
+  const std::uint32_t n = ctx.n(), K = ctx.num_p(), TK = T + K, L1 = ctx.num_q();
+  const std::uint32_t beta = ctx.num_digits(T);
+  if (key.towers != L1 + K || key.digits < beta) throw std::invalid_argument("key does not match the context");
+  const u64* y = modup_prepare(ctx, d, T);
+  const ModUpTable* tabs[64];
+  for (std::uint32_t j = 0; j < beta; ++j) tabs[j] = &ctx.modup(T, j);
+  // P towers first (the costliest jobs), so that dynamic scheduling ends balanced
+#pragma omp parallel for schedule(dynamic) if (medtwin::parallel_worth(std::size_t(TK) * n))
+  for (std::int64_t jb = 0; jb < TK; ++jb) {
+    const std::uint32_t m = jb < K ? T + static_cast<std::uint32_t>(jb) : static_cast<std::uint32_t>(jb - K);
+    const std::uint32_t idx = m < T ? m : L1 + (m - T);
+    u64* scr = scratch(9, std::size_t(beta) * n);
+    const u64* e[64];
     for (std::uint32_t j = 0; j < beta; ++j) {
-      e[j] = ext + (std::size_t(j) * TK + m) * n;
-      b[j] = key.b_poly(j, idx);
-      a[j] = key.a_poly(j, idx);
-    }
-    if (!key.mont_tower.empty() && key.mont_tower[idx] >= 0) {
-      const u64* bm[64];
-      const u64* am[64];
-      const std::size_t mt = static_cast<std::size_t>(key.mont_tower[idx]);
-      for (std::uint32_t j = 0; j < beta; ++j) {
-        bm[j] = key.b_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
-        am[j] = key.a_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
+      if (m < T && m >= tabs[j]->begin && m < tabs[j]->end) {
+        e[j] = d + std::size_t(m) * n;  // the digit's own tower: D_j = d
+      } else {
+        u64* out = scr + std::size_t(j) * n;
+        modup_target(ctx, *tabs[j], y, idx, out);
+        e[j] = out;
       }
-      if (ifma::inner_mont(e, bm, am, beta, mm.q, ctx.mont_neg_inv(idx), o0, o1, n)) continue;
     }
-    for (std::uint32_t c = 0; c < n; ++c) {
-      u128 s0 = 0, s1 = 0;
-      for (std::uint32_t j = 0; j < beta; ++j) {
-        s0 += static_cast<u128>(e[j][c]) * b[j][c];
-        s1 += static_cast<u128>(e[j][c]) * a[j][c];
-      }
-      o0[c] = barrett128(s0, mm);
-      o1[c] = barrett128(s1, mm);
-    }
+    inner_tower(ctx, key, beta, idx, e, acc0 + std::size_t(m) * n, acc1 + std::size_t(m) * n);
   }
 }
 
@@ -105,15 +163,13 @@ void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& ke
   const std::uint32_t T = ct.towers, n = ct.n, K = ctx.num_p(), TK = T + K;
   check_keys(ctx, T);
   const std::uint32_t beta = ctx.num_digits(T);
-  u64* ext = scratch(3, std::size_t(beta) * TK * n);
   u64* acc0 = scratch(4, std::size_t(TK) * n);
   u64* acc1 = scratch(5, std::size_t(TK) * n);
   static const bool prof = std::getenv("MEDTWIN_PROFILE") != nullptr;
   auto cpu = []() { timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6; };
   double t0 = cpu();
-  modup(ctx, ct.poly(2, 0), T, ext);
+  modup_inner(ctx, ct.poly(2, 0), T, key, acc0, acc1);
   double t1 = cpu();
-  key_inner(ctx, ext, T, key, acc0, acc1);
   double t2 = cpu();
   moddown2(ctx, T, acc0, ct.poly(0, 0), ct.poly(0, 0), acc1, ct.poly(1, 0), ct.poly(1, 0));
   double t3 = cpu();
@@ -152,11 +208,9 @@ void rotate(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& ke
   const std::uint32_t T = in.towers, n = in.n, K = ctx.num_p(), TK = T + K;
   check_keys(ctx, T);
   const std::uint32_t beta = ctx.num_digits(T);
-  u64* ext = scratch(3, std::size_t(beta) * TK * n);
   u64* acc0 = scratch(4, std::size_t(TK) * n);
   u64* acc1 = scratch(5, std::size_t(TK) * n);
-  modup(ctx, in.poly(1, 0), T, ext);
-  key_inner(ctx, ext, T, key, acc0, acc1);
+  modup_inner(ctx, in.poly(1, 0), T, key, acc0, acc1);
   finish_rotation(ctx, in, k, acc0, acc1, out);
 }
 

@@ -84,9 +84,8 @@ void rescale_inplace(const Context& ctx, Ciphertext& ct) {
   ct = std::move(r);
 }
 
-void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
-  const std::uint32_t n = ctx.n(), K = ctx.num_p(), a = ctx.params().alpha();
-  const std::uint32_t beta = ctx.num_digits(T), TK = T + K;
+u64* modup_prepare(const Context& ctx, const u64* d, std::uint32_t T) {
+  const std::uint32_t n = ctx.n(), a = ctx.params().alpha();
   u64* y = scratch(2, std::size_t(T) * n);
 #pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(T) * n))
   for (std::int64_t i = 0; i < T; ++i) {
@@ -95,6 +94,34 @@ void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
     std::memcpy(yi, d + std::size_t(i) * n, 8 * std::size_t(n));
     ctx.ntt(i).inverse_mul(yi, tab.qhat_inv[i - tab.begin]);
   }
+  return y;
+}
+
+void modup_target(const Context& ctx, const ModUpTable& tab, const u64* y, std::uint32_t idx, u64* out) {
+  const std::uint32_t n = ctx.n();
+  std::size_t ti = 0;
+  while (tab.targets[ti] != idx) ++ti;
+  const std::uint32_t w = tab.end - tab.begin;
+  const u64* qm = tab.qhat_mod.data() + ti * w;
+  const Modulus& mm = ctx.mod(idx);
+  const u64* ins[64];
+  for (std::uint32_t i = 0; i < w; ++i) ins[i] = y + std::size_t(tab.begin + i) * n;
+  const bool done = mm.q < (u64(1) << 50) ? ifma::conv_small(ins, qm, tab.qhat_mod52.data() + ti * w, w, mm.q, out, n)
+                                          : ifma::conv_large(ins, qm, tab.qhat_mod64.data() + ti * w, w, mm.q, out, n);
+  if (!done) {
+    for (std::uint32_t c = 0; c < n; ++c) {
+      u128 s = 0;
+      for (std::uint32_t i = 0; i < w; ++i) s += static_cast<u128>(ins[i][c]) * qm[i];
+      out[c] = barrett128(s, mm);
+    }
+  }
+  ctx.ntt(idx).forward(out);
+}
+
+void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
+  const std::uint32_t n = ctx.n(), K = ctx.num_p();
+  const std::uint32_t beta = ctx.num_digits(T), TK = T + K;
+  const u64* y = modup_prepare(ctx, d, T);
   const std::int64_t jobs = std::int64_t(beta) * TK;
 #pragma omp parallel for schedule(dynamic) if (medtwin::parallel_worth(std::size_t(jobs) * n))
   for (std::int64_t jb = 0; jb < jobs; ++jb) {
@@ -105,24 +132,7 @@ void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
       std::memcpy(out, d + std::size_t(m) * n, 8 * std::size_t(n));
       continue;
     }
-    const std::uint32_t idx = m < T ? m : ctx.num_q() + (m - T);
-    std::size_t ti = 0;
-    while (tab.targets[ti] != idx) ++ti;
-    const std::uint32_t w = tab.end - tab.begin;
-    const u64* qm = tab.qhat_mod.data() + ti * w;
-    const Modulus& mm = ctx.mod(idx);
-    const u64* ins[64];
-    for (std::uint32_t i = 0; i < w; ++i) ins[i] = y + std::size_t(tab.begin + i) * n;
-    const bool done = mm.q < (u64(1) << 50) ? ifma::conv_small(ins, qm, tab.qhat_mod52.data() + ti * w, w, mm.q, out, n)
-                                            : ifma::conv_large(ins, qm, tab.qhat_mod64.data() + ti * w, w, mm.q, out, n);
-    if (!done) {
-      for (std::uint32_t c = 0; c < n; ++c) {
-        u128 s = 0;
-        for (std::uint32_t i = 0; i < w; ++i) s += static_cast<u128>(ins[i][c]) * qm[i];
-        out[c] = barrett128(s, mm);
-      }
-    }
-    ctx.ntt(idx).forward(out);
+    modup_target(ctx, tab, y, m < T ? m : ctx.num_q() + (m - T), out);
   }
 }
 

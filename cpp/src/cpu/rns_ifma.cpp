@@ -109,6 +109,23 @@ bool conv_large(const u64* const* in, const u64* w, const u64* wp, std::size_t c
   return true;
 }
 
+bool inner_shoup(const u64* const* e, const u64* const* b, const u64* const* bs, const u64* const* a,
+                 const u64* const* as, std::size_t cnt, u64 qs, u64* o0, u64* o1, std::size_t n) {
+  if (!ifma_enabled() || !cpu_has_avx512dq() || qs >= (u64(1) << 62) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
+  for (std::size_t c = 0; c < n; c += 8) {
+    __m512i s0 = Z0, s1 = Z0;
+    for (std::size_t j = 0; j < cnt; ++j) {
+      __m512i x = _mm512_loadu_si512(e[j] + c);
+      s0 = csub(_mm512_add_epi64(s0, mul_lazy64(x, _mm512_loadu_si512(b[j] + c), _mm512_loadu_si512(bs[j] + c), q)), q2);
+      s1 = csub(_mm512_add_epi64(s1, mul_lazy64(x, _mm512_loadu_si512(a[j] + c), _mm512_loadu_si512(as[j] + c), q)), q2);
+    }
+    _mm512_storeu_si512(o0 + c, csub(s0, q));
+    _mm512_storeu_si512(o1 + c, csub(s1, q));
+  }
+  return true;
+}
+
 bool conv_wide(const u64* const* in, const u64* w, const u64* w52, const u64* wh, const u64* wh52,
                std::size_t cnt, u64 qs, u64* out, std::size_t n) {
   if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
@@ -165,6 +182,8 @@ bool conv_large(const u64* const*, const u64*, const u64*, std::size_t, u64, u64
 bool conv_wide(const u64* const*, const u64*, const u64*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool mul_vec(u64*, const u64*, const u64*, std::size_t, u64, u64, u64) { return false; }
 bool center_mod(u64*, const u64*, std::size_t, u64, u64) { return false; }
+bool inner_shoup(const u64* const*, const u64* const*, const u64* const*, const u64* const*, const u64* const*,
+                 std::size_t, u64, u64*, u64*, std::size_t) { return false; }
 bool tensor_tower(const u64*, const u64*, const u64*, const u64*, u64*, u64*, u64*, std::size_t, u64, u64, u64) { return false; }
 bool inner_mont(const u64* const*, const u64* const*, const u64* const*, std::size_t, u64, u64, u64*, u64*, std::size_t) { return false; }
 }  // namespace ifma
