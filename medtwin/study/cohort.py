@@ -99,8 +99,11 @@ PAIR_OUTPUTS = {"trough_h": ("trough", 100.0), "peak_h": ("peak", 100.0), "auc24
 #: aggregate outputs (cohort means per regimen, summed under encryption)
 AGGREGATE_OUTPUTS = ("mean_attain", "mean_tox", "mean_score", "mean_auc_h", "mean_auc2_k")
 #: factor each aggregate is computed with (divided out after decryption): the rotations' key-switch
-#: noise is absolute, so a larger message (within the headroom) makes it relatively smaller
-AGG_SCALE = {"mean_attain": 32.0, "mean_tox": 32.0, "mean_score": 32.0, "mean_auc_h": 1.0, "mean_auc2_k": 1.0}
+#: noise is absolute, so a larger message makes it relatively smaller. Bounded by the headroom at
+#: the value's level: ``tox`` and ``score`` end at the program's last level (|v| < 2^8 there), the
+#: others several levels earlier (hundreds of bits to spare).
+AGG_SCALE = {"mean_attain": 2.0 ** 20, "mean_tox": 32.0, "mean_score": 32.0, "mean_auc_h": 2.0 ** 16,
+             "mean_auc2_k": 2.0 ** 16}
 
 ProgressFn = Callable[[str, float], None]
 
