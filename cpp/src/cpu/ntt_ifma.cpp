@@ -15,10 +15,12 @@ namespace {
 #define kMask52 _mm512_set1_epi64((1LL << 52) - 1)
 #define kZero _mm512_setzero_si512()
 
-// a * w mod q in [0, 2q) for a < 2^52, w < q < 2^50, wp = floor(w * 2^52 / q).
+// a * w mod q in [0, 2q) for a < 2^52, w < q < 2^50, wp = floor(w * 2^52 / q):
+// r = a w - hi q with hi = floor(a wp / 2^52); computed mod 2^52 as lo52(a w) + lo52(hi (2^52 - q)).
 inline __m512i mul_lazy(__m512i a, __m512i w, __m512i wp, __m512i q) {
+  const __m512i qn = _mm512_sub_epi64(_mm512_set1_epi64(1LL << 52), q);
   __m512i hi = _mm512_madd52hi_epu64(kZero, a, wp);
-  __m512i r = _mm512_sub_epi64(_mm512_madd52lo_epu64(kZero, a, w), _mm512_madd52lo_epu64(kZero, hi, q));
+  __m512i r = _mm512_madd52lo_epu64(_mm512_madd52lo_epu64(kZero, a, w), hi, qn);
   return _mm512_and_si512(r, kMask52);
 }
 inline __m512i csub(__m512i x, __m512i m) {  // x >= m ? x - m : x
@@ -117,6 +119,81 @@ inline void fwd_stage(const NTTTables& tb, u64* a, std::size_t m, std::size_t t,
   }
 }
 
+// Two forward stages in one pass (t >= 16): stage (m, t), then (2m, t/2); the same butterflies
+// in the same order per element as two radix-2 passes.
+template <class M>
+inline void fwd_stage2(const NTTTables& tb, u64* a, std::size_t m, std::size_t t, __m512i q, __m512i q2) {
+  const std::size_t h = t >> 1;
+  for (std::size_t i = 0; i < m; ++i) {
+    const __m512i W1 = _mm512_set1_epi64(tb.w[m + i]), W1p = _mm512_set1_epi64(M::fw(tb)[m + i]);
+    const __m512i W2 = _mm512_set1_epi64(tb.w[2 * m + 2 * i]), W2p = _mm512_set1_epi64(M::fw(tb)[2 * m + 2 * i]);
+    const __m512i W3 = _mm512_set1_epi64(tb.w[2 * m + 2 * i + 1]), W3p = _mm512_set1_epi64(M::fw(tb)[2 * m + 2 * i + 1]);
+    u64* p0 = a + 2 * i * t;
+    u64* p1 = p0 + h;
+    u64* p2 = p0 + t;
+    u64* p3 = p2 + h;
+    for (std::size_t j = 0; j < h; j += 8) {
+      __m512i A = _mm512_loadu_si512(p0 + j), B = _mm512_loadu_si512(p1 + j);
+      __m512i C = _mm512_loadu_si512(p2 + j), D = _mm512_loadu_si512(p3 + j);
+      __m512i u = csub(A, q2), v = M::mul(C, W1, W1p, q);
+      A = _mm512_add_epi64(u, v); C = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
+      u = csub(B, q2); v = M::mul(D, W1, W1p, q);
+      B = _mm512_add_epi64(u, v); D = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
+      u = csub(A, q2); v = M::mul(B, W2, W2p, q);
+      _mm512_storeu_si512(p0 + j, _mm512_add_epi64(u, v));
+      _mm512_storeu_si512(p1 + j, _mm512_sub_epi64(_mm512_add_epi64(u, q2), v));
+      u = csub(C, q2); v = M::mul(D, W3, W3p, q);
+      _mm512_storeu_si512(p2 + j, _mm512_add_epi64(u, v));
+      _mm512_storeu_si512(p3 + j, _mm512_sub_epi64(_mm512_add_epi64(u, q2), v));
+    }
+  }
+}
+
+// Two inverse stages in one pass (t >= 8): stage (h groups, t), then (h/2 groups, 2t); scale != null:
+// the second is the last stage, and its outputs are multiplied by scale (x) and folded into its
+// twiddle (y) instead of a separate n^-1 pass. Same results as the radix-2 passes.
+template <class M>
+inline void inv_stage2(const NTTTables& tb, u64* a, std::size_t h, std::size_t t, __m512i q, __m512i q2,
+                       const u64* scale) {
+  const std::size_t h2 = h >> 1;
+  for (std::size_t g = 0; g < h2; ++g) {
+    const __m512i W1 = _mm512_set1_epi64(tb.iw[h + 2 * g]), W1p = _mm512_set1_epi64(M::iw(tb)[h + 2 * g]);
+    const __m512i W2 = _mm512_set1_epi64(tb.iw[h + 2 * g + 1]), W2p = _mm512_set1_epi64(M::iw(tb)[h + 2 * g + 1]);
+    __m512i W3, W3p, S, Sp;
+    if (scale) {  // scale = {s, s', w3 s, (w3 s)'}
+      S = _mm512_set1_epi64(scale[0]); Sp = _mm512_set1_epi64(scale[1]);
+      W3 = _mm512_set1_epi64(scale[2]); W3p = _mm512_set1_epi64(scale[3]);
+    } else {
+      W3 = _mm512_set1_epi64(tb.iw[h2 + g]); W3p = _mm512_set1_epi64(M::iw(tb)[h2 + g]);
+      S = Sp = W3;
+    }
+    u64* p0 = a + 4 * g * t;
+    u64* p1 = p0 + t;
+    u64* p2 = p1 + t;
+    u64* p3 = p2 + t;
+    for (std::size_t j = 0; j < t; j += 8) {
+      __m512i A = _mm512_loadu_si512(p0 + j), B = _mm512_loadu_si512(p1 + j);
+      __m512i C = _mm512_loadu_si512(p2 + j), D = _mm512_loadu_si512(p3 + j);
+      __m512i x0 = csub(_mm512_add_epi64(A, B), q2);
+      __m512i y0 = M::mul(_mm512_sub_epi64(_mm512_add_epi64(A, q2), B), W1, W1p, q);
+      __m512i x1 = csub(_mm512_add_epi64(C, D), q2);
+      __m512i y1 = M::mul(_mm512_sub_epi64(_mm512_add_epi64(C, q2), D), W2, W2p, q);
+      __m512i s0 = csub(_mm512_add_epi64(x0, x1), q2);
+      __m512i d0 = M::mul(_mm512_sub_epi64(_mm512_add_epi64(x0, q2), x1), W3, W3p, q);
+      __m512i s1 = csub(_mm512_add_epi64(y0, y1), q2);
+      __m512i d1 = M::mul(_mm512_sub_epi64(_mm512_add_epi64(y0, q2), y1), W3, W3p, q);
+      if (scale) {
+        s0 = csub(M::mul(s0, S, Sp, q), q); s1 = csub(M::mul(s1, S, Sp, q), q);
+        d0 = csub(d0, q); d1 = csub(d1, q);
+      }
+      _mm512_storeu_si512(p0 + j, s0);
+      _mm512_storeu_si512(p1 + j, s1);
+      _mm512_storeu_si512(p2 + j, d0);
+      _mm512_storeu_si512(p3 + j, d1);
+    }
+  }
+}
+
 // One inverse stage (h groups of 2t) restricted to groups [i0, i1).
 template <class M>
 inline void inv_stage(const NTTTables& tb, u64* a, std::size_t h, std::size_t t, std::size_t i0, std::size_t i1,
@@ -178,7 +255,10 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   const u64 qs = tb.q();
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
   std::size_t m = 1, t = n >> 1;
-  // large stages: whole-array passes
+  // large stages: whole-array passes, two stages per pass where two remain
+  // (52-bit path only: the 64-bit multiply's temporaries leave too few registers for radix 4)
+  if (std::is_same<M, Mul52>::value)
+    for (; m < n && t > kBlock; m <<= 2, t >>= 2) fwd_stage2<M>(tb, a, m, t, q, q2);
   for (; m < n && 2 * t > kBlock; m <<= 1, t >>= 1) fwd_stage<M>(tb, a, m, t, 0, m, q, q2);
   // small stages: each block of kBlock elements through all of them while in L1
   if (m < n) {
@@ -218,10 +298,26 @@ void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
     t_end = t;
     m_end = mm;
   }
-  for (std::size_t t = t_end, mm = m_end; mm > 1; mm >>= 1, t <<= 1) inv_stage<M>(tb, a, mm >> 1, t, 0, mm >> 1, q, q2);
   const bool m52 = std::is_same<M, Mul52>::value;
-  const __m512i NI = _mm512_set1_epi64(ep ? ep->w : tb.ninv);
-  const __m512i NIp = _mm512_set1_epi64(ep ? (m52 ? ep->w52 : ep->w_shoup) : (m52 ? tb.ninv52 : tb.ninvp));
+  const u64 sc = ep ? ep->w : tb.ninv, scp = ep ? (m52 ? ep->w52 : ep->w_shoup) : (m52 ? tb.ninv52 : tb.ninvp);
+  // large stages: two per pass; the n^-1 (times the epilogue's factor) folded into the last pass
+  std::size_t t = t_end, mm = m_end;
+  unsigned large = 0;
+  while ((std::size_t(1) << large) < mm) ++large;
+  if (large % 2 == 1 && mm > 2) { inv_stage<M>(tb, a, mm >> 1, t, 0, mm >> 1, q, q2); mm >>= 1; t <<= 1; }
+  for (; mm > 4; mm >>= 2, t <<= 2) inv_stage2<M>(tb, a, mm >> 1, t, q, q2, nullptr);
+  if (mm == 4) {
+    // the last two stages (one group): the scaling folded into the final stage
+    const u64 w3 = tb.iw[1];
+    const Modulus& md = tb.mod();
+    const u64 w3s = mulmod(w3, sc, md);
+    u64 fold[4] = {sc, scp, w3s, m52 ? static_cast<u64>((static_cast<u128>(w3s) << 52) / qs) : shoup(w3s, qs)};
+    inv_stage2<M>(tb, a, 2, t, q, q2, fold);
+    return;
+  }
+  for (; mm > 1; mm >>= 1, t <<= 1) inv_stage<M>(tb, a, mm >> 1, t, 0, mm >> 1, q, q2);
+  const __m512i NI = _mm512_set1_epi64(sc);
+  const __m512i NIp = _mm512_set1_epi64(scp);
   for (std::size_t j = 0; j < n; j += 8) {
     __m512i v = M::mul(_mm512_loadu_si512(a + j), NI, NIp, q);
     _mm512_storeu_si512(a + j, csub(v, q));
