@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -213,6 +214,31 @@ class OralPKModel:
         c = np.asarray(conc, dtype=float)
         return 1.0 / (1.0 + np.exp(-(c - lo) / w)) - 1.0 / (1.0 + np.exp(-(c - hi) / w))
 
+    def smooth_above(self, conc) -> np.ndarray:
+        """The smooth above-the-window indicator: the upper logistic edge of :meth:`smooth_window`.
+
+        1 well above the window's upper limit (toxic exposure), 0 well inside or below it, 1/2 at
+        the limit itself; ``smooth_window + smooth_above`` is the smooth "at least the lower limit"
+        indicator. For theophylline the upper limit is 20 mg/L: above it nausea, vomiting and
+        tachycardia become common and seizures and arrhythmias possible (Ogilvie 1978).
+        """
+        hi = self.window[1]
+        c = np.asarray(conc, dtype=float)
+        return 1.0 / (1.0 + np.exp(-(c - hi) / self.window_edge))
+
+    def time_metrics(self, conc, times, penalty: float = 1.0) -> dict[str, np.ndarray]:
+        """Plaintext (float64) per-pair window metrics of trajectories ``conc`` (..., times).
+
+        ``tiw``: smooth fraction of the horizon inside the therapeutic window; ``above``: smooth
+        fraction of the horizon above it; ``score = tiw - penalty * above``. Both fractions are
+        trapezoid integrals over the output grid (:func:`trapezoid_weights`), exactly what the
+        encrypted program computes slot by slot.
+        """
+        w = trapezoid_weights(times)
+        tiw = (self.smooth_window(conc) * w).sum(axis=-1)
+        above = (self.smooth_above(conc) * w).sum(axis=-1)
+        return {"tiw": tiw, "above": above, "score": tiw - float(penalty) * above}
+
 
 THEOPHYLLINE = OralPKModel(
     name="theophylline-1cpt-oral",
@@ -306,47 +332,65 @@ def trapezoid_weights(times: np.ndarray) -> np.ndarray:
 
 
 def encode_plaintexts(model: OralPKModel, scenarios: list[Scenario], layout, times: np.ndarray,
-                      taken: list[list[np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+                      taken: list[list[np.ndarray]] | None = None,
+                      base_index: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """Plaintext vectors of the program, shape (n_ciphertexts, slots) each.
 
     ``taken[p][s]`` is the 0/1 per-dose indicator of patient p under scenario s (default: from the
     scenario's adherence with the pair index as seed). Contains no patient covariate.
+
+    ``base_index[s]`` (optional): the scenario whose regimen, factors and taken doses serve as
+    the baseline of scenario s's blocks; its plaintext terms are replicated into those blocks
+    under the prefix ``b_`` (``b_r``, ``b_c0``, ..., ``b_jmax``), so the program evaluates the
+    baseline beside every scenario from the same encrypted covariates, without rotations.
+
+    Raises:
+        ValidationError: a baseline index outside the scenarios.
     """
     times = np.asarray(times, dtype=float)
     P, S, T = layout.n_patients, layout.n_scenarios, layout.n_times
     per = []
-    jmax = 0
     for p in range(P):
         row = []
         for s, sc in enumerate(scenarios):
             tk = taken[p][s] if taken is not None else sc.taken_fraction(p)
-            r, c, K, M = _regimen_terms(model, sc, times, tk)
-            jmax = max(jmax, c.shape[1] - 1)
-            row.append((r, c, K, M))
+            row.append(_regimen_terms(model, sc, times, tk))
         per.append(row)
     shape = (P, S, T)
-    r_all = np.zeros(shape); K_all = np.zeros(shape); M_all = np.zeros(shape)
-    c_all = np.zeros((jmax + 1,) + shape)
-    for p in range(P):
-        for s in range(S):
-            r, c, K, M = per[p][s]
-            r_all[p, s] = r; K_all[p, s] = K; M_all[p, s] = M
-            c_all[: c.shape[1], p, s] = c.T
-    per_s = lambda f: np.broadcast_to(np.array([f(sc) for sc in scenarios], dtype=float)[None, :, None], shape)
-    out = {
-        "r": layout.spread_pairs(r_all),
-        "tau": layout.spread_pairs(per_s(lambda sc: sc.regimen.interval_h)),
-        "K": layout.spread_pairs(K_all),
-        "M": layout.spread_pairs(M_all),
-        "oral": layout.spread_pairs(per_s(lambda sc: 1.0 if sc.regimen.route == "oral" else 0.0)),
-        "renal": layout.spread_pairs(per_s(lambda sc: sc.renal_factor)),
-        "clf": layout.spread_pairs(per_s(lambda sc: sc.clearance_factor)),
-    }
-    for j in range(jmax + 1):
-        out[f"c{j}"] = layout.spread_pairs(c_all[j])
+
+    def pack(index: Sequence[int], prefix: str) -> dict[str, np.ndarray]:
+        jmax = max(per[p][index[s]][1].shape[1] - 1 for p in range(P) for s in range(S))
+        r_all = np.zeros(shape); K_all = np.zeros(shape); M_all = np.zeros(shape)
+        c_all = np.zeros((jmax + 1,) + shape)
+        for p in range(P):
+            for s in range(S):
+                r, c, K, M = per[p][index[s]]
+                r_all[p, s] = r; K_all[p, s] = K; M_all[p, s] = M
+                c_all[: c.shape[1], p, s] = c.T
+        sc_of = [scenarios[i] for i in index]
+        per_s = lambda f: np.broadcast_to(np.array([f(sc) for sc in sc_of], dtype=float)[None, :, None], shape)
+        out = {
+            "r": layout.spread_pairs(r_all),
+            "tau": layout.spread_pairs(per_s(lambda sc: sc.regimen.interval_h)),
+            "K": layout.spread_pairs(K_all),
+            "M": layout.spread_pairs(M_all),
+            "oral": layout.spread_pairs(per_s(lambda sc: 1.0 if sc.regimen.route == "oral" else 0.0)),
+            "renal": layout.spread_pairs(per_s(lambda sc: sc.renal_factor)),
+            "clf": layout.spread_pairs(per_s(lambda sc: sc.clearance_factor)),
+        }
+        for j in range(jmax + 1):
+            out[f"c{j}"] = layout.spread_pairs(c_all[j])
+        out["jmax"] = np.array(jmax)
+        return {prefix + k: v for k, v in out.items()}
+
+    out = pack(range(S), "")
+    if base_index is not None:
+        base_index = [int(i) for i in base_index]
+        if len(base_index) != S or any(not 0 <= i < S for i in base_index):
+            raise ValidationError("baseline index: one scenario index per scenario is needed")
+        out.update(pack(base_index, "b_"))
     w = trapezoid_weights(times)
     out["tiw_w"] = layout.spread_pairs(np.broadcast_to(w[None, None, :], shape)) * layout.valid_mask()
-    out["jmax"] = np.array(jmax)
     return out
 
 
@@ -372,26 +416,84 @@ def _span(expr, pad: float = 0.0) -> tuple[float, float]:
     return float(lo - w), float(hi + w)
 
 
+def _regimen_outputs(b, model: OralPKModel, pv, prefix: str, crcl, inv_wt):
+    """Concentration [mg/L] and AUC/100 [100 mg*h/L] per slot for the regimen terms under
+    ``prefix`` ("" for the scenario's own regimen, "b_" for the baseline's)."""
+    jmax = int(pv(prefix + "jmax"))
+    if jmax > MAX_POWER:
+        raise ValidationError(f"the horizon spans {jmax} dosing intervals; at most {MAX_POWER} are supported "
+                              "(shorten the horizon or lengthen the interval)")
+    P = lambda key: pv(prefix + key)
+    # Dettli: kfac = ((1 - fe) + fe * CrCl * renal / CrCl_ref) * clearance_factor
+    renal, clf = P("renal"), P("clf")
+    kfac = crcl * b.plain(renal * clf * model.fe / model.crcl_ref) + b.plain((1.0 - model.fe) * clf)
+    k_dom = _span(kfac, 0.01)
+    ke_pop = model.ke_pop
+    x_tau = kfac * b.plain(ke_pop * P("tau"))
+    x_r = kfac * b.plain(ke_pop * P("r"))
+    x_hi = max(_span(x_tau)[1], _span(x_r)[1]) * 1.01 + 1e-6
+    u = b.apply(lambda x: np.exp(-x), x_tau, domain=(0.0, x_hi), tol=TOLERANCES["exp"])
+    er = b.apply(lambda x: np.exp(-x), x_r, domain=(0.0, x_hi), tol=TOLERANCES["exp"])
+    # Doses in units of DOSE_UNIT mg inside the program: keeps S, K, M of order 1-30, so that the
+    # cancellation in S - K and OpenFHE's fixed-scale rescaling error act on small magnitudes.
+    U = DOSE_UNIT
+    coeffs = [P(f"c{j}") / U for j in range(jmax + 1)]
+    poly = b.poly_plain(u, coeffs)  # sum_j c_j(slot) * u^j, baby-step giant-step
+    S = er * poly
+    inv_kdiff = b.apply(lambda k: 1.0 / (model.ka - ke_pop * k), kfac, domain=k_dom, tol=1e-8)
+    inv_kfac = b.apply(lambda k: 1.0 / k, kfac, domain=k_dom, tol=TOLERANCES["reciprocal"])
+    oral = P("oral")
+    Q = S - b.plain(P("K") / U)
+    D1 = inv_kdiff * b.plain(oral * model.f * model.ka * U / model.v_per_kg) + b.plain((1.0 - oral) * U / model.v_per_kg)
+    conc = (inv_wt * D1) * Q
+    fs = np.where(oral > 0, model.f, 1.0)
+    inner = (b.plain(P("M") / U) - inv_kdiff * (S * b.plain(oral * model.ka) - kfac * b.plain(oral * ke_pop * P("K") / U))
+             - S * b.plain(1.0 - oral))
+    auc_h = (inv_wt * inv_kfac) * (inner * b.plain(fs * U / model.cl_per_kg / 100.0))
+    return conc, auc_h
+
+
 def build_program(model: OralPKModel, plain: dict[str, np.ndarray], chunk: int, slots: int, block: int,
                   *, time_in_window: bool = True, sum_in_program: bool = False, name: str | None = None,
-                  params=None, noise=None):
+                  params=None, noise=None, penalty: float = 1.0, replicates: int = 1):
     """The FHE program of one ciphertext chunk (see the module docstring for the algebra).
 
     Inputs (encrypted, one value per slot): ``age_years``, ``weight_kg``,
     ``serum_creatinine_mg_dl``, ``female``. Outputs: ``conc`` [mg/L] per slot, ``auc_h`` =
-    AUC/100 [100 mg*h/L] per slot, and (optionally) the smooth time-in-window fraction: either its
-    per-time-point terms ``tiw_terms`` (window indicator times the trapezoid weight; the client adds
-    a pair's terms after decryption, so the keys need no rotations) or, with ``sum_in_program``,
-    ``tiw``: the block sums in the first slot of every pair's block (rotation keys needed; used
-    when only aggregates may be decrypted).
+    AUC/100 [100 mg*h/L] per slot, and (optionally) the smooth window metrics, each as
+    per-time-point terms (indicator times the trapezoid weight; the client adds a pair's terms
+    after decryption, so the keys need no rotations for them):
+
+    * ``tiw_terms``: inside the therapeutic window (:meth:`OralPKModel.smooth_window`);
+    * ``above_terms``: above it (:meth:`OralPKModel.smooth_above`), i.e. toxic exposure;
+    * ``score_terms`` = ``tiw_terms - penalty * above_terms``, computed in the slot (the penalty,
+      a plaintext study parameter, is folded into the trapezoid-weight plaintext).
+
+    With ``sum_in_program`` the window sum ``tiw`` lands in the first slot of every pair's block
+    instead (rotation keys 1, 2, 4, ... < block needed; used when only aggregates may be decrypted).
+
+    Baseline (when ``plain`` carries ``b_*`` terms, see :func:`encode_plaintexts`): the baseline
+    regimen is evaluated in every block from the same encrypted covariates (this roughly doubles
+    the work) and the program outputs ``auc_diff_h`` (AUC/100 minus the baseline's, per slot) and,
+    with the window metrics, ``tiw_diff_terms`` and ``score_diff_terms``.
+
+    Expected score over IIV replicates (``replicates`` = R > 1, a power of two, the replicates of
+    a regimen in R adjacent blocks): ``score_mean_terms`` = (1/R) * sum of the R blocks' score
+    terms, by log2(R) rotations by block, 2 block, ..., (R/2) block, landing in the group's first
+    block (the other blocks hold partial sums that are never read).
+
+    Raises:
+        ValidationError: the horizon spans more than MAX_POWER dosing intervals; ``replicates``
+            is not a power of two.
+        ProgramError: the plan does not fit ``params``.
     """
     from medtwin.program import ProgramBuilder
 
-    jmax = int(plain["jmax"])
-    if jmax > MAX_POWER:
-        raise ValidationError(f"the horizon spans {jmax} dosing intervals; at most {MAX_POWER} are supported "
-                              "(shorten the horizon or lengthen the interval)")
-    pv = lambda key: np.asarray(plain[key][chunk], dtype=np.float64)
+    R_ = int(replicates)
+    if R_ < 1 or R_ & (R_ - 1):
+        raise ValidationError(f"replicates must be a power of two for the encrypted mean, got {replicates}")
+    pv = lambda key: np.asarray(plain[key][chunk] if np.asarray(plain[key]).ndim == 2 else plain[key],
+                                dtype=np.float64)
     R = model.ranges
     b = ProgramBuilder(name=name or model.name, slots=slots)
     age = b.input("age_years", range=R["age_years"])
@@ -405,41 +507,46 @@ def build_program(model: OralPKModel, plain: dict[str, np.ndarray], chunk: int, 
     sex = fem * (-0.15 / 72.0) + 1.0 / 72.0
     crcl = ((140.0 - age) * wt) * (inv_scr * sex)
     crcl = b.assume_range(crcl, R["crcl_ml_min"])  # checked on the client before encryption
-    # Dettli: kfac = ((1 - fe) + fe * CrCl * renal / CrCl_ref) * clearance_factor
-    renal, clf = pv("renal"), pv("clf")
-    kfac = crcl * b.plain(renal * clf * model.fe / model.crcl_ref) + b.plain((1.0 - model.fe) * clf)
-    k_dom = _span(kfac, 0.01)
-    ke_pop = model.ke_pop
-    x_tau = kfac * b.plain(ke_pop * pv("tau"))
-    x_r = kfac * b.plain(ke_pop * pv("r"))
-    x_hi = max(_span(x_tau)[1], _span(x_r)[1]) * 1.01 + 1e-6
-    u = b.apply(lambda x: np.exp(-x), x_tau, domain=(0.0, x_hi), tol=TOLERANCES["exp"])
-    er = b.apply(lambda x: np.exp(-x), x_r, domain=(0.0, x_hi), tol=TOLERANCES["exp"])
-    # Doses in units of DOSE_UNIT mg inside the program: keeps S, K, M of order 1-30, so that the
-    # cancellation in S - K and OpenFHE's fixed-scale rescaling error act on small magnitudes.
-    U = DOSE_UNIT
-    coeffs = [pv(f"c{j}") / U for j in range(jmax + 1)]
-    poly = b.poly_plain(u, coeffs)  # sum_j c_j(slot) * u^j, baby-step giant-step
-    S = er * poly
-    inv_kdiff = b.apply(lambda k: 1.0 / (model.ka - ke_pop * k), kfac, domain=k_dom, tol=1e-8)
-    inv_kfac = b.apply(lambda k: 1.0 / k, kfac, domain=k_dom, tol=TOLERANCES["reciprocal"])
-    oral = pv("oral")
-    Q = S - b.plain(pv("K") / U)
-    D1 = inv_kdiff * b.plain(oral * model.f * model.ka * U / model.v_per_kg) + b.plain((1.0 - oral) * U / model.v_per_kg)
-    conc = (inv_wt * D1) * Q
+    conc, auc_h = _regimen_outputs(b, model, pv, "", crcl, inv_wt)
     b.output("conc", conc)
-    fs = np.where(oral > 0, model.f, 1.0)
-    inner = (b.plain(pv("M") / U) - inv_kdiff * (S * b.plain(oral * model.ka) - kfac * b.plain(oral * ke_pop * pv("K") / U))
-             - S * b.plain(1.0 - oral))
-    auc_h = (inv_wt * inv_kfac) * (inner * b.plain(fs * U / model.cl_per_kg / 100.0))
     b.output("auc_h", auc_h)
+    base = "b_jmax" in plain
+    if base:
+        conc_b, auc_b = _regimen_outputs(b, model, pv, "b_", crcl, inv_wt)
+        b.output("auc_diff_h", auc_h - auc_b)
     if time_in_window:
         cdom = model.conc_domain
-        c_in = b.assume_range(conc, cdom)  # verified on the decrypted trajectory by the client
-        win = b.apply(model.smooth_window, c_in, domain=cdom, tol=TOLERANCES["window"])
-        terms = win * b.plain(pv("tiw_w"))
+        w = pv("tiw_w")
+        pen = float(penalty)
+
+        def window_terms(c, weight):
+            """(inside-window terms, penalised above-window terms, above-window terms)."""
+            c_in = b.assume_range(c, cdom)  # verified on the decrypted trajectory by the client
+            win = b.apply(model.smooth_window, c_in, domain=cdom, tol=TOLERANCES["window"])
+            above = b.apply(model.smooth_above, c_in, domain=cdom, tol=TOLERANCES["window"])
+            return win, above, win * b.plain(weight), above * b.plain(weight)
+
+        win, above, tiw_t, above_t = window_terms(conc, w)
+        score_t = tiw_t - above * b.plain(w * pen) if pen != 0.0 else tiw_t
         if sum_in_program:
-            b.output("tiw", b.sum_blocks(terms, block))  # needs rotation keys 1, 2, 4, ... < block
+            b.output("tiw", b.sum_blocks(tiw_t, block))  # needs rotation keys 1, 2, 4, ... < block
         else:
-            b.output("tiw_terms", terms)  # the client adds the block's terms after decryption
+            b.output("tiw_terms", tiw_t)  # the client adds the block's terms after decryption
+        b.output("above_terms", above_t)
+        b.output("score_terms", score_t)
+        if base:
+            _, above_b, tiw_bt, _ = window_terms(conc_b, w)
+            b.output("tiw_diff_terms", tiw_t - tiw_bt)
+            score_bt = tiw_bt - above_b * b.plain(w * pen) if pen != 0.0 else tiw_bt
+            b.output("score_diff_terms", score_t - score_bt)
+        if R_ > 1:
+            # 1/R folded into the weights: one more plaintext product per indicator, no level.
+            m = win * b.plain(w / R_) - above * b.plain(w * (pen / R_)) if pen != 0.0 else win * b.plain(w / R_)
+            step = block
+            while step < block * R_:
+                m = m + b.rotate(m, step)
+                step *= 2
+            b.output("score_mean_terms", m)
+    elif R_ > 1:
+        raise ValidationError("the expected score over replicates needs the time-in-window metrics")
     return b.build(params, noise=noise)

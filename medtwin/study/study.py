@@ -33,13 +33,30 @@ ProgressFn = Callable[[str, float], None]  # (stage, fraction done in [0, 1])
 
 @dataclass(frozen=True)
 class StudySpec:
-    """What to simulate: the model, the scenarios and the output time points [h]."""
+    """What to simulate: the model, the scenarios and the output time points [h].
+
+    Attributes:
+        time_in_window: compute the window metrics (time in window, time above it, score).
+        penalty: weight of the time above the window in the per-pair score
+            ``score = tiw - penalty * above`` (computed under encryption; a plaintext parameter).
+        baseline: optional scenario name (e.g. the patient's current regimen); the program also
+            evaluates the baseline in every scenario's block and outputs the differences
+            ``auc_diff``, ``tiw_diff`` and ``score_diff`` under encryption (about twice the
+            work). In an IIV grid (scenarios tagged ``regimen`` and ``replicate``) each
+            replicate is compared with the baseline regimen's replicate of the same index.
+        replicates: the scenarios come in groups of this many adjacent replicates of one
+            regimen (:func:`medtwin.study.optimise.scenario_grid`); when it is a power of two
+            above 1, the expected score per group is computed under encryption.
+    """
 
     model: str
     scenarios: tuple[Scenario, ...]
     times: tuple[float, ...]
     preset: str = "standard-128"
     time_in_window: bool = True
+    baseline: str | None = None
+    penalty: float = 1.0
+    replicates: int = 1
 
     def __post_init__(self) -> None:
         pk_oral.get_model(self.model)
@@ -50,10 +67,55 @@ class StudySpec:
         t = np.asarray(self.times, dtype=float)
         if t.ndim != 1 or t.size < 1 or np.any(np.diff(t) <= 0) or t[0] < 0 or t[-1] > 24 * 60:
             raise ValidationError("output times must be increasing, within [0, 1440] h")
+        if self.baseline is not None and self.baseline not in {s.name for s in self.scenarios}:
+            raise ValidationError("the baseline must name one of the study's scenarios")
+        if not (isinstance(self.penalty, (int, float)) and 0.0 <= float(self.penalty) <= 10.0):
+            raise ValidationError("the score's penalty must be a number in [0, 10]")
+        r = self.replicates
+        if not isinstance(r, (int, np.integer)) or r < 1 or len(self.scenarios) % r:
+            raise ValidationError("replicates must be a positive whole number dividing the number of scenarios")
+        for g in range(0, len(self.scenarios), r):
+            grp = self.scenarios[g:g + r]
+            if len({sc.regimen for sc in grp}) != 1 or len({sc.tags.get("regimen", "") for sc in grp}) != 1:
+                raise ValidationError(f"replicate group starting at scenario {g} mixes regimens")
 
     @property
     def pk(self) -> OralPKModel:
         return pk_oral.get_model(self.model)
+
+    @property
+    def encrypted_mean(self) -> bool:
+        """Whether the expected score over replicates is computed under encryption (R a power of two > 1)."""
+        r = int(self.replicates)
+        return self.time_in_window and r > 1 and not (r & (r - 1))
+
+    def groups(self) -> list[tuple[str, list[int]]]:
+        """(regimen label, scenario indices) of every replicate group, in scenario order."""
+        r = int(self.replicates)
+        out = []
+        for g in range(0, len(self.scenarios), r):
+            sc = self.scenarios[g]
+            out.append((sc.tags.get("regimen", sc.regimen.describe() if r > 1 else sc.name), list(range(g, g + r))))
+        return out
+
+    def base_index(self) -> list[int] | None:
+        """Per scenario, the scenario serving as its baseline (None without a baseline)."""
+        if self.baseline is None:
+            return None
+        names = [s.name for s in self.scenarios]
+        b = names.index(self.baseline)
+        bt = self.scenarios[b].tags
+        out = []
+        for sc in self.scenarios:
+            j = b
+            if "replicate" in bt and "replicate" in sc.tags:
+                for i, other in enumerate(self.scenarios):
+                    if (other.tags.get("regimen") == bt.get("regimen")
+                            and other.tags.get("replicate") == sc.tags["replicate"]):
+                        j = i
+                        break
+            out.append(j)
+        return out
 
     @classmethod
     def grid(cls, model: str, scenarios: Sequence[Scenario], horizon_h: float, step_h: float, **kw) -> StudySpec:
@@ -63,15 +125,24 @@ class StudySpec:
         return cls(model=model, scenarios=tuple(scenarios), times=tuple(np.linspace(0.0, n * step_h, n + 1)), **kw)
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "scenarios": [s.to_dict() for s in self.scenarios],
-                "times": list(self.times), "preset": self.preset, "time_in_window": self.time_in_window}
+        d = {"model": self.model, "scenarios": [s.to_dict() for s in self.scenarios],
+             "times": list(self.times), "preset": self.preset, "time_in_window": self.time_in_window}
+        # only when set, so that the digests of earlier studies do not change
+        if self.baseline is not None:
+            d["baseline"] = self.baseline
+        if float(self.penalty) != 1.0:
+            d["penalty"] = float(self.penalty)
+        if int(self.replicates) != 1:
+            d["replicates"] = int(self.replicates)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> StudySpec:
         try:
             return cls(model=d["model"], scenarios=tuple(Scenario.from_dict(s) for s in d["scenarios"]),
                        times=tuple(float(x) for x in d["times"]), preset=d.get("preset", "standard-128"),
-                       time_in_window=bool(d.get("time_in_window", True)))
+                       time_in_window=bool(d.get("time_in_window", True)), baseline=d.get("baseline"),
+                       penalty=float(d.get("penalty", 1.0)), replicates=int(d.get("replicates", 1)))
         except (KeyError, TypeError) as exc:
             raise ValidationError(f"malformed study definition: missing or invalid {exc}") from None
 
@@ -106,25 +177,41 @@ class CompiledStudy:
         return sorted(idx)
 
 
-def compile_study(spec: StudySpec, n_patients: int, slots: int, taken=None, *, noise=None) -> CompiledStudy:
+def compile_study(spec: StudySpec, n_patients: int, slots: int, taken=None, *, noise=None,
+                  replicate_mean: bool = True) -> CompiledStudy:
     """Plan the study's slot layout and compile its FHE programs (one per distinct chunk).
 
     ``noise``: the CKKS noise model of the live context (``NoiseModel.from_context``) so that the
     stated error bounds use its actual primes; default: an estimate for N = 2^16.
+    ``replicate_mean``: include the encrypted expected score over replicates when the spec asks
+    for it (it needs the rotations of :func:`replicate_rotations`).
     """
     model = spec.pk
     times = np.asarray(spec.times)
     layout = SlotLayout(n_patients, len(spec.scenarios), len(times), slots)
-    plain = pk_oral.encode_plaintexts(model, list(spec.scenarios), layout, times, taken)
+    plain = pk_oral.encode_plaintexts(model, list(spec.scenarios), layout, times, taken, spec.base_index())
+    reps = int(spec.replicates) if (replicate_mean and spec.encrypted_mean) else 1
     cache: dict[str, object] = {}
     programs = []
     for c in range(layout.n_ciphertexts):
         key = pk_oral.plaintext_digest(plain, c)
         if key not in cache:
             cache[key] = pk_oral.build_program(model, plain, c, slots, layout.block,
-                                               time_in_window=spec.time_in_window, noise=noise)
+                                               time_in_window=spec.time_in_window, noise=noise,
+                                               penalty=float(spec.penalty), replicates=reps)
         programs.append(cache[key])
     return CompiledStudy(spec, layout, plain, programs)
+
+
+def replicate_rotations(spec: StudySpec) -> list[int]:
+    """Rotation amounts of the encrypted expected score: block, 2 block, ..., (R/2) block
+    (log2(R) keys; empty when the spec does not ask for it). At N = 2^16 each key is ~200 MB."""
+    from medtwin.study.layout import next_pow2
+
+    if not spec.encrypted_mean:
+        return []
+    block = next_pow2(len(spec.times))
+    return [block << j for j in range(int(spec.replicates).bit_length() - 1)]
 
 
 def required_depth(spec: StudySpec, n_patients: int = 1) -> tuple[int, list[int]]:
@@ -186,6 +273,7 @@ class EncryptedOutcome:
     seconds: float
     backend: str
     noise_bounds: dict[str, float] = field(default_factory=dict)  # key-dependent part of ``bounds``
+    notes: dict[str, str] = field(default_factory=dict)  # e.g. why an output was not computed
 
 
 def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads: int | None = None,
@@ -203,11 +291,22 @@ def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads:
         raise KeyMismatchError("the cohort was encrypted under another key pair than the evaluation keys")
     from medtwin.program.bounds import NoiseModel
 
-    cs = compile_study(cohort.spec, cohort.layout.n_patients, ctx.slots, noise=NoiseModel.from_context(ctx.cc))
+    spec = cohort.spec
+    nm = NoiseModel.from_context(ctx.cc)
+    notes: dict[str, str] = {}
+    have = set(ctx.public.rotation_indices)
+    mean_ok = not (set(replicate_rotations(spec)) - have)
+    if spec.encrypted_mean and not mean_ok:
+        # Keys made without the replicate rotations (older keystores, make_keys without the
+        # study): the per-pair scores stay encrypted, their mean over replicates is left to the
+        # key holder, and the result says so.
+        notes["expected_score"] = ("not computed under encryption: the evaluation keys lack rotations "
+                                   f"{sorted(set(replicate_rotations(spec)) - have)}")
+    cs = compile_study(spec, cohort.layout.n_patients, ctx.slots, noise=nm, replicate_mean=mean_ok)
     if cs.depth > ctx.depth:
         from medtwin.errors import ProgramError
         raise ProgramError(f"the study needs multiplicative depth {cs.depth} but the keys were made for {ctx.depth}")
-    missing = set(cs.rotation_indices()) - set(ctx.public.rotation_indices)
+    missing = set(cs.rotation_indices()) - have
     if missing:
         from medtwin.errors import ProgramError
         raise ProgramError(f"the evaluation keys lack rotations {sorted(missing)}")
@@ -235,7 +334,7 @@ def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads:
     bounds = {name: max(float(p.error_bound(name, noise=noise)) for p in cs.programs) for name in outputs}
     noise_bounds = _key_dependent_bounds(cs.programs, noise, outputs) if noise is not None else dict(bounds)
     return EncryptedOutcome(cohort.spec, cohort.twin_ids, cs.layout, cohort.key_tag, outputs,
-                            prog0.digest(), bounds, cs.depth, seconds, backend, noise_bounds)
+                            prog0.digest(), bounds, cs.depth, seconds, backend, noise_bounds, notes)
 
 
 def _key_dependent_bounds(programs, noise, outputs) -> dict[str, float]:
@@ -291,6 +390,17 @@ class StudyResult:
     reference: dict[str, np.ndarray] | None = None
     tiw_in_domain: np.ndarray | None = None
     extra: dict = field(default_factory=dict)
+    # Window metrics and comparisons, each decrypted from its own encrypted output (None when
+    # the study did not compute it): ``above`` and ``score`` (patients, scenarios); with a
+    # baseline ``auc_diff`` (AUC at the horizon minus the baseline's), ``tiw_diff`` and
+    # ``score_diff`` (patients, scenarios); with replicates ``expected_score`` (patients,
+    # replicate groups, see ``spec.groups()``), the mean score over the group's IIV replicates.
+    above: np.ndarray | None = None
+    score: np.ndarray | None = None
+    auc_diff: np.ndarray | None = None
+    tiw_diff: np.ndarray | None = None
+    score_diff: np.ndarray | None = None
+    expected_score: np.ndarray | None = None
 
     @property
     def n_results(self) -> int:
@@ -331,8 +441,10 @@ class StudyResult:
             out[f"{key}_abs"] = float(err.max())
             peak = np.maximum(np.abs(ref).max(axis=2), 1e-12)
             out[f"{key}_rel"] = float((err.max(axis=2) / peak).max())
-        if self.tiw is not None and "tiw" in self.reference:
-            out["tiw_abs"] = float(np.abs(self.tiw - self.reference["tiw"]).max())
+        for key in ("tiw",) + PAIR_METRICS:
+            enc = getattr(self, key)
+            if enc is not None and key in self.reference:
+                out[f"{key}_abs"] = float(np.abs(enc - self.reference[key]).max())
         return out
 
     def summaries(self) -> list[ScenarioSummary]:
@@ -359,19 +471,46 @@ def decrypt_chunk(layout: SlotLayout, chunk: int, outputs: dict, ctx) -> dict[st
     for name, ct in outputs.items():
         v = ctx.decrypt(ct, layout.slots).reshape(layout.slots // layout.block, layout.block)
         v = v[: layout.pairs_per_ct, : layout.n_times].reshape(layout.patients_per_ct, layout.n_scenarios, layout.n_times)
-        res[name] = v[:n] * (100.0 if name == "auc_h" else 1.0)
+        res[name] = v[:n] * (100.0 if name in ("auc_h", "auc_diff_h") else 1.0)
     return res
+
+
+#: Encrypted per-time-point term outputs -> the metric their sum over a pair's block gives.
+WINDOW_TERMS = {"tiw_terms": "tiw", "above_terms": "above", "score_terms": "score",
+                "tiw_diff_terms": "tiw_diff", "score_diff_terms": "score_diff", "score_mean_terms": "expected_score"}
+#: Per-pair metrics beside the trajectory (StudyResult attributes of the same names).
+PAIR_METRICS = ("above", "score", "auc_diff", "tiw_diff", "score_diff", "expected_score")
+
+
+def _metric_bounds(raw: dict[str, float], n_times: int) -> dict[str, float]:
+    """Per-slot output bounds -> bounds of the decrypted metrics (a sum of T terms is within T
+    times the per-slot bound; AUC outputs are in units of 100 mg*h/L)."""
+    out = dict(raw)
+    for name, metric in WINDOW_TERMS.items():
+        if name in out:
+            out[metric] = out.pop(name) * n_times
+    for name, metric in (("auc_h", "auc"), ("auc_diff_h", "auc_diff")):
+        if name in out:
+            out[metric] = out.pop(name) * 100.0
+    return out
 
 
 def decrypt_outcome(out: EncryptedOutcome, ctx, *, progress: ProgressFn | None = None) -> StudyResult:
     """Client side: decrypt and unpack an encrypted outcome.
 
-    The time-in-window polynomial is valid only on the model's declared concentration domain.
-    A pair whose trajectory leaves it gets its time in window from the decrypted trajectory
+    Every metric is decrypted from its own encrypted output: the trajectory, AUC, time in
+    window, time above the window, score, the differences from the baseline and the expected
+    score over IIV replicates (see :func:`medtwin.models.pk_oral.build_program`); the client only
+    adds each pair's per-time-point terms.
+
+    The window polynomials are valid only on the model's declared concentration domain.
+    A pair whose trajectory leaves it gets its window metrics from the decrypted trajectory
     instead (the same smooth window, exact, on the client), flagged in ``tiw_in_domain`` and
-    ``extra["tiw_source"]``. When an out-of-domain slot blew up the window polynomial so far that
-    a whole ciphertext no longer decodes, that chunk's window terms are dropped the same way
-    (concentrations and AUC come from their own ciphertexts and are unaffected).
+    ``extra["tiw_source"]`` / ``extra["sources"][metric]`` (a difference falls back when the pair
+    or its baseline left the domain, an expected score when any replicate did). When an
+    out-of-domain slot blew up a window polynomial so far that a whole ciphertext no longer
+    decodes, that chunk's window terms are dropped the same way (concentrations and AUC come from
+    their own ciphertexts and are unaffected).
 
     Raises:
         TamperedError: a concentration or AUC ciphertext cannot be decoded.
@@ -379,6 +518,7 @@ def decrypt_outcome(out: EncryptedOutcome, ctx, *, progress: ProgressFn | None =
     from medtwin.errors import TamperedError
 
     lay = out.layout
+    spec = out.spec
     dec = {}
     names = list(out.outputs)
     total = sum(len(out.outputs[n]) for n in names)
@@ -390,7 +530,7 @@ def decrypt_outcome(out: EncryptedOutcome, ctx, *, progress: ProgressFn | None =
             try:
                 rows.append(ctx.decrypt(ct, lay.slots))
             except TamperedError:
-                if name not in ("tiw", "tiw_terms"):
+                if name != "tiw" and name not in WINDOW_TERMS:
                     raise
                 rows.append(np.full(lay.slots, np.nan))
                 lost_chunks.append(c)
@@ -400,40 +540,61 @@ def decrypt_outcome(out: EncryptedOutcome, ctx, *, progress: ProgressFn | None =
         dec[name] = np.stack(rows)
     conc = lay.gather(dec["conc"])
     auc = lay.gather(dec["auc_h"]) * 100.0
+    sums = {metric: lay.gather(dec[name]).sum(axis=2) for name, metric in WINDOW_TERMS.items() if name in dec}
     if "tiw" in dec:
-        tiw = lay.gather(dec["tiw"])[:, :, 0]
-    elif "tiw_terms" in dec:
-        tiw = lay.gather(dec["tiw_terms"]).sum(axis=2)
-    else:
-        tiw = None
-    bounds = dict(out.bounds)
-    if "tiw_terms" in bounds:  # sum of T terms, each within the per-slot bound times its weight (<= 1)
-        bounds["tiw"] = bounds.pop("tiw_terms") * lay.n_times
-    if "auc_h" in bounds:
-        bounds["auc"] = bounds.pop("auc_h") * 100.0
-    res = StudyResult(out.spec, out.twin_ids, np.asarray(out.spec.times), conc, auc, tiw, bounds,
-                      out.program_digest, out.depth, out.backend, out.seconds)
-    nb = dict(out.noise_bounds)
-    if "auc_h" in nb:
-        nb["auc"] = nb.pop("auc_h") * 100.0
-    if "tiw_terms" in nb:
-        nb["tiw"] = nb.pop("tiw_terms") * lay.n_times
-    res.extra["noise_bounds"] = nb
-    if tiw is not None:
-        model = out.spec.pk
-        lo, hi = model.conc_domain
-        ok = (conc.min(axis=2) >= lo) & (conc.max(axis=2) <= hi) & np.isfinite(tiw)
-        res.tiw_in_domain = ok
-        if not ok.all():
-            client_tiw = (model.smooth_window(conc) * pk_oral.trapezoid_weights(res.times)).sum(axis=2)
-            res.tiw = np.where(ok, tiw, client_tiw)
-        res.extra["tiw_source"] = np.where(ok, "encrypted", "decrypted trajectory")
-        res.extra["tiw_lost_chunks"] = sorted(set(lost_chunks))
+        sums["tiw"] = lay.gather(dec["tiw"])[:, :, 0]
+    tiw = sums.get("tiw")
+    res = StudyResult(spec, out.twin_ids, np.asarray(spec.times), conc, auc, tiw,
+                      _metric_bounds(out.bounds, lay.n_times), out.program_digest, out.depth, out.backend,
+                      out.seconds)
+    res.extra["noise_bounds"] = _metric_bounds(out.noise_bounds, lay.n_times)
+    res.extra["notes"] = dict(getattr(out, "notes", {}) or {})
+    if "auc_diff_h" in dec:
+        res.auc_diff = lay.gather(dec["auc_diff_h"])[:, :, -1] * 100.0
+    if tiw is None:
+        return res
+    model = spec.pk
+    lo, hi = model.conc_domain
+    ok = (conc.min(axis=2) >= lo) & (conc.max(axis=2) <= hi) & np.isfinite(tiw)
+    res.tiw_in_domain = ok
+    client = model.time_metrics(conc, res.times, spec.penalty)
+    src = lambda good: np.where(good, "encrypted", "decrypted trajectory")
+    sources = {}
+    res.tiw = np.where(ok, tiw, client["tiw"]) if not ok.all() else tiw
+    sources["tiw"] = src(ok)
+    for m in ("above", "score"):
+        if m in sums:
+            good = ok & np.isfinite(sums[m])
+            setattr(res, m, np.where(good, sums[m], client[m]))
+            sources[m] = src(good)
+    bi = spec.base_index()
+    if bi is not None:
+        for m, base in (("tiw_diff", "tiw"), ("score_diff", "score")):
+            if m in sums:
+                good = ok & ok[:, bi] & np.isfinite(sums[m])
+                setattr(res, m, np.where(good, sums[m], client[base] - client[base][:, bi]))
+                sources[m] = src(good)
+    if "expected_score" in sums:
+        groups = spec.groups()
+        first = [idx[0] for _, idx in groups]
+        enc = sums["expected_score"][:, first]
+        good = np.stack([ok[:, idx].all(axis=1) for _, idx in groups], axis=1) & np.isfinite(enc)
+        mean = np.stack([client["score"][:, idx].mean(axis=1) for _, idx in groups], axis=1)
+        res.expected_score = np.where(good, enc, mean)
+        sources["expected_score"] = src(good)
+    res.extra["tiw_source"] = sources["tiw"]
+    res.extra["sources"] = sources
+    res.extra["tiw_lost_chunks"] = sorted(set(lost_chunks))
     return res
 
 
 def reference_outcome(spec: StudySpec, covariates: dict[str, np.ndarray], taken=None) -> dict[str, np.ndarray]:
-    """Plaintext reference of every output (float64, exact functions)."""
+    """Plaintext reference of every output (float64, exact functions).
+
+    Keys: ``conc``, ``auc`` (patients, scenarios, times); ``tiw``, ``above``, ``score`` (patients,
+    scenarios); with a baseline ``auc_diff``, ``tiw_diff``, ``score_diff``; with replicates
+    ``expected_score`` (patients, groups, see ``spec.groups()``).
+    """
     model = spec.pk
     times = np.asarray(spec.times)
     P = len(next(iter(covariates.values())))
@@ -443,8 +604,15 @@ def reference_outcome(spec: StudySpec, covariates: dict[str, np.ndarray], taken=
         tk = np.stack([taken[p][s] if taken is not None else sc.taken_fraction(p) for p in range(P)])
         r = model.reference(covariates, sc, times, tk)
         conc[:, s], auc[:, s] = r["conc"], r["auc"]
-    tiw = (model.smooth_window(conc) * pk_oral.trapezoid_weights(times)).sum(axis=2)
-    return {"conc": conc, "auc": auc, "tiw": tiw}
+    out = {"conc": conc, "auc": auc, **model.time_metrics(conc, times, spec.penalty)}
+    bi = spec.base_index()
+    if bi is not None:
+        out["auc_diff"] = auc[:, :, -1] - auc[:, bi, -1]
+        out["tiw_diff"] = out["tiw"] - out["tiw"][:, bi]
+        out["score_diff"] = out["score"] - out["score"][:, bi]
+    if int(spec.replicates) > 1:
+        out["expected_score"] = np.stack([out["score"][:, idx].mean(axis=1) for _, idx in spec.groups()], axis=1)
+    return out
 
 
 def run_study(spec: StudySpec, covariates: dict[str, np.ndarray], twin_ids: Sequence[str], client_ctx,

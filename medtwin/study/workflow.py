@@ -53,15 +53,32 @@ def key_spec(model: str = "theophylline", preset: str = "standard-128") -> Study
 
 
 # ------------------------------------------------------------------------------------ keys
-def make_keys(preset_name: str, model: str = "theophylline"):
-    """Generate OpenFHE keys with the depth and rotations the model's studies need."""
+def make_keys(preset_name: str, model: str = "theophylline", *, studies: Sequence[StudySpec] = ()):
+    """Generate OpenFHE keys with the depth and rotations the model's studies need.
+
+    ``studies``: specs whose programs the keys must also serve; their rotations are added (an
+    optimisation study with R IIV replicates needs log2(R) rotation keys for its encrypted
+    expected score, see :func:`medtwin.study.study.replicate_rotations`). Without them the keys
+    carry no rotation key and such a study leaves the mean over replicates to the key holder.
+
+    Raises:
+        ValidationError: a study of another model than ``model``.
+    """
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
 
     depth, rots = required_depth(key_spec(model, preset_name))
+    rots = set(rots)
+    for st in studies:
+        if st.pk is not key_spec(model, preset_name).pk:
+            raise ValidationError("make_keys: every study must use the keys' model")
+        d, r = required_depth(st)
+        depth = max(depth, d)
+        rots.update(r)
     # Only the rotations the programs use: at N = 2^16 and 6 digits one rotation key is ~233 MB,
-    # and the model's programs sum time-in-window terms on the client, so they need none.
-    return generate_keys(preset(preset_name, depth=depth), rots)
+    # and the model's programs sum time-in-window terms on the client, so they need none unless
+    # a study averages IIV replicates under encryption (log2(R) keys).
+    return generate_keys(preset(preset_name, depth=depth), sorted(rots))
 
 
 def create_keys(path, passphrase: str, *, session, log, preset: str = "standard-128", model: str = "theophylline",
