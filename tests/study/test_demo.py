@@ -14,6 +14,9 @@ def test_demo_small(tmp_path):
     assert "A 300 q12h" in text and "results/s" in text and "max deviation" in text
     assert "INSECURE" in text  # the test ring is labelled everywhere
     assert "#1 " in text and "twin tw-" in text  # the optimisation example ranks options
+    # ... by the expected score over the IIV replicates computed under encryption
+    assert "computed under encryption, decrypted by the key holder" in text
+    assert all(" enc |" in line for line in lines if line.strip().startswith("#"))
     assert out["audit_ok"]
     assert out["deviations"]["conc_abs"] <= out["bounds"]["conc"]
     assert (tmp_path / "demo" / "metrics.csv").exists() and (tmp_path / "demo" / "concentrations.png").exists()
