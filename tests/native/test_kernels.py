@@ -80,12 +80,18 @@ def test_ntt_matches_definition(data, idx, ifma):
         _core.set_ifma_enabled(True)
 
 
-@pytest.mark.parametrize("n", [16, 32, 1024, 4096])
-@pytest.mark.parametrize("bits", [40, 49, 59])
-def test_ifma_and_portable_agree(n, bits):
+# sizes cover every split of the vector NTT: all stages in one L1 block (<= 2048), one to five
+# whole-array stages (radix-2 and radix-4 passes, the folded n^-1 pass), and the merged last stages
+@pytest.mark.parametrize("n", [16, 32, 64, 1024, 2048, 4096, 8192, 16384, 32768, 65536])
+@pytest.mark.parametrize("bits", [40, 50, 59])
+@pytest.mark.parametrize("fill", ["random", "max"])
+def test_ifma_and_portable_agree(n, bits, fill):
     q = ntt_prime(bits, n)
     psi = primitive_root_2n(q, n)
-    a = np.random.default_rng(n + bits).integers(0, q, n, dtype=np.uint64)
+    if fill == "max":  # every input q - 1: the lazy bounds at their widest
+        a = np.full(n, q - 1, dtype=np.uint64)
+    else:
+        a = np.random.default_rng(n + bits).integers(0, q, n, dtype=np.uint64)
     _core.set_ifma_enabled(True)
     f1, i1 = _core.ntt_forward(a, q, psi), _core.ntt_inverse(a, q, psi)
     _core.set_ifma_enabled(False)

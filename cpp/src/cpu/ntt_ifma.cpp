@@ -50,6 +50,49 @@ SmallStage make_stage(unsigned t) {
   s.wl = _mm512_load_si512(wl);
   return s;
 }
+// The three small stages merged in registers: (v0, v1) -> layout of stage A (in_x, in_y), between
+// stages one permute pair from layout A to layout B, and back to element order at the end.
+struct Merged3 {
+  __m512i in_x, in_y, ab_x, ab_y, bc_x, bc_y, out0, out1;
+  __m512i w4, w2;  // lane -> twiddle offset for t = 4 and t = 2
+};
+Merged3 make_merged(unsigned ta, unsigned tb, unsigned tc) {
+  auto lay = [](unsigned t, long long* ix, long long* iy, long long* where) {
+    for (unsigned l = 0; l < 8; ++l) {
+      unsigned blk = l / t, off = l % t;
+      ix[l] = blk * 2 * t + off;
+      iy[l] = ix[l] + t;
+      where[ix[l]] = l;
+      where[iy[l]] = 8 + l;
+    }
+  };
+  long long ixa[8], iya[8], wa[16], ixb[8], iyb[8], wb[16], ixc[8], iyc[8], wc[16];
+  lay(ta, ixa, iya, wa); lay(tb, ixb, iyb, wb); lay(tc, ixc, iyc, wc);
+  alignas(64) long long abx[8], aby[8], bcx[8], bcy[8], o0[8], o1[8], w4[8], w2[8];
+  for (unsigned l = 0; l < 8; ++l) {
+    abx[l] = wa[ixb[l]]; aby[l] = wa[iyb[l]];
+    bcx[l] = wb[ixc[l]]; bcy[l] = wb[iyc[l]];
+    o0[l] = wc[l]; o1[l] = wc[8 + l];
+    w4[l] = l / 4; w2[l] = l / 2;
+  }
+  alignas(64) long long ina[8], inb[8];
+  for (unsigned l = 0; l < 8; ++l) { ina[l] = ixa[l]; inb[l] = iya[l]; }
+  Merged3 r;
+  r.in_x = _mm512_load_si512(ina); r.in_y = _mm512_load_si512(inb);
+  r.ab_x = _mm512_load_si512(abx); r.ab_y = _mm512_load_si512(aby);
+  r.bc_x = _mm512_load_si512(bcx); r.bc_y = _mm512_load_si512(bcy);
+  r.out0 = _mm512_load_si512(o0); r.out1 = _mm512_load_si512(o1);
+  r.w4 = _mm512_load_si512(w4); r.w2 = _mm512_load_si512(w2);
+  return r;
+}
+const Merged3& merged_fwd() {
+  static const Merged3 m = make_merged(4, 2, 1);  // first IFMA call only
+  return m;
+}
+const Merged3& merged_inv() {
+  static const Merged3 m = make_merged(1, 2, 4);
+  return m;
+}
 const SmallStage& stage(std::size_t t) {
   static const SmallStage st[3] = {make_stage(4), make_stage(2), make_stage(1)};  // first IFMA call only
   return st[t == 4 ? 0 : (t == 2 ? 1 : 2)];
@@ -228,6 +271,92 @@ inline void inv_stage(const NTTTables& tb, u64* a, std::size_t h, std::size_t t,
 }
 }  // namespace
 
+// The last three forward stages (t = 4, 2, 1) over [b, b + B), 16 elements at a time in registers,
+// with the full reduction and the epilogue (if any) applied before the store.
+template <class M>
+inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B, const NTTEpilogue* ep, __m512i q,
+                      __m512i q2) {
+  const Merged3& L = merged_fwd();
+  const std::size_t n = tb.n();
+  const u64* w = tb.w.data();
+  const u64* wp = M::fw(tb);
+  const u64 *w4 = w + n / 8, *w4p = wp + n / 8, *w2 = w + n / 4, *w2p = wp + n / 4, *w1 = w + n / 2, *w1p = wp + n / 2;
+  const bool m52 = std::is_same<M, Mul52>::value;
+  const __m512i EW = _mm512_set1_epi64(ep ? ep->w : 0);
+  const __m512i EWp = _mm512_set1_epi64(ep ? (m52 ? ep->w52 : ep->w_shoup) : 0);
+  for (std::size_t p = b; p < b + B; p += 16) {
+    __m512i v0 = _mm512_loadu_si512(a + p), v1 = _mm512_loadu_si512(a + p + 8);
+    __m512i X = _mm512_permutex2var_epi64(v0, L.in_x, v1);
+    __m512i Y = _mm512_permutex2var_epi64(v0, L.in_y, v1);
+    // t = 4
+    __m512i W = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4 + p / 8));
+    __m512i Wp = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4p + p / 8));
+    __m512i u = csub(X, q2), v = M::mul(Y, W, Wp, q);
+    X = _mm512_add_epi64(u, v); Y = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
+    __m512i X2 = _mm512_permutex2var_epi64(X, L.ab_x, Y), Y2 = _mm512_permutex2var_epi64(X, L.ab_y, Y);
+    // t = 2
+    W = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2 + p / 4));
+    Wp = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2p + p / 4));
+    u = csub(X2, q2); v = M::mul(Y2, W, Wp, q);
+    X = _mm512_add_epi64(u, v); Y = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
+    X2 = _mm512_permutex2var_epi64(X, L.bc_x, Y); Y2 = _mm512_permutex2var_epi64(X, L.bc_y, Y);
+    // t = 1
+    u = csub(X2, q2); v = M::mul(Y2, _mm512_loadu_si512(w1 + p / 2), _mm512_loadu_si512(w1p + p / 2), q);
+    X = csub(csub(_mm512_add_epi64(u, v), q2), q);
+    Y = csub(csub(_mm512_sub_epi64(_mm512_add_epi64(u, q2), v), q2), q);
+    v0 = _mm512_permutex2var_epi64(X, L.out0, Y);
+    v1 = _mm512_permutex2var_epi64(X, L.out1, Y);
+    if (!ep) {
+      _mm512_storeu_si512(a + p, v0);
+      _mm512_storeu_si512(a + p + 8, v1);
+      continue;
+    }
+    __m512i r0 = _mm512_sub_epi64(_mm512_add_epi64(_mm512_loadu_si512(ep->x + p), q), v0);
+    __m512i r1 = _mm512_sub_epi64(_mm512_add_epi64(_mm512_loadu_si512(ep->x + p + 8), q), v1);
+    r0 = csub(M::mul(r0, EW, EWp, q), q);
+    r1 = csub(M::mul(r1, EW, EWp, q), q);
+    if (ep->add) {
+      r0 = csub(_mm512_add_epi64(r0, _mm512_loadu_si512(ep->add + p)), q);
+      r1 = csub(_mm512_add_epi64(r1, _mm512_loadu_si512(ep->add + p + 8)), q);
+    }
+    _mm512_storeu_si512(ep->out + p, r0);
+    _mm512_storeu_si512(ep->out + p + 8, r1);
+  }
+}
+
+// The first three inverse stages (t = 1, 2, 4) over [b, b + B), 16 elements at a time in registers.
+template <class M>
+inline void inv_first3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B, __m512i q, __m512i q2) {
+  const Merged3& L = merged_inv();
+  const std::size_t n = tb.n();
+  const u64* w = tb.iw.data();
+  const u64* wp = M::iw(tb);
+  const u64 *w4 = w + n / 8, *w4p = wp + n / 8, *w2 = w + n / 4, *w2p = wp + n / 4, *w1 = w + n / 2, *w1p = wp + n / 2;
+  for (std::size_t p = b; p < b + B; p += 16) {
+    __m512i v0 = _mm512_loadu_si512(a + p), v1 = _mm512_loadu_si512(a + p + 8);
+    __m512i X = _mm512_permutex2var_epi64(v0, L.in_x, v1);
+    __m512i Y = _mm512_permutex2var_epi64(v0, L.in_y, v1);
+    // t = 1
+    __m512i S = csub(_mm512_add_epi64(X, Y), q2);
+    __m512i D = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X, q2), Y), _mm512_loadu_si512(w1 + p / 2),
+                       _mm512_loadu_si512(w1p + p / 2), q);
+    X = _mm512_permutex2var_epi64(S, L.ab_x, D); Y = _mm512_permutex2var_epi64(S, L.ab_y, D);
+    // t = 2
+    __m512i W = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2 + p / 4));
+    __m512i Wp = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2p + p / 4));
+    S = csub(_mm512_add_epi64(X, Y), q2);
+    D = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X, q2), Y), W, Wp, q);
+    X = _mm512_permutex2var_epi64(S, L.bc_x, D); Y = _mm512_permutex2var_epi64(S, L.bc_y, D);
+    // t = 4
+    W = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4 + p / 8));
+    Wp = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4p + p / 8));
+    S = csub(_mm512_add_epi64(X, Y), q2);
+    D = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X, q2), Y), W, Wp, q);
+    _mm512_storeu_si512(a + p, _mm512_permutex2var_epi64(S, L.out0, D));
+    _mm512_storeu_si512(a + p + 8, _mm512_permutex2var_epi64(S, L.out1, D));
+  }
+}
+
 // Last pass of the forward NTT over [b, b + B): full reduction, then the epilogue if any.
 template <class M>
 inline void fwd_finish(u64* a, std::size_t b, std::size_t B, const NTTEpilogue* ep, __m512i q, __m512i q2) {
@@ -264,11 +393,17 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   if (m < n) {
     const std::size_t B = std::min(kBlock, n);
     for (std::size_t b = 0; b < n; b += B) {
-      for (std::size_t mm = m, tt = t; mm < n; mm <<= 1, tt >>= 1) {
+      std::size_t mm = m, tt = t;
+      for (; tt >= 8; mm <<= 1, tt >>= 1) {
         const std::size_t g0 = b / (2 * tt), g1 = (b + B) / (2 * tt);
         fwd_stage<M>(tb, a, mm, tt, g0, g1, q, q2);
       }
-      fwd_finish<M>(a, b, B, ep, q, q2);
+      if (tt == 4 && std::is_same<M, Mul52>::value) {  // (the 64-bit product needs too many registers)
+        fwd_last3<M>(tb, a, b, B, ep, q, q2);
+      } else {
+        for (; mm < n; mm <<= 1, tt >>= 1) fwd_stage<M>(tb, a, mm, tt, b / (2 * tt), (b + B) / (2 * tt), q, q2);
+        fwd_finish<M>(a, b, B, ep, q, q2);
+      }
     }
   }
 }
@@ -290,6 +425,11 @@ void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   std::size_t t_end = 1, m_end = n;
   for (std::size_t b = 0; b < n; b += B) {
     std::size_t t = 1, mm = n;
+    if (std::is_same<M, Mul52>::value) {
+      inv_first3<M>(tb, a, b, B, q, q2);
+      t = 8;
+      mm = n >> 3;
+    }
     for (; mm > 1 && 2 * t <= B; mm >>= 1, t <<= 1) {
       const std::size_t h = mm >> 1;
       const std::size_t g0 = b / (2 * t), g1 = (b + B) / (2 * t);
