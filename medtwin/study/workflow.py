@@ -182,7 +182,7 @@ def _outcome_bundle(out: EncryptedOutcome, ctx):
 
     meta = {"spec": out.spec.to_dict(), "twin_ids": out.twin_ids, "slots": out.layout.slots,
             "program_digest": out.program_digest, "bounds": out.bounds, "depth": out.depth,
-            "seconds": out.seconds, "backend": out.backend}
+            "seconds": out.seconds, "backend": out.backend, "notes": dict(out.notes)}
     return Bundle("encrypted-outcome", out.key_tag, meta,
                   {k: [ctx.serialize(c) for c in v] for k, v in out.outputs.items()})
 
@@ -198,7 +198,7 @@ def _load_outcome(path, ctx) -> EncryptedOutcome:
     outputs = {k: [ctx.deserialize(x) for x in v] for k, v in b.blobs.items()}
     return EncryptedOutcome(spec, list(m["twin_ids"]), lay, b.key_tag, outputs, m["program_digest"],
                             {k: float(v) for k, v in m["bounds"].items()}, int(m["depth"]), float(m["seconds"]),
-                            m["backend"])
+                            m["backend"], notes={str(k): str(v) for k, v in (m.get("notes") or {}).items()})
 
 
 def _public_material(path):
