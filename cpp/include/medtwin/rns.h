@@ -26,6 +26,12 @@ void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext);
 u64* modup_prepare(const Context& ctx, const u64* d, std::uint32_t T);
 /// Second half for one target modulus `idx` (context index) of digit table `tab`: out = NTT(conv(y)).
 void modup_target(const Context& ctx, const ModUpTable& tab, const u64* y, std::uint32_t idx, u64* out);
+/// The basis conversion of modup_target (no NTT) on coefficients [c0, c0 + len) only (len % 8 == 0
+/// for the vector kernels).
+void modup_conv(const Context& ctx, const ModUpTable& tab, const u64* y, std::uint32_t idx, u64* out, std::size_t c0,
+                std::size_t len);
+/// Coefficients per block of the blocked basis conversions (inputs of a block stay in L1).
+constexpr std::size_t kConvBlock = 512;
 /// out_i = (acc_i - NTT_i(sum_k [INTT(acc_(T+k)) (P/p_k)^-1]_(p_k) [P/p_k]_(q_i))) * P^-1 (+ add_i),
 /// for acc with T+K towers. acc's P towers are overwritten.
 void moddown(const Context& ctx, u64* acc, std::uint32_t T, u64* out, const u64* add);

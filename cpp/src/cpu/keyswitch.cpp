@@ -1,5 +1,6 @@
 #include "medtwin/keyswitch.h"
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <cstdio>
@@ -131,23 +132,40 @@ void modup_inner(const Context& ctx, const u64* d, std::uint32_t T, const Switch
   const u64* y = modup_prepare(ctx, d, T);
   const ModUpTable* tabs[64];
   for (std::uint32_t j = 0; j < beta; ++j) tabs[j] = &ctx.modup(T, j);
-  // P towers first (the costliest jobs), so that dynamic scheduling ends balanced
-#pragma omp parallel for schedule(dynamic) if (medtwin::parallel_worth(std::size_t(TK) * n))
-  for (std::int64_t jb = 0; jb < TK; ++jb) {
-    const std::uint32_t m = jb < K ? T + static_cast<std::uint32_t>(jb) : static_cast<std::uint32_t>(jb - K);
-    const std::uint32_t idx = m < T ? m : L1 + (m - T);
-    u64* scr = scratch(9, std::size_t(beta) * n);
-    const u64* e[64];
-    for (std::uint32_t j = 0; j < beta; ++j) {
-      if (m < T && m >= tabs[j]->begin && m < tabs[j]->end) {
-        e[j] = d + std::size_t(m) * n;  // the digit's own tower: D_j = d
-      } else {
-        u64* out = scr + std::size_t(j) * n;
-        modup_target(ctx, *tabs[j], y, idx, out);
-        e[j] = out;
-      }
+  // Basis conversion of every digit to every other modulus, blocked over coefficients so that
+  // each digit's INTT towers are read once (not once per target): into x[j][m].
+  u64* x = scratch(3, std::size_t(beta) * TK * n);
+  const std::int64_t blocks = static_cast<std::int64_t>((n + kConvBlock - 1) / kConvBlock);
+  const bool par = medtwin::parallel_worth(std::size_t(TK) * n);
+#pragma omp parallel if (par)
+  {
+#pragma omp for schedule(static)
+    for (std::int64_t bl = 0; bl < blocks; ++bl) {
+      const std::size_t c0 = std::size_t(bl) * kConvBlock, len = std::min<std::size_t>(kConvBlock, n - c0);
+      for (std::uint32_t j = 0; j < beta; ++j)
+        for (std::uint32_t m = 0; m < TK; ++m) {
+          if (m < T && m >= tabs[j]->begin && m < tabs[j]->end) continue;
+          modup_conv(ctx, *tabs[j], y, m < T ? m : L1 + (m - T), x + (std::size_t(j) * TK + m) * n, c0, len);
+        }
     }
-    inner_tower(ctx, key, beta, idx, e, acc0 + std::size_t(m) * n, acc1 + std::size_t(m) * n);
+    // Per target tower: NTT of its converted digits (in L2), then the inner product with the key.
+    // P towers first (the costliest jobs), so that dynamic scheduling ends balanced.
+#pragma omp for schedule(dynamic)
+    for (std::int64_t jb = 0; jb < TK; ++jb) {
+      const std::uint32_t m = jb < K ? T + static_cast<std::uint32_t>(jb) : static_cast<std::uint32_t>(jb - K);
+      const std::uint32_t idx = m < T ? m : L1 + (m - T);
+      const u64* e[64];
+      for (std::uint32_t j = 0; j < beta; ++j) {
+        if (m < T && m >= tabs[j]->begin && m < tabs[j]->end) {
+          e[j] = d + std::size_t(m) * n;  // the digit's own tower: D_j = d
+        } else {
+          u64* out = x + (std::size_t(j) * TK + m) * n;
+          ctx.ntt(idx).forward(out);
+          e[j] = out;
+        }
+      }
+      inner_tower(ctx, key, beta, idx, e, acc0 + std::size_t(m) * n, acc1 + std::size_t(m) * n);
+    }
   }
 }
 

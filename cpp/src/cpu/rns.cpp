@@ -2,6 +2,7 @@
 
 #include "medtwin/rns_ifma.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -97,7 +98,8 @@ u64* modup_prepare(const Context& ctx, const u64* d, std::uint32_t T) {
   return y;
 }
 
-void modup_target(const Context& ctx, const ModUpTable& tab, const u64* y, std::uint32_t idx, u64* out) {
+void modup_conv(const Context& ctx, const ModUpTable& tab, const u64* y, std::uint32_t idx, u64* out, std::size_t c0,
+                std::size_t len) {
   const std::uint32_t n = ctx.n();
   std::size_t ti = 0;
   while (tab.targets[ti] != idx) ++ti;
@@ -105,16 +107,21 @@ void modup_target(const Context& ctx, const ModUpTable& tab, const u64* y, std::
   const u64* qm = tab.qhat_mod.data() + ti * w;
   const Modulus& mm = ctx.mod(idx);
   const u64* ins[64];
-  for (std::uint32_t i = 0; i < w; ++i) ins[i] = y + std::size_t(tab.begin + i) * n;
-  const bool done = mm.q < (u64(1) << 50) ? ifma::conv_small(ins, qm, tab.qhat_mod52.data() + ti * w, w, mm.q, out, n)
-                                          : ifma::conv_large(ins, qm, tab.qhat_mod64.data() + ti * w, w, mm.q, out, n);
+  for (std::uint32_t i = 0; i < w; ++i) ins[i] = y + std::size_t(tab.begin + i) * n + c0;
+  out += c0;
+  const bool done = mm.q < (u64(1) << 50) ? ifma::conv_small(ins, qm, tab.qhat_mod52.data() + ti * w, w, mm.q, out, len)
+                                          : ifma::conv_large(ins, qm, tab.qhat_mod64.data() + ti * w, w, mm.q, out, len);
   if (!done) {
-    for (std::uint32_t c = 0; c < n; ++c) {
+    for (std::size_t c = 0; c < len; ++c) {
       u128 s = 0;
       for (std::uint32_t i = 0; i < w; ++i) s += static_cast<u128>(ins[i][c]) * qm[i];
       out[c] = barrett128(s, mm);
     }
   }
+}
+
+void modup_target(const Context& ctx, const ModUpTable& tab, const u64* y, std::uint32_t idx, u64* out) {
+  modup_conv(ctx, tab, y, idx, out, 0, ctx.n());
   ctx.ntt(idx).forward(out);
 }
 
@@ -136,6 +143,34 @@ void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
   }
 }
 
+namespace {
+// [sum_k y_k [P/p_k]_(q_i)]_(q_i) on coefficients [c0, c0 + len), y_k = acc's P towers after the
+// scaled INTT.
+void moddown_conv(const Context& ctx, const u64* acc, std::uint32_t T, std::uint32_t i, u64* out, std::size_t c0,
+                  std::size_t len) {
+  const std::uint32_t n = ctx.n(), K = ctx.num_p(), L1 = ctx.num_q();
+  const Modulus& mi = ctx.mod(i);
+  u64 coef[64], c52[64], ch[64], ch52[64];
+  const u64* ins[64];
+  for (std::uint32_t k = 0; k < K; ++k) {
+    const std::size_t ix = std::size_t(k) * L1 + i;
+    coef[k] = ctx.phat_mod_q(k, i);
+    c52[k] = ctx.phat_mod_q52()[ix];
+    ch[k] = ctx.phat_mod_q_hi()[ix];
+    ch52[k] = ctx.phat_mod_q_hi52()[ix];
+    ins[k] = acc + std::size_t(T + k) * n + c0;
+  }
+  out += c0;
+  if (!ifma::conv_wide(ins, coef, c52, ch, ch52, K, mi.q, out, len)) {
+    for (std::size_t c = 0; c < len; ++c) {
+      u128 s = 0;
+      for (std::uint32_t k = 0; k < K; ++k) s += static_cast<u128>(ins[k][c]) * coef[k];
+      out[c] = barrett128(s, mi);
+    }
+  }
+}
+}  // namespace
+
 void moddown2(const Context& ctx, std::uint32_t T, u64* acc0, u64* out0, const u64* add0, u64* acc1, u64* out1,
               const u64* add1) {
   const std::uint32_t n = ctx.n(), K = ctx.num_p(), L1 = ctx.num_q();
@@ -145,6 +180,8 @@ void moddown2(const Context& ctx, std::uint32_t T, u64* acc0, u64* out0, const u
   u64* outs[2] = {out0, out1};
   const u64* adds[2] = {add0, add1};
   const std::int64_t pj = std::int64_t(E) * K, qj = std::int64_t(E) * T;
+  u64* z = scratch(10, std::size_t(qj) * n);
+  const std::int64_t blocks = static_cast<std::int64_t>((n + kConvBlock - 1) / kConvBlock);
 #pragma omp parallel if (medtwin::parallel_worth(std::size_t(qj) * n))
   {
 #pragma omp for schedule(static)
@@ -152,32 +189,20 @@ void moddown2(const Context& ctx, std::uint32_t T, u64* acc0, u64* out0, const u
       const std::uint32_t e = static_cast<std::uint32_t>(jb / K), k = static_cast<std::uint32_t>(jb % K);
       ctx.ntt(L1 + k).inverse_mul(accs[e] + std::size_t(T + k) * n, ctx.phat_inv()[k]);
     }
+    // basis conversion P -> Q, blocked over coefficients (the P towers of a block stay in L1): z[e][i]
+#pragma omp for schedule(static)
+    for (std::int64_t bl = 0; bl < blocks; ++bl) {
+      const std::size_t c0 = std::size_t(bl) * kConvBlock, len = std::min<std::size_t>(kConvBlock, n - c0);
+      for (std::uint32_t e = 0; e < E; ++e)
+        for (std::uint32_t i = 0; i < T; ++i) moddown_conv(ctx, accs[e], T, i, z + (std::size_t(e) * T + i) * n, c0, len);
+    }
+    // per Q tower: NTT, fused with (acc_i - .) * P^-1 (+ add_i)
 #pragma omp for schedule(static)
     for (std::int64_t jb = 0; jb < qj; ++jb) {
       const std::uint32_t e = static_cast<std::uint32_t>(jb / T), i = static_cast<std::uint32_t>(jb % T);
-      u64* acc = accs[e];
-      u64* t = scratch(1, n);
-      const Modulus& mi = ctx.mod(i);
-      const u64 qi = mi.q;
-      u64 coef[64], c52[64], ch[64], ch52[64];
-      const u64* ins[64];
-      for (std::uint32_t k = 0; k < K; ++k) {
-        const std::size_t ix = std::size_t(k) * L1 + i;
-        coef[k] = ctx.phat_mod_q(k, i);
-        c52[k] = ctx.phat_mod_q52()[ix];
-        ch[k] = ctx.phat_mod_q_hi()[ix];
-        ch52[k] = ctx.phat_mod_q_hi52()[ix];
-        ins[k] = acc + std::size_t(T + k) * n;
-      }
-      if (!ifma::conv_wide(ins, coef, c52, ch, ch52, K, qi, t, n)) {
-        for (std::uint32_t c = 0; c < n; ++c) {
-          u128 s = 0;
-          for (std::uint32_t k = 0; k < K; ++k) s += static_cast<u128>(ins[k][c]) * coef[k];
-          t[c] = barrett128(s, mi);
-        }
-      }
       const u64* ad = adds[e] ? adds[e] + std::size_t(i) * n : nullptr;
-      ctx.ntt(i).forward_sub_mul(t, acc + std::size_t(i) * n, ctx.pinv_mod_q(i), outs[e] + std::size_t(i) * n, ad);
+      ctx.ntt(i).forward_sub_mul(z + std::size_t(jb) * n, accs[e] + std::size_t(i) * n, ctx.pinv_mod_q(i),
+                                 outs[e] + std::size_t(i) * n, ad);
     }
   }
 }
