@@ -25,8 +25,11 @@ class NTTTables {
   void inverse_mul(u64* a, u64 w) const;
   /// Forward NTT of a (a is scratch afterwards), fused with the last pass:
   /// out[j] = (x[j] - NTT(a)[j]) * w mod q, plus add[j] mod q when add is not null.
-  /// x, add < q; out may alias x or add (element-wise), never a.
-  void forward_sub_mul(u64* a, const u64* x, u64 w, u64* out, const u64* add) const;
+  /// x, add < q; out may alias x or add (element-wise), never a. With perm (n entries), x and add
+  /// are read permuted: x[perm[j]], add[perm[j]] (an automorphism in evaluation form); then out
+  /// must alias neither.
+  void forward_sub_mul(u64* a, const u64* x, u64 w, u64* out, const u64* add,
+                       const std::uint32_t* perm = nullptr) const;
 
   // Tables (public for the IFMA/CUDA paths).
   std::vector<u64> w, wp;    // psi^bitrev(i) and Shoup constants
@@ -56,6 +59,7 @@ struct NTTEpilogue {
   const u64* x = nullptr;           // forward: subtract the transform from x (null: plain forward)
   u64* out = nullptr;
   const u64* add = nullptr;
+  const std::uint32_t* perm = nullptr;  // read x and add at perm[j] (null: at j)
 };
 
 namespace ifma {

@@ -37,7 +37,9 @@ constexpr std::size_t kConvBlock = 512;
 void moddown(const Context& ctx, u64* acc, std::uint32_t T, u64* out, const u64* add);
 /// Two ModDowns in one parallel region (balanced over threads): acc0 -> out0 (+ add0) and, when
 /// acc1 is not null, acc1 -> out1 (+ add1). add pointers may be null or alias their outputs.
+/// perm (an automorphism, out[j] = in[perm[j]]): the Q towers of acc and the add inputs are read
+/// permuted (the caller permutes the P towers); outputs then alias no input.
 void moddown2(const Context& ctx, std::uint32_t T, u64* acc0, u64* out0, const u64* add0, u64* acc1, u64* out1,
-              const u64* add1);
+              const u64* add1, const std::uint32_t* perm = nullptr);
 
 }  // namespace medtwin

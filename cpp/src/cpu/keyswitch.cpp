@@ -201,23 +201,23 @@ void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& ke
 
 namespace {
 void finish_rotation(const Context& ctx, const Ciphertext& in, u64 k, u64* acc0, u64* acc1, Ciphertext& out) {
-  const std::uint32_t T = in.towers, n = in.n, K = ctx.num_p(), TK = T + K;
+  const std::uint32_t T = in.towers, n = in.n, K = ctx.num_p();
   const auto& perm = ctx.automorphism(k);
-  u64* p0 = scratch(6, std::size_t(TK) * n);
-  u64* p1 = scratch(7, std::size_t(TK) * n);
-  u64* c0 = scratch(8, std::size_t(T) * n);
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(TK) * n))
-  for (std::int64_t m = 0; m < TK; ++m) {
-    apply_automorphism(perm, acc0 + std::size_t(m) * n, p0 + std::size_t(m) * n);
-    apply_automorphism(perm, acc1 + std::size_t(m) * n, p1 + std::size_t(m) * n);
-    if (m < T) apply_automorphism(perm, in.poly(0, static_cast<std::uint32_t>(m)), c0 + std::size_t(m) * n);
+  // sigma_k on the P towers before ModDown (as OpenFHE 1.6.1 does); the Q towers of the
+  // accumulators and c0 are read permuted inside ModDown's last pass instead of copied here.
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(2 * K) * n))
+  for (std::int64_t jb = 0; jb < std::int64_t(2) * K; ++jb) {
+    u64* p = (jb < K ? acc0 : acc1) + std::size_t(T + jb % K) * n;
+    u64* tmp = scratch(6, n);
+    apply_automorphism(perm, p, tmp);
+    std::memcpy(p, tmp, 8 * std::size_t(n));
   }
   out.n = in.n;
   out.resize(2, T);
   out.slots = in.slots; out.level = in.level; out.hops = in.hops; out.noise_deg = in.noise_deg;
   out.scale = in.scale; out.scheme_id = in.scheme_id; out.encoding = in.encoding;
   out.header = in.header; out.key_tag = in.key_tag;
-  moddown2(ctx, T, p0, out.poly(0, 0), c0, p1, out.poly(1, 0), nullptr);
+  moddown2(ctx, T, acc0, out.poly(0, 0), in.poly(0, 0), acc1, out.poly(1, 0), nullptr, perm.data());
 }
 }  // namespace
 

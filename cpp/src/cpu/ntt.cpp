@@ -44,11 +44,12 @@ NTTEpilogue make_epilogue(const NTTTables& t, u64 mult) {
 
 void NTTTables::forward(u64* a) const { forward_sub_mul(a, nullptr, 0, nullptr, nullptr); }
 
-void NTTTables::forward_sub_mul(u64* a, const u64* x, u64 mult, u64* out, const u64* add) const {
+void NTTTables::forward_sub_mul(u64* a, const u64* x, u64 mult, u64* out, const u64* add,
+                                const std::uint32_t* perm) const {
   NTTEpilogue ep;
   if (x) {
     ep = make_epilogue(*this, mult);
-    ep.x = x; ep.out = out; ep.add = add;
+    ep.x = x; ep.out = out; ep.add = add; ep.perm = perm;
   }
   if (ifma_enabled() && ifma::forward(*this, a, x ? &ep : nullptr)) return;
   const u64 q = q_, q2 = 2 * q_;
@@ -81,8 +82,9 @@ void NTTTables::forward_sub_mul(u64* a, const u64* x, u64 mult, u64* out, const 
     u64 v = a[j];
     v -= (v >= q2) ? q2 : 0;
     v -= (v >= q) ? q : 0;
-    u64 r = mul_shoup(x[j] + q - v, ep.w, ep.w_shoup, q);
-    if (add) r = addmod(r, add[j], q);
+    const std::size_t s = perm ? perm[j] : j;
+    u64 r = mul_shoup(x[s] + q - v, ep.w, ep.w_shoup, q);
+    if (add) r = addmod(r, add[s], q);
     out[j] = r;
   }
 }

@@ -271,6 +271,13 @@ inline void inv_stage(const NTTTables& tb, u64* a, std::size_t h, std::size_t t,
 }
 }  // namespace
 
+// Epilogue source at [p, p + 8): src[p..] or, with a permutation, src[perm[p..]] (gathered).
+inline __m512i ep_load(const u64* src, const std::uint32_t* perm, std::size_t p) {
+  if (!perm) return _mm512_loadu_si512(src + p);
+  __m256i ix = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(perm + p));
+  return _mm512_i32gather_epi64(ix, reinterpret_cast<const long long*>(src), 8);
+}
+
 // The last three forward stages (t = 4, 2, 1) over [b, b + B), 16 elements at a time in registers,
 // with the full reduction and the epilogue (if any) applied before the store.
 template <class M>
@@ -311,13 +318,13 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
       _mm512_storeu_si512(a + p + 8, v1);
       continue;
     }
-    __m512i r0 = _mm512_sub_epi64(_mm512_add_epi64(_mm512_loadu_si512(ep->x + p), q), v0);
-    __m512i r1 = _mm512_sub_epi64(_mm512_add_epi64(_mm512_loadu_si512(ep->x + p + 8), q), v1);
+    __m512i r0 = _mm512_sub_epi64(_mm512_add_epi64(ep_load(ep->x, ep->perm, p), q), v0);
+    __m512i r1 = _mm512_sub_epi64(_mm512_add_epi64(ep_load(ep->x, ep->perm, p + 8), q), v1);
     r0 = csub(M::mul(r0, EW, EWp, q), q);
     r1 = csub(M::mul(r1, EW, EWp, q), q);
     if (ep->add) {
-      r0 = csub(_mm512_add_epi64(r0, _mm512_loadu_si512(ep->add + p)), q);
-      r1 = csub(_mm512_add_epi64(r1, _mm512_loadu_si512(ep->add + p + 8)), q);
+      r0 = csub(_mm512_add_epi64(r0, ep_load(ep->add, ep->perm, p)), q);
+      r1 = csub(_mm512_add_epi64(r1, ep_load(ep->add, ep->perm, p + 8)), q);
     }
     _mm512_storeu_si512(ep->out + p, r0);
     _mm512_storeu_si512(ep->out + p + 8, r1);
@@ -371,9 +378,9 @@ inline void fwd_finish(u64* a, std::size_t b, std::size_t B, const NTTEpilogue* 
   const __m512i Wp = _mm512_set1_epi64(std::is_same<M, Mul52>::value ? ep->w52 : ep->w_shoup);
   for (std::size_t j = b; j < b + B; j += 8) {
     __m512i v = csub(csub(_mm512_loadu_si512(a + j), q2), q);
-    __m512i r = _mm512_sub_epi64(_mm512_add_epi64(_mm512_loadu_si512(ep->x + j), q), v);
+    __m512i r = _mm512_sub_epi64(_mm512_add_epi64(ep_load(ep->x, ep->perm, j), q), v);
     r = csub(M::mul(r, W, Wp, q), q);
-    if (ep->add) r = csub(_mm512_add_epi64(r, _mm512_loadu_si512(ep->add + j)), q);
+    if (ep->add) r = csub(_mm512_add_epi64(r, ep_load(ep->add, ep->perm, j)), q);
     _mm512_storeu_si512(ep->out + j, r);
   }
 }

@@ -172,7 +172,7 @@ void moddown_conv(const Context& ctx, const u64* acc, std::uint32_t T, std::uint
 }  // namespace
 
 void moddown2(const Context& ctx, std::uint32_t T, u64* acc0, u64* out0, const u64* add0, u64* acc1, u64* out1,
-              const u64* add1) {
+              const u64* add1, const std::uint32_t* perm) {
   const std::uint32_t n = ctx.n(), K = ctx.num_p(), L1 = ctx.num_q();
   if (K > 64) throw std::invalid_argument("more than 64 P moduli");
   const std::uint32_t E = acc1 ? 2 : 1;
@@ -202,7 +202,7 @@ void moddown2(const Context& ctx, std::uint32_t T, u64* acc0, u64* out0, const u
       const std::uint32_t e = static_cast<std::uint32_t>(jb / T), i = static_cast<std::uint32_t>(jb % T);
       const u64* ad = adds[e] ? adds[e] + std::size_t(i) * n : nullptr;
       ctx.ntt(i).forward_sub_mul(z + std::size_t(jb) * n, accs[e] + std::size_t(i) * n, ctx.pinv_mod_q(i),
-                                 outs[e] + std::size_t(i) * n, ad);
+                                 outs[e] + std::size_t(i) * n, ad, perm);
     }
   }
 }
