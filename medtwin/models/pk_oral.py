@@ -480,7 +480,8 @@ def build_program(model: OralPKModel, plain: dict[str, np.ndarray], chunk: int, 
     Expected score over IIV replicates (``replicates`` = R > 1, a power of two, the replicates of
     a regimen in R adjacent blocks): ``score_mean_terms`` = (1/R) * sum of the R blocks' score
     terms, by log2(R) rotations by block, 2 block, ..., (R/2) block, landing in the group's first
-    block (the other blocks hold partial sums that are never read).
+    block (the other blocks hold partial sums that are never read); with a baseline also
+    ``score_diff_mean_terms``, the expected score minus the baseline's over the same replicates.
 
     Raises:
         ValidationError: the horizon spans more than MAX_POWER dosing intervals; ``replicates``
@@ -535,18 +536,26 @@ def build_program(model: OralPKModel, plain: dict[str, np.ndarray], chunk: int, 
         b.output("above_terms", above_t)
         b.output("score_terms", score_t)
         if base:
-            _, above_b, tiw_bt, _ = window_terms(conc_b, w)
+            win_b, above_b, tiw_bt, _ = window_terms(conc_b, w)
             b.output("tiw_diff_terms", tiw_t - tiw_bt)
             score_bt = tiw_bt - above_b * b.plain(w * pen) if pen != 0.0 else tiw_bt
             b.output("score_diff_terms", score_t - score_bt)
         if R_ > 1:
             # 1/R folded into the weights: one more plaintext product per indicator, no level.
-            m = win * b.plain(w / R_) - above * b.plain(w * (pen / R_)) if pen != 0.0 else win * b.plain(w / R_)
-            step = block
-            while step < block * R_:
-                m = m + b.rotate(m, step)
-                step *= 2
-            b.output("score_mean_terms", m)
+            def mean_terms(wn, ab):
+                return wn * b.plain(w / R_) - ab * b.plain(w * (pen / R_)) if pen != 0.0 else wn * b.plain(w / R_)
+
+            def replicate_sum(m):
+                step = block
+                while step < block * R_:
+                    m = m + b.rotate(m, step)
+                    step *= 2
+                return m
+
+            m = mean_terms(win, above)
+            b.output("score_mean_terms", replicate_sum(m))
+            if base:  # expected score minus the baseline's (same rotations, no more keys)
+                b.output("score_diff_mean_terms", replicate_sum(m - mean_terms(win_b, above_b)))
     elif R_ > 1:
         raise ValidationError("the expected score over replicates needs the time-in-window metrics")
     return b.build(params, noise=noise)

@@ -85,11 +85,14 @@ class Option:
     score_source: str = "after decryption"  # where ``score`` was computed (see rank_options)
     score_bound: float = float("nan")       # bound on |score - exact score| (nan: not stated)
     above: tuple[float, float, float] | None = None  # band of the time above the window
+    # expected score minus the baseline regimen's (encrypted expected_score_diff), if any
+    vs_baseline: float | None = None
 
     def line(self) -> str:
         enc = " enc" if self.score_source == "encrypted" else ""
         bound = f" ±{self.score_bound:.0e}" if np.isfinite(self.score_bound) else ""
-        return (f"#{self.rank} {self.regimen:24s} score {self.score:+.3f}{bound}{enc} | time in window {self.tiw[1]:.2f} "
+        vs = f" ({self.vs_baseline:+.3f} vs baseline)" if self.vs_baseline is not None else ""
+        return (f"#{self.rank} {self.regimen:24s} score {self.score:+.3f}{bound}{enc}{vs} | time in window {self.tiw[1]:.2f} "
                 f"[{self.tiw[0]:.2f}-{self.tiw[2]:.2f}] | peak {self.peak[1]:.1f} [{self.peak[0]:.1f}-{self.peak[2]:.1f}] mg/L"
                 f" | trough {self.trough[1]:.1f} [{self.trough[0]:.1f}-{self.trough[2]:.1f}] mg/L"
                 f" | P(peak>{self.basis.get('window', ('', ''))[1]}) {self.p_toxic:.0%}")
@@ -164,9 +167,12 @@ def rank_options(result: StudyResult, *, toxicity_penalty: float | None = None) 
             else:
                 score = float(np.mean(tiw)) - pen * p_tox
                 src = "after decryption"
+            vs = None
+            if reg in exp_cols and getattr(result, "expected_score_diff", None) is not None:
+                vs = float(result.expected_score_diff[p, exp_cols[reg]])
             opts.append(Option(0, reg, score, q(tiw), q(pk), q(tr), q(result.auc[p, idx, -1]), p_tox,
                                float(np.mean(tr < lo)), dict(basis, score_source=SCORE_SOURCES[src]), src, bound,
-                               q(above_all[p, idx]) if above_all is not None else None))
+                               q(above_all[p, idx]) if above_all is not None else None, vs))
         opts.sort(key=lambda o: -o.score)
         for i, o in enumerate(opts, 1):
             o.rank = i

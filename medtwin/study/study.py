@@ -394,13 +394,15 @@ class StudyResult:
     # the study did not compute it): ``above`` and ``score`` (patients, scenarios); with a
     # baseline ``auc_diff`` (AUC at the horizon minus the baseline's), ``tiw_diff`` and
     # ``score_diff`` (patients, scenarios); with replicates ``expected_score`` (patients,
-    # replicate groups, see ``spec.groups()``), the mean score over the group's IIV replicates.
+    # replicate groups, see ``spec.groups()``), the mean score over the group's IIV replicates,
+    # and with both ``expected_score_diff``, that mean minus the baseline regimen's.
     above: np.ndarray | None = None
     score: np.ndarray | None = None
     auc_diff: np.ndarray | None = None
     tiw_diff: np.ndarray | None = None
     score_diff: np.ndarray | None = None
     expected_score: np.ndarray | None = None
+    expected_score_diff: np.ndarray | None = None
 
     @property
     def n_results(self) -> int:
@@ -477,9 +479,10 @@ def decrypt_chunk(layout: SlotLayout, chunk: int, outputs: dict, ctx) -> dict[st
 
 #: Encrypted per-time-point term outputs -> the metric their sum over a pair's block gives.
 WINDOW_TERMS = {"tiw_terms": "tiw", "above_terms": "above", "score_terms": "score",
-                "tiw_diff_terms": "tiw_diff", "score_diff_terms": "score_diff", "score_mean_terms": "expected_score"}
+                "tiw_diff_terms": "tiw_diff", "score_diff_terms": "score_diff", "score_mean_terms": "expected_score",
+                "score_diff_mean_terms": "expected_score_diff"}
 #: Per-pair metrics beside the trajectory (StudyResult attributes of the same names).
-PAIR_METRICS = ("above", "score", "auc_diff", "tiw_diff", "score_diff", "expected_score")
+PAIR_METRICS = ("above", "score", "auc_diff", "tiw_diff", "score_diff", "expected_score", "expected_score_diff")
 
 
 def _metric_bounds(raw: dict[str, float], n_times: int) -> dict[str, float]:
@@ -574,14 +577,19 @@ def decrypt_outcome(out: EncryptedOutcome, ctx, *, progress: ProgressFn | None =
                 good = ok & ok[:, bi] & np.isfinite(sums[m])
                 setattr(res, m, np.where(good, sums[m], client[base] - client[base][:, bi]))
                 sources[m] = src(good)
-    if "expected_score" in sums:
-        groups = spec.groups()
-        first = [idx[0] for _, idx in groups]
-        enc = sums["expected_score"][:, first]
-        good = np.stack([ok[:, idx].all(axis=1) for _, idx in groups], axis=1) & np.isfinite(enc)
-        mean = np.stack([client["score"][:, idx].mean(axis=1) for _, idx in groups], axis=1)
-        res.expected_score = np.where(good, enc, mean)
-        sources["expected_score"] = src(good)
+    groups = spec.groups()
+    first = [idx[0] for _, idx in groups]
+    for m in ("expected_score", "expected_score_diff"):
+        if m not in sums:
+            continue
+        enc = sums[m][:, first]
+        pair_ok, pair_score = ok, client["score"]
+        if m == "expected_score_diff":
+            pair_ok, pair_score = ok & ok[:, bi], client["score"] - client["score"][:, bi]
+        good = np.stack([pair_ok[:, idx].all(axis=1) for _, idx in groups], axis=1) & np.isfinite(enc)
+        mean = np.stack([pair_score[:, idx].mean(axis=1) for _, idx in groups], axis=1)
+        setattr(res, m, np.where(good, enc, mean))
+        sources[m] = src(good)
     res.extra["tiw_source"] = sources["tiw"]
     res.extra["sources"] = sources
     res.extra["tiw_lost_chunks"] = sorted(set(lost_chunks))
@@ -593,7 +601,8 @@ def reference_outcome(spec: StudySpec, covariates: dict[str, np.ndarray], taken=
 
     Keys: ``conc``, ``auc`` (patients, scenarios, times); ``tiw``, ``above``, ``score`` (patients,
     scenarios); with a baseline ``auc_diff``, ``tiw_diff``, ``score_diff``; with replicates
-    ``expected_score`` (patients, groups, see ``spec.groups()``).
+    ``expected_score`` (patients, groups, see ``spec.groups()``), and with both
+    ``expected_score_diff``.
     """
     model = spec.pk
     times = np.asarray(spec.times)
@@ -612,6 +621,9 @@ def reference_outcome(spec: StudySpec, covariates: dict[str, np.ndarray], taken=
         out["score_diff"] = out["score"] - out["score"][:, bi]
     if int(spec.replicates) > 1:
         out["expected_score"] = np.stack([out["score"][:, idx].mean(axis=1) for _, idx in spec.groups()], axis=1)
+        if bi is not None:
+            out["expected_score_diff"] = np.stack([out["score_diff"][:, idx].mean(axis=1) for _, idx in spec.groups()],
+                                                  axis=1)
     return out
 
 

@@ -129,6 +129,7 @@ def test_plaintext_semantics_of_the_new_outputs(make_spec, cov):
     if spec.encrypted_mean:
         first = [idx[0] for _, idx in spec.groups()]
         assert np.abs(g("score_mean_terms").sum(axis=2)[:, first] - ref["expected_score"]).max() < 1e-3
+        assert np.abs(g("score_diff_mean_terms").sum(axis=2)[:, first] - ref["expected_score_diff"]).max() < 1e-3
     else:
         assert "score_mean_terms" not in outs
 
@@ -157,10 +158,11 @@ def test_expected_score_encrypted_and_used_for_the_ranking(runs, keys):
     spec = res.spec
     assert "score_mean_terms" in out.outputs and not res.extra["notes"]
     dev = res.deviations()
-    print(backend, dev["expected_score_abs"], res.bounds["expected_score"])
-    for k in ("tiw", "expected_score") + PAIR:
+    print(backend, {k: (dev[f"{k}_abs"], res.bounds[k]) for k in ("expected_score", "expected_score_diff")})
+    for k in ("tiw", "expected_score", "expected_score_diff") + PAIR:
         assert dev[f"{k}_abs"] <= res.bounds[k], k
-    assert res.bounds["expected_score"] < 0.01
+    assert res.bounds["expected_score"] < 0.01 and res.bounds["expected_score_diff"] < 0.02
+    assert (res.extra["sources"]["expected_score_diff"] == "encrypted").all()
     # the expected score is the decryption of its own ciphertext, not a mean of decrypted scores
     lay = out.layout
     first = [idx[0] for _, idx in spec.groups()]
@@ -174,6 +176,9 @@ def test_expected_score_encrypted_and_used_for_the_ranking(runs, keys):
             g = names.index(o.regimen)
             assert o.score_source == "encrypted" and o.score == res.expected_score[p, g]
             assert o.score_bound == res.bounds["expected_score"]
+            assert o.vs_baseline == res.expected_score_diff[p, g]
+            if o.regimen == "200 mg oral q12h x4":  # the baseline itself
+                assert abs(o.vs_baseline) <= res.bounds["expected_score_diff"]
             assert o.tiw[0] <= o.tiw[1] <= o.tiw[2] and o.above[0] <= o.above[2]
         # same order as the plaintext reference wherever the reference scores differ by more
         # than twice the bound
