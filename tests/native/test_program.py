@@ -112,3 +112,32 @@ def test_scale_correction_matches_openfhe_executor(setup):
         ours = NativeExecutor(engine=setup.engine, correct_scale=corr).run(prog, {"x": ct})["y"]
         theirs = OpenFHEExecutor(setup.cc, correct_scale=corr).run(prog, {"x": ct})["y"]
         np.testing.assert_array_equal(setup.imp(ours).data, setup.imp(theirs).data)
+
+
+def test_in_place_steps_leave_inputs_and_shared_registers_alone(setup):
+    """The executor works in place on registers that are dead and unshared; inputs, copies and
+    operands read twice must keep their towers (instruction words: opcode, dst, a, b)."""
+    e = setup.engine
+    rng = np.random.default_rng(11)
+    x = rng.uniform(-1, 1, SLOTS)
+    a = setup.imp(setup.encrypt(x))
+    before = a.data.copy()
+    code = np.array([
+        [0, 0, 0, 0],    # r0 <- input 0
+        [14, 1, 0, 0],   # r1 <- r0 (shared copy)
+        [6, 2, 1, 0],    # r2 <- r1 * c0 (r1 dead, but shared with r0: must copy)
+        [8, 2, 2, 1],    # r2 <- r2 + c1 (in place)
+        [1, 3, 2, 2],    # r3 <- r2 + r2 (same operand twice: must not steal)
+        [3, 3, 3, 0],    # r3 <- -r3 (in place)
+        [10, 4, 3, 0],   # r4 <- rescale(r3)
+        [1, 5, 4, 0],    # r5 <- r4 + r0 (r4 dead: in place; r0 is the input)
+    ], dtype=np.int64).reshape(-1)
+    consts = np.array([0.5, 0.25])
+    outs = e.run_program(code, consts, [], [[a], [a]], 6, [5, 2, 0])
+    np.testing.assert_array_equal(a.data, before)
+    for y, c2, c0 in outs:
+        np.testing.assert_array_equal(c0.data, before)
+        want_c2 = e.add_const(e.mul_const(a, 0.5), 0.25)
+        np.testing.assert_array_equal(c2.data, want_c2.data)
+        want = e.add(e.rescale(e.negate(e.add(want_c2, want_c2))), a)
+        np.testing.assert_array_equal(y.data, want.data)

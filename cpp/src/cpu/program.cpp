@@ -65,6 +65,23 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
     }
   }
   for (auto r : prog.outputs) reg_ok(r);
+  // Liveness: dead_a[k] = register a's value is not read after instruction k (so an operation that
+  // would copy it may work in place when no one else holds it).
+  std::vector<char> dead_a(ni, 0);
+  {
+    std::vector<char> live(static_cast<std::size_t>(R), 0);
+    for (auto o : prog.outputs) live[static_cast<std::size_t>(o)] = 1;
+    for (std::size_t k = ni; k-- > 0;) {
+      const std::int64_t* ins = prog.code.data() + 4 * k;
+      const std::int64_t op = ins[0], d = ins[1], a = ins[2], b = ins[3];
+      const bool reads_a = op != OP_INPUT && op != OP_FREE;
+      const bool reads_b = op == OP_ADD || op == OP_SUB || op == OP_MUL || op == OP_TENSOR;
+      if (reads_a) dead_a[k] = (!live[a] || d == a) && !(reads_b && b == a);
+      live[d] = 0;
+      if (reads_a) live[a] = 1;
+      if (reads_b) live[b] = 1;
+    }
+  }
   const double sf = std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
   PlainCache cache;
   std::vector<std::vector<CtPtr>> results(inputs.size());
@@ -85,15 +102,22 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
       const std::int64_t* ins = prog.code.data() + 4 * k;
       const std::int64_t op = ins[0], d = ins[1], a = ins[2], b = ins[3];
       CtPtr out;
+      // r[a] itself when it is dead after this instruction and held by no one else (not an input,
+      // not shared by a copy), else a copy of it
+      auto own = [&]() -> CtPtr {
+        const Ciphertext& x = get(a);
+        if (dead_a[k] && r[a].use_count() == 1) return std::move(r[a]);
+        return std::make_shared<Ciphertext>(x);
+      };
       switch (op) {
         case OP_INPUT:
           if (a < 0 || static_cast<std::size_t>(a) >= in.size()) throw ProgramFault("input index out of range");
           out = in[a];  // shared, never modified in place
           break;
         case OP_COPY: out = r[a] ? r[a] : nullptr; get(a); break;
-        case OP_ADD: out = std::make_shared<Ciphertext>(get(a)); add_inplace(ctx, *out, get(b)); break;
-        case OP_SUB: out = std::make_shared<Ciphertext>(get(a)); sub_inplace(ctx, *out, get(b)); break;
-        case OP_NEG: out = std::make_shared<Ciphertext>(get(a)); negate_inplace(ctx, *out); break;
+        case OP_ADD: { const Ciphertext& y = get(b); out = own(); add_inplace(ctx, *out, y); break; }
+        case OP_SUB: { const Ciphertext& y = get(b); out = own(); sub_inplace(ctx, *out, y); break; }
+        case OP_NEG: out = own(); negate_inplace(ctx, *out); break;
         case OP_MUL:
           out = std::make_shared<Ciphertext>();
           tensor(ctx, get(a), get(b), *out);
@@ -104,20 +128,20 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
           tensor(ctx, get(a), get(b), *out);
           break;
         case OP_RELIN:
-          out = std::make_shared<Ciphertext>(get(a));
+          out = own();
           relinearize_inplace(ctx, *out, *keys.relin);
           break;
         case OP_MUL_PLAIN: {
           const Ciphertext& x = get(a);
           auto pt = cache.get(ctx, prog, b, x, sf);
-          out = std::make_shared<Ciphertext>(x);
+          out = own();
           mul_plain_inplace(ctx, *out, pt->data(), sf);
           break;
         }
         case OP_ADD_PLAIN: case OP_SUB_PLAIN: {
           const Ciphertext& x = get(a);
           auto pt = cache.get(ctx, prog, b, x, x.scale);
-          out = std::make_shared<Ciphertext>(x);
+          out = own();
           if (op == OP_ADD_PLAIN) {
             add_plain_inplace(ctx, *out, pt->data());
           } else {
@@ -126,8 +150,8 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
           }
           break;
         }
-        case OP_MUL_CONST: out = std::make_shared<Ciphertext>(get(a)); mul_const_inplace(ctx, *out, prog.consts[b]); break;
-        case OP_ADD_CONST: out = std::make_shared<Ciphertext>(get(a)); add_const_inplace(ctx, *out, prog.consts[b]); break;
+        case OP_MUL_CONST: out = own(); mul_const_inplace(ctx, *out, prog.consts[b]); break;
+        case OP_ADD_CONST: out = own(); add_const_inplace(ctx, *out, prog.consts[b]); break;
         case OP_ROTATE: {
           const Ciphertext& x = get(a);
           u64 k = rotation_index(x.n, b);
@@ -141,7 +165,7 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
         case OP_RESCALE: out = std::make_shared<Ciphertext>(); rescale(ctx, get(a), *out); break;
         case OP_LEVEL_DOWN:
           if (b < 0) throw ProgramFault("negative level drop");
-          out = std::make_shared<Ciphertext>(get(a));
+          out = own();
           drop_towers(*out, static_cast<std::uint32_t>(b));
           break;
         case OP_FREE: r[d].reset(); continue;
