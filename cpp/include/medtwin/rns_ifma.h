@@ -15,6 +15,9 @@ bool conv_small(const u64* const* in, const u64* w, const u64* w52, std::size_t 
 /// out[c] = sum_i in[i][c] * w[i] mod q for in < 2^64 and 2^50 <= q < 2^62 (AVX-512F/DQ),
 /// wp[i] = floor(w 2^64 / q).
 bool conv_large(const u64* const* in, const u64* w, const u64* wp, std::size_t cnt, u64 q, u64* out, std::size_t n);
+/// The same with IFMA products for inputs below 2^50 and 2^56 <= q < 2^62, cnt <= 8: the sum is
+/// accumulated exactly in three 52-bit limbs and reduced once (declines otherwise).
+bool conv_large52(const u64* const* in, const u64* w, std::size_t cnt, u64 q, u64* out, std::size_t n);
 /// Same for inputs below 2^64 split as hi*2^52 + lo: wh[i] = w[i] 2^52 mod q (with whp its constant).
 bool conv_wide(const u64* const* in, const u64* w, const u64* w52, const u64* wh, const u64* wh52,
                std::size_t cnt, u64 q, u64* out, std::size_t n);

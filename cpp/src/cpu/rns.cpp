@@ -109,8 +109,12 @@ void modup_conv(const Context& ctx, const ModUpTable& tab, const u64* y, std::ui
   const u64* ins[64];
   for (std::uint32_t i = 0; i < w; ++i) ins[i] = y + std::size_t(tab.begin + i) * n + c0;
   out += c0;
-  const bool done = mm.q < (u64(1) << 50) ? ifma::conv_small(ins, qm, tab.qhat_mod52.data() + ti * w, w, mm.q, out, len)
-                                          : ifma::conv_large(ins, qm, tab.qhat_mod64.data() + ti * w, w, mm.q, out, len);
+  bool small_in = true;  // every input modulus below 2^50 (inputs then fit the 52-bit products)
+  for (std::uint32_t i = tab.begin; i < tab.end; ++i) small_in = small_in && ctx.modulus(i) < (u64(1) << 50);
+  const bool done = mm.q < (u64(1) << 50)
+                        ? ifma::conv_small(ins, qm, tab.qhat_mod52.data() + ti * w, w, mm.q, out, len)
+                        : (small_in && ifma::conv_large52(ins, qm, w, mm.q, out, len)) ||
+                              ifma::conv_large(ins, qm, tab.qhat_mod64.data() + ti * w, w, mm.q, out, len);
   if (!done) {
     for (std::size_t c = 0; c < len; ++c) {
       u128 s = 0;

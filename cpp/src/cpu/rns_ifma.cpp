@@ -109,6 +109,35 @@ bool conv_large(const u64* const* in, const u64* w, const u64* wp, std::size_t c
   return true;
 }
 
+bool conv_large52(const u64* const* in, const u64* w, std::size_t cnt, u64 qs, u64* out, std::size_t n) {
+  if (!ifma_enabled() || !cpu_has_avx512dq() || qs < (u64(1) << 56) || qs >= (u64(1) << 62) || cnt > 8 || n % 8)
+    return false;
+  // x w = L1 + (H1 + L2) 2^52 + H2 2^104 with w = wh 2^52 + wl, x wl = H1 2^52 + L1, x wh = H2 2^52 + L2.
+  // AL = sum L1 < 8 * 2^52 <= q; M = AH 2^52 + AM < 2^64; S = M 2^52 + AL.
+  __m512i wl[8], wh[8];
+  for (std::size_t i = 0; i < cnt; ++i) {
+    wl[i] = _mm512_set1_epi64(static_cast<long long>(w[i] & ((u64(1) << 52) - 1)));
+    wh[i] = _mm512_set1_epi64(static_cast<long long>(w[i] >> 52));
+  }
+  const u64 r52s = (u64(1) << 52) % qs;
+  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
+  const __m512i R = _mm512_set1_epi64(r52s), Rp = _mm512_set1_epi64(shoup(r52s, qs));
+  for (std::size_t c = 0; c < n; c += 8) {
+    __m512i al = Z0, am = Z0, ah = Z0;
+    for (std::size_t i = 0; i < cnt; ++i) {
+      __m512i x = _mm512_loadu_si512(in[i] + c);
+      al = _mm512_madd52lo_epu64(al, x, wl[i]);
+      am = _mm512_madd52hi_epu64(am, x, wl[i]);
+      am = _mm512_madd52lo_epu64(am, x, wh[i]);
+      ah = _mm512_madd52hi_epu64(ah, x, wh[i]);
+    }
+    __m512i m = _mm512_add_epi64(_mm512_slli_epi64(ah, 52), am);
+    __m512i r = _mm512_add_epi64(mul_lazy64(m, R, Rp, q), al);
+    _mm512_storeu_si512(out + c, csub(csub(r, q2), q));
+  }
+  return true;
+}
+
 bool inner_shoup(const u64* const* e, const u64* const* b, const u64* const* bs, const u64* const* a,
                  const u64* const* as, std::size_t cnt, u64 qs, u64* o0, u64* o1, std::size_t n) {
   if (!ifma_enabled() || !cpu_has_avx512dq() || qs >= (u64(1) << 62) || n % 8) return false;
@@ -182,6 +211,7 @@ bool conv_large(const u64* const*, const u64*, const u64*, std::size_t, u64, u64
 bool conv_wide(const u64* const*, const u64*, const u64*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool mul_vec(u64*, const u64*, const u64*, std::size_t, u64, u64, u64) { return false; }
 bool center_mod(u64*, const u64*, std::size_t, u64, u64) { return false; }
+bool conv_large52(const u64* const*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool inner_shoup(const u64* const*, const u64* const*, const u64* const*, const u64* const*, const u64* const*,
                  std::size_t, u64, u64*, u64*, std::size_t) { return false; }
 bool tensor_tower(const u64*, const u64*, const u64*, const u64*, u64*, u64*, u64*, std::size_t, u64, u64, u64) { return false; }
