@@ -48,10 +48,28 @@ Sigmoid Emax (Holford and Sheiner, Clin Pharmacokinet 1981;6:429-453)::
     E(C) = E0 + Emax * C^h / (EC50^h + C^h)
 
 Under encryption the model computes, for every (patient, scenario, time point) slot, CrCl, ke, the
-superposed concentration and the cumulative AUC, and a smooth time-in-window fraction. Non-
-polynomial pieces (1/Scr, 1/weight, exp(-ke*t), 1/(ka-ke), 1/clearance factor, the window
-indicator) are Chebyshev approximations over declared ranges; inputs outside the ranges are
-refused before encryption (:meth:`OralPKModel.validate_covariates`).
+superposed concentration and the cumulative AUC, and smooth window metrics. Non-polynomial
+pieces (1/Scr, 1/weight, exp(-ke*t), 1/(ka-ke), 1/clearance factor, the window indicators) are
+Chebyshev approximations over declared ranges; inputs outside the ranges are refused before
+encryption (:meth:`OralPKModel.validate_covariates`).
+
+Window metrics and score
+------------------------
+With the therapeutic range [lo, hi] (theophylline 10-20 mg/L, Ogilvie 1978) and logistic edges
+of width w = 1 mg/L, per (patient, scenario) pair over the horizon [t_0, t_T]::
+
+    tiw   = 1/(t_T - t_0) * integral of [s((C - lo)/w) - s((C - hi)/w)] dt     (time in window)
+    above = 1/(t_T - t_0) * integral of s((C - hi)/w) dt                      (time above it)
+    score = tiw - penalty * above,                 s(x) = 1/(1 + exp(-x)), trapezoid rule
+
+``tiw`` is the fraction of the horizon with a bronchodilating but not toxic level; ``above`` the
+fraction spent at levels where theophylline's adverse effects (nausea, vomiting, tachycardia;
+at higher levels arrhythmias and seizures) become frequent (Ogilvie 1978); the score rewards
+the first and penalises the second (``penalty``, a plaintext study parameter, default 1: an
+hour above the window costs as much as an hour inside it gains). Time below the window is not
+penalised beyond the lost time in window. All three are computed under encryption (see
+:func:`build_program`), so is the difference of each from a baseline scenario and the mean of
+the score over IIV replicates.
 """
 from __future__ import annotations
 
