@@ -82,14 +82,17 @@ def make_keys(preset_name: str, model: str = "theophylline", *, studies: Sequenc
 
 
 def create_keys(path, passphrase: str, *, session, log, preset: str = "standard-128", model: str = "theophylline",
-                **kw) -> str:
-    """Generate keys sized for the model's programs into a new passphrase-encrypted keystore."""
+                studies: Sequence[StudySpec] = (), **kw) -> str:
+    """Generate keys sized for the model's programs into a new passphrase-encrypted keystore.
+
+    ``studies``: as :func:`make_keys` (adds the rotation keys those studies' programs use).
+    """
     from medtwin.custody.keystore import create_keystore
 
     _authorise(session, log, "create_twins")
     if Path(path).exists():
         raise MedTwinError(f"{path} exists already; refusing to overwrite it")
-    ctx, km = make_keys(preset, model)
+    ctx, km = make_keys(preset, model, studies=studies)
     create_keystore(path, passphrase, km, log=log, actor=session, **kw)
     return f"preset {km.public.preset}, ring {ctx.ring_dim}, depth {ctx.depth}, key tag {km.public.key_tag}"
 
