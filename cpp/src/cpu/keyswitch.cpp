@@ -180,7 +180,6 @@ void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& ke
   if (ct.elems != 3) throw std::invalid_argument("relinearisation needs a three-element ciphertext");
   const std::uint32_t T = ct.towers, n = ct.n, K = ctx.num_p(), TK = T + K;
   check_keys(ctx, T);
-  const std::uint32_t beta = ctx.num_digits(T);
   u64* acc0 = scratch(4, std::size_t(TK) * n);
   u64* acc1 = scratch(5, std::size_t(TK) * n);
   static const bool prof = std::getenv("MEDTWIN_PROFILE") != nullptr;
@@ -225,7 +224,6 @@ void rotate(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& ke
   if (in.elems != 2) throw std::invalid_argument("rotation needs a two-element ciphertext");
   const std::uint32_t T = in.towers, n = in.n, K = ctx.num_p(), TK = T + K;
   check_keys(ctx, T);
-  const std::uint32_t beta = ctx.num_digits(T);
   u64* acc0 = scratch(4, std::size_t(TK) * n);
   u64* acc1 = scratch(5, std::size_t(TK) * n);
   modup_inner(ctx, in.poly(1, 0), T, key, acc0, acc1);
