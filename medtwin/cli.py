@@ -331,6 +331,8 @@ def cohort(sources: List[Path] = typer.Argument(..., help="FHIR R4 bundles (.jso
            per_patient: bool = typer.Option(False, "--per-patient", help="also decrypt per-patient values "
                                             "(clinician mode, needs decrypt_patient)"),
            min_cohort: Optional[int] = typer.Option(None, help="minimum cohort size (default the policy's)"),
+           flooding_bits: int = typer.Option(30, help="statistical security of the released aggregates' noise "
+                                             "flooding (16-64 bits; see docs/studies.md)"),
            user: Optional[str] = UserOpt, password_env: Optional[str] = PasswordEnvOpt):
     """Vancomycin cohort study: every patient x the regimen grid, encrypted; prints the per-regimen
     table (PTA, P(trough > 20 mg/L), mean score, mean and SD of AUC24), released as aggregates."""
@@ -349,6 +351,9 @@ def cohort(sources: List[Path] = typer.Argument(..., help="FHIR R4 bundles (.jso
         session, log = _session(user, password_env)
         for perm in ("create_twins", "run_simulation", "decrypt_aggregate") + (("decrypt_patient",) if per_patient else ()):
             require(session, perm)
+        from medtwin.custody.policy import FloodingPolicy
+
+        fpol = FloodingPolicy(stat_bits=flooding_bits)
         spec = C.CohortSpec(doses_mg=tuple(d), intervals_h=tuple(t), current=(cur[0], cur[1]), mic=mic, preset=preset)
         records = workflow.load_records(sources)
         workflow._log_import(log, session, sources, len(records))
@@ -381,7 +386,8 @@ def cohort(sources: List[Path] = typer.Argument(..., help="FHIR R4 bundles (.jso
         with _Progress() as prog:
             res = api.cohort_study(keep, doses_mg=d, intervals_h=t, current=(cur[0], cur[1]), mic=mic,
                                    backend=backend, preset=preset, keys=ctx, per_patient=per_patient,
-                                   min_cohort=min_cohort, twin_ids=ids, log=log, session=session, progress=prog)
+                                   min_cohort=min_cohort, policy=fpol, twin_ids=ids, log=log, session=session,
+                                   progress=prog)
     except MedTwinError as exc:
         _fail(exc)
     r = res.result
@@ -390,7 +396,7 @@ def cohort(sources: List[Path] = typer.Argument(..., help="FHIR R4 bundles (.jso
                f"{r.seconds_simulate:.1f} s encrypted ({r.n_results / max(r.seconds_simulate, 1e-9):,.0f} results/s)")
     typer.echo(res.table())
     typer.echo(f"per-pair bounds: trough {r.bounds['trough']:.2g} mg/L, AUC24 {r.bounds['auc24']:.2g} mg*h/L, "
-               f"attainment {r.bounds['attain']:.2g}; status: {res.status.value}")
+               f"attainment {r.bounds['attain']:.2g}; status: {res.status.value} ({res.message})")
     if per_patient:
         typer.echo("")
         typer.echo(api.CohortStudy(res.status, _without_aggregates(r)).table())

@@ -728,9 +728,7 @@ def release_aggregates(out: CohortOutcome, ctx, *, min_cohort: int | None = None
             MIN_COHORT); the refusal is logged when ``log`` is given.
         ValidationError: the outcome has no aggregates.
     """
-    from medtwin.custody import policy as pol
-
-    raw, bounds, noise = decrypt_aggregates(out, ctx, min_cohort=min_cohort, purpose=purpose)
+    raw, bounds, noise = decrypt_aggregates(out, ctx, min_cohort=min_cohort, log=log, actor=actor, purpose=purpose)
     return _release(out, raw, bounds, noise, min_cohort=min_cohort, policy=policy, log=log, actor=actor,
                     purpose=purpose)
 
