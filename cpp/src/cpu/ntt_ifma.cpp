@@ -115,16 +115,44 @@ inline __m512i mul_lazy64(__m512i a, __m512i w, __m512i wp, __m512i q) {
                                 _mm512_add_epi64(_mm512_srli_epi64(hl, 32), _mm512_srli_epi64(mid, 32)));
   return _mm512_sub_epi64(_mm512_mullo_epi64(a, w), _mm512_mullo_epi64(hi, q));
 }
+// The same with the high word approximated (the carry out of the middle partial products is
+// dropped, so hi is low by at most 2): a * w mod q in [0, 4q). Used for q < 2^60 with lazy
+// bounds doubled (values below 8q < 2^63).
+inline __m512i mul_lazy64_approx(__m512i a, __m512i w, __m512i wp, __m512i q) {
+  __m512i ah = _mm512_srli_epi64(a, 32), bh = _mm512_srli_epi64(wp, 32);
+  __m512i lh = _mm512_mul_epu32(a, bh), hl = _mm512_mul_epu32(ah, wp), hh = _mm512_mul_epu32(ah, bh);
+  __m512i hi = _mm512_add_epi64(hh, _mm512_add_epi64(_mm512_srli_epi64(lh, 32), _mm512_srli_epi64(hl, 32)));
+  return _mm512_sub_epi64(_mm512_mullo_epi64(a, w), _mm512_mullo_epi64(hi, q));
+}
+// Each multiplier type: the product, its Shoup tables, and whether its output bound is 4q
+// (wide) instead of 2q. The butterflies take "q2" = the output bound B: forward values stay
+// below 2B, inverse values below B.
 struct Mul52 {
+  static constexpr bool wide = false;
   static __m512i mul(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy(a, w, wp, q); }
   static const u64* fw(const NTTTables& t) { return t.w52.data(); }
   static const u64* iw(const NTTTables& t) { return t.iw52.data(); }
 };
 struct Mul64 {
+  static constexpr bool wide = false;
   static __m512i mul(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy64(a, w, wp, q); }
   static const u64* fw(const NTTTables& t) { return t.wp.data(); }
   static const u64* iw(const NTTTables& t) { return t.iwp.data(); }
 };
+struct Mul64a {
+  static constexpr bool wide = true;
+  static __m512i mul(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy64_approx(a, w, wp, q); }
+  static const u64* fw(const NTTTables& t) { return t.wp.data(); }
+  static const u64* iw(const NTTTables& t) { return t.iwp.data(); }
+};
+// [0, B) -> [0, q) for the multiplier's output bound B (2q or 4q).
+template <class M>
+inline __m512i reduce_b(__m512i v, __m512i q) {
+  if (M::wide) v = csub(v, _mm512_add_epi64(q, q));
+  return csub(v, q);
+}
+template <class M>
+inline __m512i bound_of(u64 q) { return _mm512_set1_epi64(static_cast<long long>(M::wide ? 4 * q : 2 * q)); }
 
 // One forward stage (m groups of 2t) restricted to groups [i0, i1).
 template <class M>
@@ -226,8 +254,8 @@ inline void inv_stage2(const NTTTables& tb, u64* a, std::size_t h, std::size_t t
       __m512i s1 = csub(_mm512_add_epi64(y0, y1), q2);
       __m512i d1 = M::mul(_mm512_sub_epi64(_mm512_add_epi64(y0, q2), y1), W3, W3p, q);
       if (scale) {
-        s0 = csub(M::mul(s0, S, Sp, q), q); s1 = csub(M::mul(s1, S, Sp, q), q);
-        d0 = csub(d0, q); d1 = csub(d1, q);
+        s0 = reduce_b<M>(M::mul(s0, S, Sp, q), q); s1 = reduce_b<M>(M::mul(s1, S, Sp, q), q);
+        d0 = reduce_b<M>(d0, q); d1 = reduce_b<M>(d1, q);
       }
       _mm512_storeu_si512(p0 + j, s0);
       _mm512_storeu_si512(p1 + j, s1);
@@ -370,16 +398,16 @@ inline void fwd_finish(u64* a, std::size_t b, std::size_t B, const NTTEpilogue* 
   if (!ep) {
     for (std::size_t j = b; j < b + B; j += 8) {
       __m512i v = _mm512_loadu_si512(a + j);
-      _mm512_storeu_si512(a + j, csub(csub(v, q2), q));
+      _mm512_storeu_si512(a + j, reduce_b<M>(csub(v, q2), q));
     }
     return;
   }
   const __m512i W = _mm512_set1_epi64(ep->w);
   const __m512i Wp = _mm512_set1_epi64(std::is_same<M, Mul52>::value ? ep->w52 : ep->w_shoup);
   for (std::size_t j = b; j < b + B; j += 8) {
-    __m512i v = csub(csub(_mm512_loadu_si512(a + j), q2), q);
+    __m512i v = reduce_b<M>(csub(_mm512_loadu_si512(a + j), q2), q);
     __m512i r = _mm512_sub_epi64(_mm512_add_epi64(ep_load(ep->x, ep->perm, j), q), v);
-    r = csub(M::mul(r, W, Wp, q), q);
+    r = reduce_b<M>(M::mul(r, W, Wp, q), q);
     if (ep->add) r = csub(_mm512_add_epi64(r, ep_load(ep->add, ep->perm, j)), q);
     _mm512_storeu_si512(ep->out + j, r);
   }
@@ -389,7 +417,7 @@ template <class M>
 void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   const std::size_t n = tb.n();
   const u64 qs = tb.q();
-  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
+  const __m512i q = _mm512_set1_epi64(qs), q2 = bound_of<M>(qs);
   std::size_t m = 1, t = n >> 1;
   // large stages: whole-array passes, two stages per pass where two remain
   // (52-bit path only: the 64-bit multiply's temporaries leave too few registers for radix 4)
@@ -418,6 +446,7 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
 bool forward(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   if (tb.n() < 16) return false;
   if (tb.q() < (u64(1) << 50) && !tb.w52.empty()) { forward_impl<Mul52>(tb, a, ep); return true; }
+  if (tb.q() < (u64(1) << 60) && cpu_has_avx512dq()) { forward_impl<Mul64a>(tb, a, ep); return true; }
   if (tb.q() < (u64(1) << 62) && cpu_has_avx512dq()) { forward_impl<Mul64>(tb, a, ep); return true; }
   return false;
 }
@@ -426,7 +455,7 @@ template <class M>
 void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   const std::size_t n = tb.n();
   const u64 qs = tb.q();
-  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
+  const __m512i q = _mm512_set1_epi64(qs), q2 = bound_of<M>(qs);
   const std::size_t B = std::min(kBlock, n);
   // small stages (t = 1 .. B/2) per block
   std::size_t t_end = 1, m_end = n;
@@ -467,13 +496,14 @@ void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   const __m512i NIp = _mm512_set1_epi64(scp);
   for (std::size_t j = 0; j < n; j += 8) {
     __m512i v = M::mul(_mm512_loadu_si512(a + j), NI, NIp, q);
-    _mm512_storeu_si512(a + j, csub(v, q));
+    _mm512_storeu_si512(a + j, reduce_b<M>(v, q));
   }
 }
 
 bool inverse(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   if (tb.n() < 16) return false;
   if (tb.q() < (u64(1) << 50) && !tb.iw52.empty()) { inverse_impl<Mul52>(tb, a, ep); return true; }
+  if (tb.q() < (u64(1) << 60) && cpu_has_avx512dq()) { inverse_impl<Mul64a>(tb, a, ep); return true; }
   if (tb.q() < (u64(1) << 62) && cpu_has_avx512dq()) { inverse_impl<Mul64>(tb, a, ep); return true; }
   return false;
 }
