@@ -337,8 +337,8 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
     X2 = _mm512_permutex2var_epi64(X, L.bc_x, Y); Y2 = _mm512_permutex2var_epi64(X, L.bc_y, Y);
     // t = 1
     u = csub(X2, q2); v = M::mul(Y2, _mm512_loadu_si512(w1 + p / 2), _mm512_loadu_si512(w1p + p / 2), q);
-    X = csub(csub(_mm512_add_epi64(u, v), q2), q);
-    Y = csub(csub(_mm512_sub_epi64(_mm512_add_epi64(u, q2), v), q2), q);
+    X = reduce_b<M>(csub(_mm512_add_epi64(u, v), q2), q);
+    Y = reduce_b<M>(csub(_mm512_sub_epi64(_mm512_add_epi64(u, q2), v), q2), q);
     v0 = _mm512_permutex2var_epi64(X, L.out0, Y);
     v1 = _mm512_permutex2var_epi64(X, L.out1, Y);
     if (!ep) {
@@ -348,8 +348,8 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
     }
     __m512i r0 = _mm512_sub_epi64(_mm512_add_epi64(ep_load(ep->x, ep->perm, p), q), v0);
     __m512i r1 = _mm512_sub_epi64(_mm512_add_epi64(ep_load(ep->x, ep->perm, p + 8), q), v1);
-    r0 = csub(M::mul(r0, EW, EWp, q), q);
-    r1 = csub(M::mul(r1, EW, EWp, q), q);
+    r0 = reduce_b<M>(M::mul(r0, EW, EWp, q), q);
+    r1 = reduce_b<M>(M::mul(r1, EW, EWp, q), q);
     if (ep->add) {
       r0 = csub(_mm512_add_epi64(r0, ep_load(ep->add, ep->perm, p)), q);
       r1 = csub(_mm512_add_epi64(r1, ep_load(ep->add, ep->perm, p + 8)), q);
@@ -420,8 +420,8 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   const __m512i q = _mm512_set1_epi64(qs), q2 = bound_of<M>(qs);
   std::size_t m = 1, t = n >> 1;
   // large stages: whole-array passes, two stages per pass where two remain
-  // (52-bit path only: the 64-bit multiply's temporaries leave too few registers for radix 4)
-  if (std::is_same<M, Mul52>::value)
+  // (not for the exact 64-bit product: its temporaries leave too few registers)
+  if (!std::is_same<M, Mul64>::value)
     for (; m < n && t > kBlock; m <<= 2, t >>= 2) fwd_stage2<M>(tb, a, m, t, q, q2);
   for (; m < n && 2 * t > kBlock; m <<= 1, t >>= 1) fwd_stage<M>(tb, a, m, t, 0, m, q, q2);
   // small stages: each block of kBlock elements through all of them while in L1
@@ -433,7 +433,7 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
         const std::size_t g0 = b / (2 * tt), g1 = (b + B) / (2 * tt);
         fwd_stage<M>(tb, a, mm, tt, g0, g1, q, q2);
       }
-      if (tt == 4 && std::is_same<M, Mul52>::value) {  // (the 64-bit product needs too many registers)
+      if (tt == 4 && !std::is_same<M, Mul64>::value) {  // (not for the exact 64-bit product: registers)
         fwd_last3<M>(tb, a, b, B, ep, q, q2);
       } else {
         for (; mm < n; mm <<= 1, tt >>= 1) fwd_stage<M>(tb, a, mm, tt, b / (2 * tt), (b + B) / (2 * tt), q, q2);
@@ -461,7 +461,7 @@ void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   std::size_t t_end = 1, m_end = n;
   for (std::size_t b = 0; b < n; b += B) {
     std::size_t t = 1, mm = n;
-    if (std::is_same<M, Mul52>::value) {
+    if (!std::is_same<M, Mul64>::value) {
       inv_first3<M>(tb, a, b, B, q, q2);
       t = 8;
       mm = n >> 3;
