@@ -43,11 +43,13 @@ def cohort():
         except RangeError:
             continue
         recs.append(r)
-        if len(recs) == N - 2:
+        if len(recs) == N - 3:
             break
     cov = C.covariates_of_records(recs)
-    # the corners of the declared ranges, where the approximations are hardest
-    cov = {"weight_kg": np.r_[cov["weight_kg"], 35.0, 200.0], "crcl_ml_min": np.r_[cov["crcl_ml_min"], 200.0, 5.0]}
+    # the corners of the declared ranges, where the approximations are hardest, and the patient
+    # of the published value (70 kg, CrCl 100 mL/min) last
+    cov = {"weight_kg": np.r_[cov["weight_kg"], 35.0, 200.0, 70.0],
+           "crcl_ml_min": np.r_[cov["crcl_ml_min"], 200.0, 5.0, 100.0]}
     return recs, cov, [f"tw-{i:03d}" for i in range(N)]
 
 
@@ -124,15 +126,13 @@ def test_pairs_within_stated_bounds(outcome):
 
 
 def test_published_value_encrypted(outcome, keys):
-    """Patient with 70 kg and CrCl 100 is not in the cohort: run it alone (clinician mode) and
-    check the published AUC24 of 1 g q12h under encryption."""
-    be, _, _ = outcome
-    spec, ctx, node = keys
-    res = C.run(spec, {"weight_kg": np.array([70.0]), "crcl_ml_min": np.array([100.0])}, ["tw-x"], ctx, node,
-                backend=be, per_patient=True, aggregates=False)
+    """1 g q12h for 70 kg, CrCl 100 mL/min (the cohort's last patient): AUC24 = 2000 / 4.354 =
+    459 mg*h/L (Matzke 1984, Rybak 2020) under encryption, within the stated bound."""
+    be, res, _ = outcome
+    spec = keys[0]
     j = [r.describe() for r in spec.regimens].index("1000 mg q12h")
-    assert abs(res.per_patient["auc24"][0, j] - 2000.0 / (0.06 * 72.56)) <= res.bounds["auc24"]
-    assert res.aggregates is None
+    assert abs(res.per_patient["auc24"][-1, j] - 2000.0 / (0.06 * 72.56)) <= res.bounds["auc24"]
+    assert res.per_patient["attain"][-1, j] > 0.8
 
 
 def test_aggregates_within_bounds_and_flooded(outcome, keys):
@@ -219,3 +219,10 @@ def test_api_cohort_study(keys, cohort):
 
     with pytest.raises(ProgramError, match="cohort_keys"):
         api.cohort_study(sub, doses_mg=[1000, 1500], intervals_h=[12, 24], keys=ctx, preset="test-insecure")
+
+
+def test_nothing_asked_is_refused(keys):
+    spec, ctx, node = keys
+    with pytest.raises(ValidationError, match="aggregates, per-patient values or both"):
+        C.run(spec, {"weight_kg": np.full(12, 70.0), "crcl_ml_min": np.full(12, 90.0)}, [f"p{i}" for i in range(12)],
+              ctx, node, aggregates=False, per_patient=False)
