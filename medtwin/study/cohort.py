@@ -119,6 +119,8 @@ def _sigmoid(z):
 
 @dataclass(frozen=True)
 class Regimen:
+    """One candidate regimen of the grid: dose [mg] every ``interval_h`` [h], infused over ``infusion_h``."""
+
     dose_mg: float
     interval_h: float
     infusion_h: float
