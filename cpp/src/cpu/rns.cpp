@@ -130,20 +130,34 @@ void modup_target(const Context& ctx, const ModUpTable& tab, const u64* y, std::
 }
 
 void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
-  const std::uint32_t n = ctx.n(), K = ctx.num_p();
+  const std::uint32_t n = ctx.n(), K = ctx.num_p(), L1 = ctx.num_q();
   const std::uint32_t beta = ctx.num_digits(T), TK = T + K;
   const u64* y = modup_prepare(ctx, d, T);
+  const ModUpTable* tabs[64];
+  for (std::uint32_t j = 0; j < beta; ++j) tabs[j] = &ctx.modup(T, j);
+  const std::int64_t blocks = static_cast<std::int64_t>((n + kConvBlock - 1) / kConvBlock);
   const std::int64_t jobs = std::int64_t(beta) * TK;
-#pragma omp parallel for schedule(dynamic) if (medtwin::parallel_worth(std::size_t(jobs) * n))
-  for (std::int64_t jb = 0; jb < jobs; ++jb) {
-    const std::uint32_t j = static_cast<std::uint32_t>(jb / TK), m = static_cast<std::uint32_t>(jb % TK);
-    const ModUpTable& tab = ctx.modup(T, j);
-    u64* out = ext + (std::size_t(j) * TK + m) * n;
-    if (m < T && m >= tab.begin && m < tab.end) {
-      std::memcpy(out, d + std::size_t(m) * n, 8 * std::size_t(n));
-      continue;
+#pragma omp parallel if (medtwin::parallel_worth(std::size_t(jobs) * n))
+  {
+    // conversion blocked over coefficients (each digit's towers read once), then one NTT per tower
+#pragma omp for schedule(static)
+    for (std::int64_t bl = 0; bl < blocks; ++bl) {
+      const std::size_t c0 = std::size_t(bl) * kConvBlock, len = std::min<std::size_t>(kConvBlock, n - c0);
+      for (std::uint32_t j = 0; j < beta; ++j)
+        for (std::uint32_t m = 0; m < TK; ++m) {
+          if (m < T && m >= tabs[j]->begin && m < tabs[j]->end) continue;
+          modup_conv(ctx, *tabs[j], y, m < T ? m : L1 + (m - T), ext + (std::size_t(j) * TK + m) * n, c0, len);
+        }
     }
-    modup_target(ctx, tab, y, m < T ? m : ctx.num_q() + (m - T), out);
+#pragma omp for schedule(dynamic)
+    for (std::int64_t jb = 0; jb < jobs; ++jb) {
+      const std::uint32_t j = static_cast<std::uint32_t>(jb / TK), m = static_cast<std::uint32_t>(jb % TK);
+      u64* out = ext + (std::size_t(j) * TK + m) * n;
+      if (m < T && m >= tabs[j]->begin && m < tabs[j]->end)
+        std::memcpy(out, d + std::size_t(m) * n, 8 * std::size_t(n));
+      else
+        ctx.ntt(m < T ? m : L1 + (m - T)).forward(out);
+    }
   }
 }
 
