@@ -84,7 +84,8 @@ def _run(spec: StudySpec, patients, *, backend: str, keys, reference: bool, prog
 
     cov, ids = _covariates(patients)
     if keys is None:
-        client, km = workflow.make_keys(spec.preset, spec.model)
+        # the keys carry the rotations this study needs (e.g. the encrypted mean over IIV replicates)
+        client, km = workflow.make_keys(spec.preset, spec.model, studies=[spec])
     else:
         client = keys if isinstance(keys, HEContext) else HEContext.from_keys(keys)
         km = None
@@ -105,8 +106,14 @@ def _status(res: StudyResult) -> Status:
 
 def simulate(patients, scenarios: Sequence[Scenario], *, model: str = "theophylline", horizon_h: float = 72.0,
              step_h: float = 2.0, backend: str = "openfhe", preset: str = "standard-128", keys=None,
-             reference: bool = False, progress=None) -> Simulation:
+             reference: bool = False, progress=None, baseline: str | None = None,
+             penalty: float = 1.0) -> Simulation:
     """Encrypted simulation of every (patient, scenario) pair.
+
+    Per pair the program computes, under encryption, the concentration trajectory, cumulative
+    AUC, time in and above the therapeutic window and the score ``tiw - penalty * above``; with
+    ``baseline`` (a scenario name, e.g. the current regimen) also the differences of AUC, time
+    in window and score from that scenario.
 
     Args:
         patients: ``PatientRecord`` objects, or a dict of covariate arrays.
@@ -116,7 +123,7 @@ def simulate(patients, scenarios: Sequence[Scenario], *, model: str = "theophyll
         RangeError: a patient outside the model's declared ranges (nothing is encrypted).
         ValidationError: malformed scenarios or time grid.
     """
-    spec = StudySpec.grid(model, scenarios, horizon_h, step_h, preset=preset)
+    spec = StudySpec.grid(model, scenarios, horizon_h, step_h, preset=preset, baseline=baseline, penalty=penalty)
     res = _run(spec, patients, backend=backend, keys=keys, reference=reference, progress=progress)
     return Simulation(_status(res), res)
 
@@ -124,15 +131,20 @@ def simulate(patients, scenarios: Sequence[Scenario], *, model: str = "theophyll
 def optimise(patients, *, doses_mg: Sequence[float], intervals_h: Sequence[float], horizon_h: float = 72.0,
              step_h: float = 2.0, replicates: int = 8, model: str = "theophylline", backend: str = "openfhe",
              preset: str = "standard-128", keys=None, toxicity_penalty: float = 1.0, reference: bool = False,
-             progress=None, **factors) -> Simulation:
+             progress=None, baseline=None, **factors) -> Simulation:
     """Rank a grid of candidate regimens per patient, with IIV prediction bands (one encrypted pass).
 
+    The expected score over the IIV replicates (and, with ``baseline``, its difference from the
+    patient's current regimen) is computed under encryption when ``replicates`` is a power of
+    two and the keys carry its log2(replicates) rotations (fresh keys do); the key holder ranks.
+    ``baseline``: a :class:`~medtwin.study.scenario.Regimen` or a candidate's description.
     ``factors``: adherence, renal_factor, clearance_factor applied to every candidate.
     """
     if replicates < 1 or replicates > 64:
         raise ValidationError("replicates must be in [1, 64]")
     regs = regimen_grid(doses_mg, intervals_h, horizon_h)
-    spec = optimisation_spec(model, regs, horizon_h, step_h, replicates=replicates, preset=preset, **factors)
+    spec = optimisation_spec(model, regs, horizon_h, step_h, replicates=replicates, preset=preset,
+                             penalty=toxicity_penalty, baseline=baseline, **factors)
     res = _run(spec, patients, backend=backend, keys=keys, reference=reference, progress=progress)
     return Simulation(_status(res), res, rank_options(res, toxicity_penalty=toxicity_penalty))
 

@@ -48,3 +48,21 @@ def test_ranked_options_with_bands_and_basis(opt):
     dev = opt.result.deviations()
     assert dev["conc_abs"] <= opt.bounds["conc"] and dev["tiw_abs"] <= opt.bounds["tiw"]
     assert "score" in opt.report()
+    # fresh keys from the API carry the replicate rotations: the expected score is encrypted
+    assert all(o.score_source == "encrypted" and np.isfinite(o.score_bound) for o in options)
+
+
+def test_api_simulate_compares_with_a_baseline_under_encryption():
+    from medtwin.study.scenario import Regimen, Scenario
+
+    recs = workflow.load_records([cohort_csv_path()])[:2]
+    scen = [Scenario("current", Regimen(dose_mg=200, interval_h=12, count=4)),
+            Scenario("higher", Regimen(dose_mg=300, interval_h=12, count=4))]
+    sim = api.simulate(recs, scen, horizon_h=48, step_h=4, preset="test-insecure", baseline="current",
+                       penalty=2.0, reference=True, backend="native")
+    res = sim.result
+    assert res.auc_diff is not None and res.score is not None
+    np.testing.assert_allclose(res.auc_diff[:, 0], 0.0, atol=res.bounds["auc_diff"])
+    # 300 vs 200 mg: the AUC difference is half the current AUC (linear kinetics)
+    want = res.reference["auc"][:, 0, -1] * 0.5
+    np.testing.assert_allclose(res.auc_diff[:, 1], want, atol=res.bounds["auc_diff"])
