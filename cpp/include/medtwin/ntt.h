@@ -23,6 +23,8 @@ class NTTTables {
   void inverse(u64* a) const;
   /// Inverse NTT with the result multiplied by w < q (folded into the n^-1 scaling pass).
   void inverse_mul(u64* a, u64 w) const;
+  /// The same reading the input from src (n values < q) and writing the result to a (src may equal a).
+  void inverse_mul_from(const u64* src, u64* a, u64 w) const;
   /// Forward NTT of a (a is scratch afterwards), fused with the last pass:
   /// out[j] = (x[j] - NTT(a)[j]) * w mod q, plus add[j] mod q when add is not null.
   /// x, add < q; out may alias x or add (element-wise), never a. With perm (n entries), x and add
@@ -64,7 +66,7 @@ struct NTTEpilogue {
 
 namespace ifma {
 bool forward(const NTTTables& t, u64* a, const NTTEpilogue* ep = nullptr);   // false when not applicable
-bool inverse(const NTTTables& t, u64* a, const NTTEpilogue* ep = nullptr);
+bool inverse(const NTTTables& t, u64* a, const NTTEpilogue* ep = nullptr, const u64* src = nullptr);
 }
 
 }  // namespace medtwin

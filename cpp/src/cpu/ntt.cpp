@@ -1,5 +1,6 @@
 #include "medtwin/ntt.h"
 
+#include <cstring>
 #include <stdexcept>
 
 namespace medtwin {
@@ -91,11 +92,14 @@ void NTTTables::forward_sub_mul(u64* a, const u64* x, u64 mult, u64* out, const 
 
 void NTTTables::inverse(u64* a) const { inverse_mul(a, 1); }
 
-void NTTTables::inverse_mul(u64* a, u64 mult) const {
+void NTTTables::inverse_mul(u64* a, u64 mult) const { inverse_mul_from(a, a, mult); }
+
+void NTTTables::inverse_mul_from(const u64* src, u64* a, u64 mult) const {
   NTTEpilogue ep;
   const bool scaled = mult != 1;
   if (scaled) ep = make_epilogue(*this, mulmod(ninv, mult % q_, mod_));
-  if (ifma_enabled() && ifma::inverse(*this, a, scaled ? &ep : nullptr)) return;
+  if (ifma_enabled() && ifma::inverse(*this, a, scaled ? &ep : nullptr, src)) return;
+  if (src != a) std::memcpy(a, src, 8 * n_);
   const u64 q = q_, q2 = 2 * q_;
   std::size_t t = 1;
   for (std::size_t m = n_; m > 1; m >>= 1) {

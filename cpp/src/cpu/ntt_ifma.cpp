@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 
 namespace medtwin {
@@ -361,14 +362,15 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
 
 // The first three inverse stages (t = 1, 2, 4) over [b, b + B), 16 elements at a time in registers.
 template <class M>
-inline void inv_first3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B, __m512i q, __m512i q2) {
+inline void inv_first3(const NTTTables& tb, const u64* src, u64* a, std::size_t b, std::size_t B, __m512i q,
+                       __m512i q2) {
   const Merged3& L = merged_inv();
   const std::size_t n = tb.n();
   const u64* w = tb.iw.data();
   const u64* wp = M::iw(tb);
   const u64 *w4 = w + n / 8, *w4p = wp + n / 8, *w2 = w + n / 4, *w2p = wp + n / 4, *w1 = w + n / 2, *w1p = wp + n / 2;
   for (std::size_t p = b; p < b + B; p += 16) {
-    __m512i v0 = _mm512_loadu_si512(a + p), v1 = _mm512_loadu_si512(a + p + 8);
+    __m512i v0 = _mm512_loadu_si512(src + p), v1 = _mm512_loadu_si512(src + p + 8);
     __m512i X = _mm512_permutex2var_epi64(v0, L.in_x, v1);
     __m512i Y = _mm512_permutex2var_epi64(v0, L.in_y, v1);
     // t = 1
@@ -452,17 +454,18 @@ bool forward(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
 }
 
 template <class M>
-void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
+void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep, const u64* src) {
   const std::size_t n = tb.n();
   const u64 qs = tb.q();
   const __m512i q = _mm512_set1_epi64(qs), q2 = bound_of<M>(qs);
   const std::size_t B = std::min(kBlock, n);
+  if (std::is_same<M, Mul64>::value && src != a) std::memcpy(a, src, 8 * n);  // (first pass in place)
   // small stages (t = 1 .. B/2) per block
   std::size_t t_end = 1, m_end = n;
   for (std::size_t b = 0; b < n; b += B) {
     std::size_t t = 1, mm = n;
     if (!std::is_same<M, Mul64>::value) {
-      inv_first3<M>(tb, a, b, B, q, q2);
+      inv_first3<M>(tb, src, a, b, B, q, q2);
       t = 8;
       mm = n >> 3;
     }
@@ -500,11 +503,12 @@ void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   }
 }
 
-bool inverse(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
+bool inverse(const NTTTables& tb, u64* a, const NTTEpilogue* ep, const u64* src) {
   if (tb.n() < 16) return false;
-  if (tb.q() < (u64(1) << 50) && !tb.iw52.empty()) { inverse_impl<Mul52>(tb, a, ep); return true; }
-  if (tb.q() < (u64(1) << 60) && cpu_has_avx512dq()) { inverse_impl<Mul64a>(tb, a, ep); return true; }
-  if (tb.q() < (u64(1) << 62) && cpu_has_avx512dq()) { inverse_impl<Mul64>(tb, a, ep); return true; }
+  if (!src) src = a;
+  if (tb.q() < (u64(1) << 50) && !tb.iw52.empty()) { inverse_impl<Mul52>(tb, a, ep, src); return true; }
+  if (tb.q() < (u64(1) << 60) && cpu_has_avx512dq()) { inverse_impl<Mul64a>(tb, a, ep, src); return true; }
+  if (tb.q() < (u64(1) << 62) && cpu_has_avx512dq()) { inverse_impl<Mul64>(tb, a, ep, src); return true; }
   return false;
 }
 
@@ -514,7 +518,7 @@ bool inverse(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
 namespace medtwin {
 namespace ifma {
 bool forward(const NTTTables&, u64*, const NTTEpilogue*) { return false; }
-bool inverse(const NTTTables&, u64*, const NTTEpilogue*) { return false; }
+bool inverse(const NTTTables&, u64*, const NTTEpilogue*, const u64*) { return false; }
 }  // namespace ifma
 }  // namespace medtwin
 #endif

@@ -46,8 +46,7 @@ void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out) {
 #pragma omp for schedule(static)
     for (std::int64_t e = 0; e < E; ++e) {
       u64* xe = x + std::size_t(e) * n;
-      std::memcpy(xe, in.poly(static_cast<std::uint32_t>(e), l), 8 * std::size_t(n));
-      ctx.ntt(l).inverse(xe);
+      ctx.ntt(l).inverse_mul_from(in.poly(static_cast<std::uint32_t>(e), l), xe, 1);
     }
 #pragma omp for schedule(static)
     for (std::int64_t jb = 0; jb < jobs; ++jb) {
@@ -92,8 +91,7 @@ u64* modup_prepare(const Context& ctx, const u64* d, std::uint32_t T) {
   for (std::int64_t i = 0; i < T; ++i) {
     const ModUpTable& tab = ctx.modup(T, static_cast<std::uint32_t>(i) / a);
     u64* yi = y + std::size_t(i) * n;
-    std::memcpy(yi, d + std::size_t(i) * n, 8 * std::size_t(n));
-    ctx.ntt(i).inverse_mul(yi, tab.qhat_inv[i - tab.begin]);
+    ctx.ntt(i).inverse_mul_from(d + std::size_t(i) * n, yi, tab.qhat_inv[i - tab.begin]);
   }
   return y;
 }
