@@ -207,22 +207,22 @@ PYBIND11_MODULE(_core, m) {
       .def("add", [](const Engine& e, const Ciphertext& a, const Ciphertext& b) {
         e.check_ct(a); e.check_ct(b);
         py::gil_scoped_release rel;
-        CtPtr r = copy_ct(a); add_inplace(e.ctx(), *r, b); return r;
+        auto r = std::make_shared<Ciphertext>(); add_to(e.ctx(), a, b, *r); return r;
       })
       .def("sub", [](const Engine& e, const Ciphertext& a, const Ciphertext& b) {
         e.check_ct(a); e.check_ct(b);
         py::gil_scoped_release rel;
-        CtPtr r = copy_ct(a); sub_inplace(e.ctx(), *r, b); return r;
+        auto r = std::make_shared<Ciphertext>(); sub_to(e.ctx(), a, b, *r); return r;
       })
       .def("negate", [](const Engine& e, const Ciphertext& a) {
         e.check_ct(a);
         py::gil_scoped_release rel;
-        CtPtr r = copy_ct(a); negate_inplace(e.ctx(), *r); return r;
+        auto r = std::make_shared<Ciphertext>(); negate_to(e.ctx(), a, *r); return r;
       })
       .def("mul_const", [](const Engine& e, const Ciphertext& a, double c) {
         e.check_ct(a);
         py::gil_scoped_release rel;
-        CtPtr r = copy_ct(a); mul_const_inplace(e.ctx(), *r, c); return r;
+        auto r = std::make_shared<Ciphertext>(); mul_const_to(e.ctx(), a, c, *r); return r;
       })
       .def("add_const", [](const Engine& e, const Ciphertext& a, double c) {
         e.check_ct(a);
@@ -235,7 +235,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release rel;
         double sf = std::ldexp(1.0, static_cast<int>(e.ctx().params().scaling_mod_size));
         auto pt = encode_for(e, a, p, len, sf);
-        CtPtr r = copy_ct(a); mul_plain_inplace(e.ctx(), *r, pt.data(), sf); return r;
+        auto r = std::make_shared<Ciphertext>(); mul_plain_to(e.ctx(), a, pt.data(), sf, *r); return r;
       })
       .def("mul_encoded", [](const Engine& e, const Ciphertext& a, U64Array pt, double scale) {
         e.check_ct(a);
@@ -243,7 +243,7 @@ PYBIND11_MODULE(_core, m) {
           throw std::invalid_argument("encoded plaintext must have shape (towers >= ciphertext towers, N)");
         const std::uint64_t* p = pt.data();
         py::gil_scoped_release rel;
-        CtPtr r = copy_ct(a); mul_plain_inplace(e.ctx(), *r, p, scale); return r;
+        auto r = std::make_shared<Ciphertext>(); mul_plain_to(e.ctx(), a, p, scale, *r); return r;
       }, py::arg("ct"), py::arg("plaintext"), py::arg("scale"),
          "Multiply by a plaintext already encoded with Engine.encode (towers x N, evaluation form).")
       .def("add_plain", [](const Engine& e, const Ciphertext& a, F64Array v) {

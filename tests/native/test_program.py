@@ -141,3 +141,23 @@ def test_in_place_steps_leave_inputs_and_shared_registers_alone(setup):
         np.testing.assert_array_equal(c2.data, want_c2.data)
         want = e.add(e.rescale(e.negate(e.add(want_c2, want_c2))), a)
         np.testing.assert_array_equal(y.data, want.data)
+
+
+@pytest.mark.parametrize("op", [1, 2])  # OP_ADD, OP_SUB
+def test_out_of_place_and_in_place_binary_ops_agree(setup, op):
+    """Engine.add/sub (out of place) and the executor's in-place path give identical towers when the
+    operands differ in towers (level alignment) or in elements (three-element tensor products)."""
+    e = setup.engine
+    rng = np.random.default_rng(5)
+    a = setup.imp(setup.encrypt(rng.uniform(-1, 1, SLOTS)))
+    b = setup.imp(setup.encrypt(rng.uniform(-1, 1, SLOTS)))
+    pairs = [(a, e.level_down(b, 1)), (e.level_down(a, 1), b),
+             (e.tensor(a, b), e.mul_const(b, 0.5)), (e.mul_const(a, 0.5), e.tensor(a, b))]
+    # r2 <- -r0 (copy: r0 is an input), r3 <- -r2 (in place), r4 <- r3 op r1 (in place on r3)
+    code = np.array([[0, 0, 0, 0], [0, 1, 1, 0], [3, 2, 0, 0], [3, 3, 2, 0], [op, 4, 3, 1]],
+                    dtype=np.int64).reshape(-1)
+    for x, y in pairs:
+        (got,), = e.run_program(code, np.zeros(0), [], [[x, y]], 5, [4])
+        want = e.add(x, y) if op == 1 else e.sub(x, y)
+        assert (got.elements, got.towers, got.level) == (want.elements, want.towers, want.level)
+        np.testing.assert_array_equal(got.data, want.data)

@@ -121,6 +121,14 @@ void add_const_inplace(const Context& ctx, Ciphertext& a, double c);
 void mul_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt, double pt_scale);
 /// a += plaintext towers pt [a.towers][N] encoded at a.scale.
 void add_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt);
+/// Out-of-place forms (out must be another object than the inputs): one read of the inputs and
+/// one write of the result instead of a copy followed by the in-place operation. Same results,
+/// level alignment and errors as the in-place forms.
+void add_to(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out);
+void sub_to(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out);
+void negate_to(const Context& ctx, const Ciphertext& a, Ciphertext& out);
+void mul_const_to(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out);
+void mul_plain_to(const Context& ctx, const Ciphertext& a, const u64* pt, double pt_scale, Ciphertext& out);
 /// (a0 b0, a0 b1 + a1 b0, a1 b1): noise degrees add, scales multiply.
 void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out);
 

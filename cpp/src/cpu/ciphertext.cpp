@@ -1,5 +1,6 @@
 #include "medtwin/ciphertext.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <map>
@@ -159,6 +160,88 @@ void add_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt) {
 #pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(a.towers) * a.n))
   for (std::int64_t t = 0; t < a.towers; ++t)
     add_vec(a.poly(0, t), a.poly(0, t), pt + std::size_t(t) * a.n, a.n, ctx.modulus(t));
+}
+
+namespace {
+void copy_meta(const Ciphertext& a, Ciphertext& out) {
+  out.n = a.n;
+  out.slots = a.slots; out.level = a.level; out.hops = a.hops; out.noise_deg = a.noise_deg;
+  out.scale = a.scale; out.scheme_id = a.scheme_id; out.encoding = a.encoding;
+  out.header = a.header; out.key_tag = a.key_tag;
+}
+// out = a op b over the common towers; an element only one operand has is taken from it
+// (negated for b under subtraction), as the in-place forms do after widening with zeros.
+void binary_to(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out, bool subtract) {
+  check_pair(a, b);
+  if (&out == &a || &out == &b) throw std::invalid_argument("out-of-place operation: output aliases an input");
+  const std::uint32_t T = std::min(a.towers, b.towers), n = a.n, E = std::max(a.elems, b.elems);
+  copy_meta(a, out);
+  out.level = a.level + (a.towers - T);
+  out.resize(E, T);
+  const std::int64_t jobs = std::int64_t(E) * T;
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * n))
+  for (std::int64_t jb = 0; jb < jobs; ++jb) {
+    const std::uint32_t e = static_cast<std::uint32_t>(jb / T), t = static_cast<std::uint32_t>(jb % T);
+    const u64 q = ctx.modulus(t);
+    u64* o = out.poly(e, t);
+    if (e < a.elems && e < b.elems) {
+      if (subtract) sub_vec(o, a.poly(e, t), b.poly(e, t), n, q); else add_vec(o, a.poly(e, t), b.poly(e, t), n, q);
+    } else if (e < a.elems) {
+      std::memcpy(o, a.poly(e, t), 8 * std::size_t(n));
+    } else if (subtract) {
+      neg_vec(o, b.poly(e, t), n, q);
+    } else {
+      std::memcpy(o, b.poly(e, t), 8 * std::size_t(n));
+    }
+  }
+}
+}  // namespace
+
+void add_to(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out) { binary_to(ctx, a, b, out, false); }
+void sub_to(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out) { binary_to(ctx, a, b, out, true); }
+
+void negate_to(const Context& ctx, const Ciphertext& a, Ciphertext& out) {
+  if (&out == &a) throw std::invalid_argument("out-of-place operation: output aliases an input");
+  copy_meta(a, out);
+  out.resize(a.elems, a.towers);
+  const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
+  for (std::int64_t jb = 0; jb < jobs; ++jb) {
+    const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
+    neg_vec(out.poly(e, t), a.poly(e, t), a.n, ctx.modulus(t));
+  }
+}
+
+void mul_const_to(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out) {
+  if (&out == &a) throw std::invalid_argument("out-of-place operation: output aliases an input");
+  const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
+  copy_meta(a, out);
+  out.resize(a.elems, a.towers);
+  const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
+  for (std::int64_t jb = 0; jb < jobs; ++jb) {
+    const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
+    const u64 q = ctx.modulus(t);
+    mul_scalar_vec(out.poly(e, t), a.poly(e, t), scaled_mod(static_cast<long double>(c) * sf, q, true), a.n, q);
+  }
+  out.noise_deg += 1;
+  out.scale *= static_cast<double>(sf);
+}
+
+void mul_plain_to(const Context& ctx, const Ciphertext& a, const u64* pt, double pt_scale, Ciphertext& out) {
+  if (&out == &a) throw std::invalid_argument("out-of-place operation: output aliases an input");
+  copy_meta(a, out);
+  out.resize(a.elems, a.towers);
+  const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
+  for (std::int64_t jb = 0; jb < jobs; ++jb) {
+    const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
+    if (!ifma::mul_vec(out.poly(e, t), a.poly(e, t), pt + std::size_t(t) * a.n, a.n, ctx.modulus(t),
+                       ctx.mont_neg_inv(t), ctx.mont_r2(t)))
+      mul_vec(out.poly(e, t), a.poly(e, t), pt + std::size_t(t) * a.n, a.n, ctx.mod(t));
+  }
+  out.noise_deg += 1;
+  out.scale *= pt_scale;
 }
 
 void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out) {

@@ -109,15 +109,28 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
         if (dead_a[k] && r[a].use_count() == 1) return std::move(r[a]);
         return std::make_shared<Ciphertext>(x);
       };
+      auto stealable = [&]() { return dead_a[k] && r[a] && r[a].use_count() == 1; };
       switch (op) {
         case OP_INPUT:
           if (a < 0 || static_cast<std::size_t>(a) >= in.size()) throw ProgramFault("input index out of range");
           out = in[a];  // shared, never modified in place
           break;
         case OP_COPY: out = r[a] ? r[a] : nullptr; get(a); break;
-        case OP_ADD: { const Ciphertext& y = get(b); out = own(); add_inplace(ctx, *out, y); break; }
-        case OP_SUB: { const Ciphertext& y = get(b); out = own(); sub_inplace(ctx, *out, y); break; }
-        case OP_NEG: out = own(); negate_inplace(ctx, *out); break;
+        case OP_ADD: case OP_SUB: {
+          const Ciphertext& y = get(b);
+          if (stealable()) {
+            out = own();
+            if (op == OP_ADD) add_inplace(ctx, *out, y); else sub_inplace(ctx, *out, y);
+          } else {
+            out = std::make_shared<Ciphertext>();
+            if (op == OP_ADD) add_to(ctx, get(a), y, *out); else sub_to(ctx, get(a), y, *out);
+          }
+          break;
+        }
+        case OP_NEG:
+          if (stealable()) { out = own(); negate_inplace(ctx, *out); }
+          else { out = std::make_shared<Ciphertext>(); negate_to(ctx, get(a), *out); }
+          break;
         case OP_MUL:
           out = std::make_shared<Ciphertext>();
           tensor(ctx, get(a), get(b), *out);
@@ -134,8 +147,8 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
         case OP_MUL_PLAIN: {
           const Ciphertext& x = get(a);
           auto pt = cache.get(ctx, prog, b, x, sf);
-          out = own();
-          mul_plain_inplace(ctx, *out, pt->data(), sf);
+          if (stealable()) { out = own(); mul_plain_inplace(ctx, *out, pt->data(), sf); }
+          else { out = std::make_shared<Ciphertext>(); mul_plain_to(ctx, x, pt->data(), sf, *out); }
           break;
         }
         case OP_ADD_PLAIN: case OP_SUB_PLAIN: {
@@ -150,7 +163,10 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
           }
           break;
         }
-        case OP_MUL_CONST: out = own(); mul_const_inplace(ctx, *out, prog.consts[b]); break;
+        case OP_MUL_CONST:
+          if (stealable()) { out = own(); mul_const_inplace(ctx, *out, prog.consts[b]); }
+          else { out = std::make_shared<Ciphertext>(); mul_const_to(ctx, get(a), prog.consts[b], *out); }
+          break;
         case OP_ADD_CONST: out = own(); add_const_inplace(ctx, *out, prog.consts[b]); break;
         case OP_ROTATE: {
           const Ciphertext& x = get(a);
