@@ -34,6 +34,27 @@ every approximated function evaluated exactly. A computed value is modelled as
 
 total = |s - 1| max|exact| + d + k_sigma * sqrt(1 + c_dec^2) * ||n||_2  (c_dec: decryption noise).
 
+Rotations and sums over slots. A source's noise is a vector over the slots, and a rotation moves
+it: the noise of rot(x, r) in slot i is x's noise in slot i + r. The random part is therefore
+kept per (source, shift), the shift being the sum of the rotations on the path mod slots
+(slot-wise ops keep it). Under the same model that gives the "slot variance = N V / 2" rule
+below (coefficient errors independent, zero-mean, of equal variance V), the errors of *different
+slots* of one source are uncorrelated: a slot is the evaluation e(zeta_j) at a primitive 2N-th
+root of unity, and for two slots j != j' (neither the conjugate of the other, which holds for the
+N/2 slots of CKKS) sum_k zeta_j^k conj(zeta_j')^k = 0 and sum_k zeta_j^k zeta_j'^k = 0, so
+E[e(zeta_j) conj e(zeta_j')] = E[e(zeta_j) e(zeta_j')] = 0 and the real parts are uncorrelated
+(orthogonality of the canonical embedding; the independence heuristic of Costache et al. SAC
+2023 and Cheon-Kim-Kim-Song 2017 cited below). So one source reaching a slot at two different
+shifts contributes two uncorrelated terms, and the standard deviation is bounded by the 2-norm
+over (source, shift): a rotate-and-sum over M slots grows the random noise like sqrt(M), not M.
+The same source at the same shift (e.g. x + rot(rot(x, k), slots - k)) still adds linearly. Shifts
+are taken mod the program's slot count; with sparse packing (slots < N/2) two shifts equal mod
+slots may still be different canonical slots, and adding them linearly is then conservative.
+The deterministic parts (approximation errors, drift, the rotation's systematic slot-0 term)
+add linearly as before. Values from independent encryptions (e.g. separate chunks of a cohort,
+added outside the program) have independent random parts; :func:`error_parts` returns each
+value's (fixed, random) split so that a caller can combine them the same way.
+
 An approximation region (a polynomial g of its input x computing f) is analysed with its input
 taken as exact (s = 1, no error); at the region's output the input's error enters through g's
 Lipschitz constant:  d = L (|s_x - 1| M_x + d_x) + approx_error + d_internal,
@@ -320,8 +341,24 @@ def analyse(prog: Program, noise: NoiseModel, input_errors: dict[str, float] | N
         ProgramError: an assumption contradicts the computed range, a value is not finite, an
             input error is negative or names no input.
     """
-    rng, err, _, _ = _propagate(prog, noise, input_errors)
+    rng, err, _, _, _ = _propagate(prog, noise, input_errors)
     return rng, err
+
+
+def error_parts(prog: Program, noise: NoiseModel, input_errors: dict[str, float] | None = None
+                ) -> list[tuple[float, float]]:
+    """Per value, ``(fixed, random_std)``: the error bound of :func:`analyse` split into its
+    worst-case part (drift, deterministic errors and rotation bias; adds linearly wherever values
+    meet) and a bound on the standard deviation of its random CKKS noise (before decryption; the
+    bound takes ``noise.k_sigma * sqrt(1 + noise.decrypt^2)`` times it). Values computed from
+    independent encryptions (e.g. chunks of a cohort) have independent random parts: the error
+    of their sum is at most the sum of the fixed parts plus that factor times the 2-norm of the
+    random parts.
+
+    Raises:
+        ProgramError: as :func:`analyse`.
+    """
+    return _propagate(prog, noise, input_errors)[4]
 
 
 def scale_corrections(prog: Program, noise: NoiseModel) -> dict[int, float]:
@@ -342,44 +379,143 @@ def scale_corrections(prog: Program, noise: NoiseModel) -> dict[int, float]:
 
 
 class _Noise:
-    """Random-noise sensitivities of one value: {source: sensitivity * std} (sparse)."""
+    """Random-noise sensitivities of one value, tracked per (source, slot shift).
 
-    __slots__ = ("v",)
+    The contribution of source s reaching slot i of the value from slot i + t of the source's own
+    noise vector is keyed (s, t) (t: the sum of the rotations on the path, mod slots; slot-wise
+    ops keep t). Stored as components ``(shifts, src)``: ``shifts`` maps t -> weight and ``src``
+    maps s -> sensitivity * std, and the pair stands for the sensitivities
+    ``g[s, t] = shifts[t] * src[s]``. Components that reach the same (s, t) add linearly
+    (triangle inequality); distinct (s, t) are independent, so the standard deviation is at most
+    the 2-norm over (s, t) (see the module docstring). Dictionaries are never changed after a
+    component is made, so components may be shared between values; a rotate-and-sum keeps one
+    component per source group (merged by identity) instead of one entry per shift.
+    """
 
-    def __init__(self, v: dict[int, float] | None = None):
-        self.v = v or {}
+    __slots__ = ("comps", "_norm")
+
+    def __init__(self, comps=()):
+        self.comps = tuple(comps)
+        self._norm = None
+
+    @staticmethod
+    def local(v: dict[int, float]) -> _Noise:
+        """Sources at shift 0 (no rotation on their path)."""
+        return _Noise((({0: 1.0}, v),)) if v else _Noise()
+
+    @property
+    def v(self) -> dict[int, float] | None:
+        """{source: sensitivity * std} when every component is at shift 0 with weight 1, else None."""
+        if not self.comps:
+            return {}
+        if len(self.comps) == 1 and self.comps[0][0] == {0: 1.0}:
+            return self.comps[0][1]
+        return None
 
     def scaled(self, c: float) -> _Noise:
         c = abs(c)
-        return _Noise({k: x * c for k, x in self.v.items()}) if c != 1.0 else self
+        if c == 1.0 or not self.comps:
+            return self
+        return _Noise(_normal([({t: w * c for t, w in sh.items()}, src) for sh, src in self.comps]))
+
+    def rotated(self, r: int, slots: int) -> _Noise:
+        """The noise of rot(value, r): every shift t becomes t + r (mod slots)."""
+        if not self.comps or r % slots == 0:
+            return self
+        return _Noise([({(t + r) % slots: w for t, w in sh.items()}, src) for sh, src in self.comps])
 
     def plus(self, o: _Noise) -> _Noise:
-        if not o.v:
+        if not o.comps:
             return self
-        if not self.v:
+        if not self.comps:
             return o
-        a, b = (self.v, o.v) if len(self.v) >= len(o.v) else (o.v, self.v)
-        r = dict(a)
-        for k, x in b.items():
-            r[k] = r.get(k, 0.0) + x
-        return _Noise(r)
+        return _Noise(_merge(self.comps + o.comps))
 
     def add_source(self, key: int, std: float, record: dict | None = None) -> _Noise:
         if record is not None:
             record[key] = record.get(key, 0.0) + std
         if std == 0.0:
             return self
-        r = dict(self.v)
-        r[key] = r.get(key, 0.0) + std
-        return _Noise(r)
+        return _Noise(_merge(self.comps + (({0: 1.0}, {key: std}),)))
 
     def norm(self) -> float:
-        return math.sqrt(sum(x * x for x in self.v.values()))
+        """2-norm over (source, shift) of the summed sensitivities: a bound on the std."""
+        if self._norm is None:
+            cs = self.comps
+            tot = 0.0
+            for i, (sh_i, src_i) in enumerate(cs):
+                for j in range(i, len(cs)):
+                    sh_j, src_j = cs[j]
+                    a, b = (sh_i, sh_j) if len(sh_i) <= len(sh_j) else (sh_j, sh_i)
+                    st = sum(w * b[t] for t, w in a.items() if t in b)
+                    if st == 0.0:
+                        continue
+                    a, b = (src_i, src_j) if len(src_i) <= len(src_j) else (src_j, src_i)
+                    ss = sum(x * b[k] for k, x in a.items() if k in b)
+                    tot += st * ss * (1.0 if i == j else 2.0)
+            self._norm = math.sqrt(max(tot, 0.0))
+        return self._norm
+
+
+def _dsum(dicts) -> dict:
+    """Entry-wise sum of dictionaries (a new one unless there is only one)."""
+    if len(dicts) == 1:
+        return dicts[0]
+    r = dict(dicts[0])
+    for d in dicts[1:]:
+        for k, x in d.items():
+            r[k] = r.get(k, 0.0) + x
+    return r
+
+
+def _normal(comps):
+    """Fold the weight of single-shift components into their sources (so that values at the
+    same shift merge by shift below) and drop empty ones."""
+    out = []
+    for sh, src in comps:
+        if not sh or not src:
+            continue
+        if len(sh) == 1:
+            (t, w), = sh.items()
+            if w != 1.0:
+                src = {k: x * w for k, x in src.items()}
+                sh = {t: 1.0}
+        out.append((sh, src))
+    return out
+
+
+def _merge(comps):
+    """Canonical component list: the same source dictionary (by identity) at several shifts
+    becomes one component (shift weights add); then components with equal shift maps become one
+    (sources add). Both are exact rewrites of the sensitivities g[s, t]."""
+    by_src: dict[int, list] = {}
+    order = []
+    for sh, src in comps:
+        k = id(src)
+        if k not in by_src:
+            by_src[k] = [src, []]
+            order.append(k)
+        by_src[k][1].append(sh)
+    step = []
+    for k in order:
+        src, shs = by_src[k]
+        step.append((_dsum(shs), src))
+    step = _normal(step)
+    by_sh: dict[tuple, list] = {}
+    order2 = []
+    for sh, src in step:
+        key = tuple(sorted(sh.items()))
+        if key not in by_sh:
+            by_sh[key] = [sh, []]
+            order2.append(key)
+        by_sh[key][1].append(src)
+    return [(by_sh[k][0], _dsum(by_sh[k][1])) for k in order2]
 
 
 def _propagate(prog: Program, noise: NoiseModel, input_errors: dict[str, float] | None = None):
     """The analysis pass (see the module docstring). Returns ranges, total error bounds, drift
-    intervals and the executor's scale corrections (meaningful when the primes are known)."""
+    intervals, the executor's scale corrections (meaningful when the primes are known) and the
+    (fixed, random std) split of every bound (:func:`error_parts`)."""
     ops = prog.ops
     in_err = dict(input_errors or {})
     names = {i.name for i in prog.inputs}
@@ -403,6 +539,7 @@ def _propagate(prog: Program, noise: NoiseModel, input_errors: dict[str, float] 
     det: list[float] = []
     rnd_n: list[_Noise | None] = []
     err: list[float] = []
+    parts: list[tuple[float, float]] = []
     corr: dict[int, float] = {}
     eps_q = 2.0 ** -noise.scaling_mod_size
     one = (1.0, 1.0)
@@ -453,7 +590,8 @@ def _propagate(prog: Program, noise: NoiseModel, input_errors: dict[str, float] 
         elif k == "relin":
             r, d, nv = a[0], da[0], na[0].add_source(src_key, noise.keyswitch, sigma)
         elif k == "rotate":
-            r, d, nv = a[0], da[0] + noise.rotate_bias, na[0].add_source(src_key, noise.keyswitch, sigma)
+            r, d = a[0], da[0] + noise.rotate_bias
+            nv = na[0].rotated(op.rot, prog.slots).add_source(src_key, noise.keyswitch, sigma)
         elif k == "level_down":
             r, d, nv = a[0], da[0], na[0]
         elif k == "rescale":
@@ -508,13 +646,17 @@ def _propagate(prog: Program, noise: NoiseModel, input_errors: dict[str, float] 
             d = lip * (dev(drift[x]) * mag(rng[x]) + det[x]) + reg.approx_error + d
             # internal sources: the region's measured sensitivity instead of the propagated one
             sv_map = region_sens[region_out[op.out]]
-            internal = {src: (min(g, sv_map[src] * sigma[src]) if src in sv_map and src in sigma else g)
-                        for src, g in nv.v.items()}
-            nv = rnd_n[x].scaled(lip).plus(_Noise(internal))
+            # (only when every internal source is at shift 0: a region holds no rotations)
+            loc = nv.v
+            if loc is not None:
+                nv = _Noise.local({src: (min(g, sv_map[src] * sigma[src]) if src in sv_map and src in sigma else g)
+                                   for src, g in loc.items()})
+            nv = rnd_n[x].scaled(lip).plus(nv)
             r = reg.out_range  # hull of f and g over the domain (the exact value is f(x))
         if op.out in hints:
             r = iv_intersect(r, hints[op.out], f"value {op.out} ({k})")
-        total = dev(sv) * mag(r) + d + ks * nv.norm()
+        fixed = dev(sv) * mag(r) + d
+        total = fixed + ks * nv.norm()
         if not (math.isfinite(r[0]) and math.isfinite(r[1]) and math.isfinite(total)):
             raise ProgramError(f"value {op.out} ({k}) has an unbounded range or error")
         rng.append((float(r[0]), float(r[1])))
@@ -522,7 +664,8 @@ def _propagate(prog: Program, noise: NoiseModel, input_errors: dict[str, float] 
         det.append(float(d))
         rnd_n.append(nv)
         err.append(float(total))
+        parts.append((float(fixed), float(nv.norm())))
         for x in op.args:
             if last[x] == op.out and x not in keep:
                 rnd_n[x] = None
-    return rng, err, drift, corr
+    return rng, err, drift, corr, parts
