@@ -35,7 +35,7 @@ __all__ = ["Status", "Simulation", "simulate", "optimise", "CohortStudy", "cohor
 class Status(enum.Enum):
     OK = "ok"
     WINDOW_DOMAIN = "window_domain"  # some trajectories left the window polynomial's domain
-    FLOODING_DOMINATES = "flooding_dominates"  # released cohort aggregates: flooding noise above 0.05 (PTA)
+    FLOODING_DOMINATES = "flooding_dominates"  # released cohort aggregates: flooding sigma above 0.01 (PTA)
 
     @property
     def message(self) -> str:
@@ -45,8 +45,8 @@ class Status(enum.Enum):
                                    "those pairs' time in window is flagged invalid (see result.tiw_in_domain)"),
             Status.FLOODING_DOMINATES: ("per-pair results are within their bounds, but the noise flooding of the "
                                         "released aggregates (sized by the decryption policy from the stated "
-                                        "key-dependent bound) exceeds 0.05 on the probability of target attainment; "
-                                        "see result.aggregates.sigma"),
+                                        "key-dependent bound) exceeds 0.01 on the probability of target attainment; "
+                                        "see result.aggregates.sigma (the cohort-128 preset keeps it far below)"),
         }[self]
 
 
@@ -203,9 +203,13 @@ def _cohort_covariates(patients):
     return covariates_of_records(recs), [getattr(r, "source_id", f"p{i}") for i, r in enumerate(recs)]
 
 
+#: largest flooding sigma on the released PTA for which a cohort study reports ``Status.OK``
+FLOODING_PTA_LIMIT = 0.01
+
+
 def cohort_study(patients, *, doses_mg: Sequence[float] = (750, 1000, 1250, 1500),
                  intervals_h: Sequence[float] = (8, 12, 24, 48), current: tuple[float, float] = (1000.0, 12.0),
-                 mic: float = 1.0, backend: str = "openfhe", preset: str = "standard-128", keys=None,
+                 mic: float = 1.0, backend: str = "openfhe", preset: str | None = None, keys=None,
                  per_patient: bool = False, aggregates: bool = True, min_cohort: int | None = None, policy=None,
                  twin_ids: Sequence[str] | None = None, reference: bool = False, log=None, session=None,
                  progress=None, allow_insecure: bool = False, **metrics) -> CohortStudy:
@@ -229,17 +233,27 @@ def cohort_study(patients, *, doses_mg: Sequence[float] = (750, 1000, 1250, 1500
         log, session: an :class:`~medtwin.custody.audit.AuditLog` and the acting session: every
             encryption, simulation and decryption is appended (never a value).
         metrics: ``window_edge``, ``trough_limit``, ``trough_edge``, ``tox_penalty``, ``target``.
+        preset: CKKS preset of fresh keys (default ``cohort-128``: 49-bit scaling primes, which
+            make the released aggregates' flooding noise about 500x smaller than ``standard-128``;
+            see docs/studies.md). The native backend does not run ``cohort-*`` presets (a 60-bit
+            first prime): use ``backend="openfhe"`` (the default) or ``preset="standard-128"``.
+
+    Status ``FLOODING_DOMINATES`` when the flooding sigma of the released PTA exceeds
+    :data:`FLOODING_PTA_LIMIT` (0.01).
 
     Raises:
         SecurityPolicyError: aggregates over fewer patients than the minimum cohort (nothing is
             encrypted), or an insecure preset without permission.
         RangeError: a patient outside the model's declared ranges (nothing is encrypted).
-        ValidationError: a malformed grid or option.
+        ValidationError: a malformed grid or option; ``backend="native"`` with keys whose first
+            prime the native engine does not run.
         ProgramError: ``keys`` lack the study's depth or rotations.
     """
     from medtwin.he.openfhe_backend import HEContext
     from medtwin.study import cohort as C
 
+    if preset is None:
+        preset = getattr(getattr(keys, "public", None), "preset", None) or C.DEFAULT_PRESET
     spec = C.CohortSpec(doses_mg=tuple(doses_mg), intervals_h=tuple(intervals_h), current=tuple(current),
                         mic=float(mic), preset=preset, **metrics)
     cov, ids = _cohort_covariates(patients)
@@ -260,6 +274,6 @@ def cohort_study(patients, *, doses_mg: Sequence[float] = (750, 1000, 1250, 1500
                 min_cohort=min_cohort, policy=policy, reference_check=reference, log=log, actor=session,
                 progress=progress)
     status = Status.OK
-    if res.aggregates is not None and float(res.aggregates.sigma["pta"]) > 0.05:
+    if res.aggregates is not None and float(res.aggregates.sigma["pta"]) > FLOODING_PTA_LIMIT:
         status = Status.FLOODING_DOMINATES
     return CohortStudy(status, res)

@@ -323,7 +323,9 @@ def cohort(sources: List[Path] = typer.Argument(..., help="FHIR R4 bundles (.jso
            current: str = typer.Option("1000,12", help="current regimen 'dose,interval' for the AUC24 differences"),
            mic: float = typer.Option(1.0, help="MIC [mg/L]"),
            backend: str = typer.Option("openfhe", help="openfhe | native"),
-           preset: str = typer.Option("standard-128", help="CKKS preset (fresh keys)"),
+           preset: str = typer.Option("cohort-128", help="CKKS preset of fresh keys (cohort-128: 49-bit scale, "
+                                      "~500x less flooding noise on the released aggregates; OpenFHE backend "
+                                      "only; standard-128 also runs on native)"),
            keystore: Optional[Path] = typer.Option(None, help="use this keystore's keys (made for cohort studies "
                                                    "with --save-keystore) instead of fresh ones"),
            save_keystore: Optional[Path] = typer.Option(None, help="store the fresh keys in this new keystore"),
@@ -385,7 +387,7 @@ def cohort(sources: List[Path] = typer.Argument(..., help="FHIR R4 bundles (.jso
         ids = [pseudonym(r.source_id, key) for r in keep]
         with _Progress() as prog:
             res = api.cohort_study(keep, doses_mg=d, intervals_h=t, current=(cur[0], cur[1]), mic=mic,
-                                   backend=backend, preset=preset, keys=ctx, per_patient=per_patient,
+                                   backend=backend, preset=km.public.preset, keys=ctx, per_patient=per_patient,
                                    min_cohort=min_cohort, policy=fpol, twin_ids=ids, log=log, session=session,
                                    progress=prog)
     except MedTwinError as exc:

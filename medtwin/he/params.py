@@ -11,8 +11,24 @@ Two kinds of preset:
   environment sets ``MEDTWIN_ALLOW_INSECURE=1`` (the test suite does), and everything derived from
   it is labelled ``INSECURE`` (key material, reports, CLI output).
 
+* ``cohort-128``: 128-bit classical security with 49-bit scaling primes and a 60-bit first
+  prime, for cohort aggregates (:mod:`medtwin.study.cohort`). CKKS noise in value units scales
+  like N / 2^p, so 9 more bits of scale make the key-dependent error of a released aggregate,
+  and the noise flooding sized from it, about 2^9 = 512 times smaller; the 60-bit first prime
+  keeps 11 bits of headroom at the last level (9 with ``standard-128``). The vancomycin cohort
+  program has depth 28: Q = 60 + 28 x 49 = 1432 bits; with 6 key-switching digits (29 towers,
+  5 per digit, at most 60 + 4 x 49 = 256 bits each) P is 5 x 60 = 300 bits, log QP = 1732 <= 1772,
+  the HomomorphicEncryption.org bound for N = 2^16 at 128 bits, and OpenFHE 1.6.1 picks
+  N = 2^16 (checked; with its default 3 digits it moves to N = 2^17). ``cohort-test-insecure`` is
+  the same moduli on the N = 2^12 test ring.
+
 Moduli: the scaling primes are ``scaling_mod_size`` bits and the first prime ``first_mod_size``
-bits, both below 2^50 so that the native engine's IFMA path applies to the Q towers. The
+bits; below 2^50 the native engine's IFMA path applies to the Q towers. The native engine is
+bit-exact with OpenFHE only for a first prime of at most :data:`NATIVE_MAX_FIRST_MOD_BITS` bits
+(measured with the engine of this repository: relinearisation and rotation, i.e. key switching,
+differ from OpenFHE from a 53-bit first prime on, at 40- and 49-bit scales; additions, constant
+and plaintext products are exact): the ``cohort-*`` presets run on the OpenFHE backend
+(:func:`native_supported`). The
 theophylline study needs depth 32; with 40-bit primes OpenFHE's default of 3 key-switching
 digits needs a special modulus P so large that Q*P exceeds the 128-bit bound for N = 2^16 and it
 moves to N = 2^17 (twice the work, four times the key size). Six digits (``dnum=6``) shrink P and
@@ -29,6 +45,8 @@ from dataclasses import asdict, dataclass, replace
 from medtwin.errors import SecurityPolicyError, ValidationError
 
 INSECURE_ENV = "MEDTWIN_ALLOW_INSECURE"
+#: the widest first prime with which the native engine's key switching matches OpenFHE (bits)
+NATIVE_MAX_FIRST_MOD_BITS = 52
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,10 @@ _PRESETS: dict[str, CKKSParams] = {
                                scaling_mod_size=40, first_mod_size=49, dnum=6),
     "standard-192": CKKSParams("standard-192", "HEStd_192_classic", depth=20,
                                scaling_mod_size=40, first_mod_size=49, dnum=6),
+    "cohort-128": CKKSParams("cohort-128", "HEStd_128_classic", depth=28,
+                             scaling_mod_size=49, first_mod_size=60, dnum=6),
+    "cohort-test-insecure": CKKSParams("cohort-test-insecure", "HEStd_NotSet", depth=28, scaling_mod_size=49,
+                                       first_mod_size=60, ring_dim=1 << 12, insecure=True),
     "test-insecure": CKKSParams("test-insecure", "HEStd_NotSet", depth=20, scaling_mod_size=40,
                                 first_mod_size=49, ring_dim=1 << 12, insecure=True),
 }
@@ -84,6 +106,22 @@ _PRESETS: dict[str, CKKSParams] = {
 
 def preset_names() -> list[str]:
     return sorted(_PRESETS)
+
+
+def native_supported(params) -> bool:
+    """Whether the native engine runs ``params`` (anything with ``first_mod_size`` and
+    ``scaling_mod_size``, or a dict with those keys) bit-exactly with OpenFHE: a first prime of at
+    most :data:`NATIVE_MAX_FIRST_MOD_BITS` bits and scaling primes below 2^50 (the IFMA path).
+
+    Raises:
+        ValidationError: ``params`` lacks the two sizes.
+    """
+    try:
+        first = int(params["first_mod_size"] if isinstance(params, dict) else params.first_mod_size)
+        scale = int(params["scaling_mod_size"] if isinstance(params, dict) else params.scaling_mod_size)
+    except (KeyError, AttributeError, TypeError, ValueError):
+        raise ValidationError("parameters need first_mod_size and scaling_mod_size") from None
+    return first <= NATIVE_MAX_FIRST_MOD_BITS and scale < 50
 
 
 def insecure_allowed() -> bool:

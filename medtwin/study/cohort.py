@@ -104,6 +104,19 @@ AGGREGATE_OUTPUTS = ("mean_attain", "mean_tox", "mean_score", "mean_auc_h", "mea
 #: others several levels earlier (hundreds of bits to spare).
 AGG_SCALE = {"mean_attain": 2.0 ** 20, "mean_tox": 32.0, "mean_score": 32.0, "mean_auc_h": 2.0 ** 16,
              "mean_auc2_k": 2.0 ** 16}
+#: the default preset of cohort studies: 49-bit scaling primes (see :mod:`medtwin.he.params`)
+DEFAULT_PRESET = "cohort-128"
+
+
+def agg_scale(headroom_bits: int, tox_penalty: float = 1.0) -> dict[str, float]:
+    """The factors of :data:`AGG_SCALE` for a preset with ``headroom_bits`` (first prime bits minus
+    scale bits) of headroom at the last level: ``tox`` gets 2^(headroom - 4) (32 at 9 bits, as in
+    :data:`AGG_SCALE`; 128 with the 11 bits of ``cohort-128``), ``score`` the same divided by the
+    penalty's power of two (|score| <= max(1, penalty)); the others are fixed."""
+    h = int(headroom_bits)
+    t = 2.0 ** max(0, h - 4)
+    pen = max(1.0, float(tox_penalty))
+    return {**AGG_SCALE, "mean_tox": t, "mean_score": max(1.0, t / 2.0 ** math.ceil(math.log2(pen)))}
 
 ProgressFn = Callable[[str, float], None]
 
@@ -151,7 +164,7 @@ class CohortSpec:
     trough_limit: float = 20.0                    # mg/L (Rybak 2020 nephrotoxicity)
     trough_edge: float = 0.05                     # logistic scale in ln(trough)
     tox_penalty: float = 1.0
-    preset: str = "standard-128"
+    preset: str = DEFAULT_PRESET
     model: str = "vancomycin"
 
     def __post_init__(self) -> None:
@@ -362,11 +375,13 @@ def _span(r: tuple[float, float], pad: float = 0.02) -> tuple[float, float]:
 
 
 def build_program(spec: CohortSpec, layout: CohortLayout, weights: np.ndarray | None, *, params=None,
-                  noise=None, tol: float = 1e-6, window_tol: float = 1e-4, name: str = "vancomycin-cohort"):
+                  noise=None, tol: float = 1e-6, window_tol: float = 1e-4, name: str = "vancomycin-cohort",
+                  scales: dict[str, float] | None = None):
     """The FHE program of one ciphertext chunk (inputs ``weight_kg``, ``crcl_ml_min``).
 
     ``weights`` (one per slot: 1/P on real pairs, 0 on padding) adds the aggregate outputs
     (rotate-and-sum over the chunk's patients); None builds the per-pair outputs only.
+    ``scales``: the aggregates' factors (default :func:`agg_scale` for ``params``' headroom).
 
     Raises:
         ProgramError: the plan does not fit ``params`` (depth or headroom).
@@ -448,10 +463,13 @@ def build_program(spec: CohortSpec, layout: CohortLayout, weights: np.ndarray | 
                 step *= 2
             return s
 
+        from medtwin.program.ir import PlanParams
+
+        sc = scales or agg_scale(PlanParams.of(params).headroom_bits, spec.tox_penalty)
         a_k = inv_cl * b.plain(24.0 * D / tau / 1000.0)
         for name, x in (("mean_attain", attain), ("mean_tox", tox), ("mean_score", score),
                         ("mean_auc_h", auc_h), ("mean_auc2_k", a_k * a_k)):
-            f = AGG_SCALE[name]
+            f = sc[name]
             b.output(name, total(x * f if f != 1.0 else x, w), scale_hint=f)
     return b.build(params, noise=noise)
 
@@ -463,6 +481,7 @@ class CohortPrograms:
     layout: CohortLayout
     programs: list  # one per chunk (shared objects where the weights agree)
     aggregates: bool
+    scales: dict[str, float] = field(default_factory=lambda: dict(AGG_SCALE))
 
     @property
     def depth(self) -> int:
@@ -479,16 +498,20 @@ def _weights(layout: CohortLayout) -> np.ndarray:
 def compile_cohort(spec: CohortSpec, n_patients: int, slots: int, *, aggregates: bool = True, params=None,
                    noise=None) -> CohortPrograms:
     """Plan the layout and compile the chunk programs (at most two distinct: full and last chunk)."""
+    from medtwin.program.ir import PlanParams
+
     layout = CohortLayout(n_patients, spec.n_regimens, slots)
+    scales = agg_scale(PlanParams.of(params).headroom_bits, spec.tox_penalty)
     cache: dict[bytes, object] = {}
     progs = []
     W = _weights(layout) if aggregates else None
     for c in range(layout.n_ciphertexts):
         key = hashlib.sha256(W[c].tobytes()).digest() if W is not None else b""
         if key not in cache:
-            cache[key] = build_program(spec, layout, None if W is None else W[c], params=params, noise=noise)
+            cache[key] = build_program(spec, layout, None if W is None else W[c], params=params, noise=noise,
+                                       scales=scales)
         progs.append(cache[key])
-    return CohortPrograms(spec, layout, progs, aggregates)
+    return CohortPrograms(spec, layout, progs, aggregates, scales)
 
 
 def cohort_keys(spec: CohortSpec, *, allow_insecure: bool = False, slots_hint: int | None = None):
@@ -507,7 +530,7 @@ def cohort_keys(spec: CohortSpec, *, allow_insecure: bool = False, slots_hint: i
     for _ in range(3):
         # a full chunk (weights 1/patients per ciphertext): depth and rotations do not depend on
         # the cohort size
-        cp = compile_cohort(spec, max(1, slots // _next_pow2(spec.n_regimens)), slots)
+        cp = compile_cohort(spec, max(1, slots // _next_pow2(spec.n_regimens)), slots, params=p0)
         ctx, km = generate_keys(preset(spec.preset, depth=cp.depth, allow_insecure=allow_insecure),
                                 cp.rotation_indices())
         if ctx.slots == slots:
@@ -574,6 +597,44 @@ class CohortOutcome:
     depth: int
     seconds: float
     backend: str
+    scales: dict[str, float] = field(default_factory=lambda: dict(AGG_SCALE))
+
+
+def _chunk_sum_bounds(programs, noise, names) -> tuple[dict[str, float], dict[str, float]]:
+    """Bounds of the chunks' aggregates added together, and their key-dependent parts.
+
+    Each chunk's error is split into a worst-case part and its random CKKS noise
+    (:func:`medtwin.program.bounds.error_parts`). The chunks are different ciphertexts (distinct
+    fresh encryptions, with their own rescale roundings and key-switch noise): under the noise
+    model's independence assumption their random parts are independent, so the sum's random
+    standard deviation is at most the 2-norm of the chunks' (the decryption's added noise is
+    charged once, on the sum), while the worst-case parts (approximation errors, drift, the
+    rotations' systematic term, which is the same for every chunk) add linearly. The key-dependent
+    part is the random term plus the increase of the worst-case part caused by the noise
+    (products of errors, the rotation bias), as in :func:`_key_dependent`.
+    """
+    from dataclasses import replace
+
+    from medtwin.program.bounds import error_parts
+
+    quiet = replace(noise, fresh=0.0, rescale_round=0.0, keyswitch=0.0, encode=0.0, decrypt=0.0, rotate_bias=0.0)
+    ks = noise.k_sigma * math.sqrt(1.0 + noise.decrypt ** 2)
+    cache: dict[int, tuple] = {}
+    for p in programs:
+        if id(p) not in cache:
+            cache[id(p)] = (p, error_parts(p, noise), error_parts(p, quiet))
+    bounds, keydep = {}, {}
+    for n in names:
+        fixed = fixed_kd = var = 0.0
+        for p in programs:
+            prog, full, q = cache[id(p)]
+            v = prog.output(n).value
+            fixed += full[v][0]
+            fixed_kd += max(full[v][0] - q[v][0], 0.0)
+            var += full[v][1] ** 2
+        bounds[n] = fixed + ks * math.sqrt(var)
+        keydep[n] = fixed_kd + ks * math.sqrt(var)
+    return bounds, keydep
 
 
 def _key_dependent(programs, noise, names, combine) -> dict[str, float]:
@@ -594,12 +655,19 @@ def simulate(enc: EncryptedCohortStudy, ctx, *, backend: str = "openfhe", thread
         KeyMismatchError: the cohort was encrypted under other keys.
         ProgramError: the keys lack depth or rotations.
     """
+    from medtwin.he.params import NATIVE_MAX_FIRST_MOD_BITS
     from medtwin.program import get_executor
     from medtwin.program.bounds import NoiseModel
 
     if enc.key_tag != ctx.key_tag:
         raise KeyMismatchError("the cohort was encrypted under another key pair than the evaluation keys")
-    cp = compile_cohort(enc.spec, enc.layout.n_patients, ctx.slots, aggregates=aggregates,
+    pp = _plan_params(ctx)
+    if backend == "native" and pp.first_mod_size > NATIVE_MAX_FIRST_MOD_BITS:
+        raise ValidationError(f"the native engine is not bit-exact with OpenFHE for a {pp.first_mod_size}-bit first "
+                              f"prime (at most {NATIVE_MAX_FIRST_MOD_BITS} bits; preset "
+                              f"{ctx.public.preset!r}); run this study with backend='openfhe' or keys of "
+                              "preset 'standard-128'")
+    cp = compile_cohort(enc.spec, enc.layout.n_patients, ctx.slots, aggregates=aggregates, params=pp,
                         noise=NoiseModel.from_context(ctx.cc, corrected=True))
     if cp.depth > ctx.depth:
         raise ProgramError(f"the cohort study needs multiplicative depth {cp.depth} but the keys were made for {ctx.depth}")
@@ -627,10 +695,21 @@ def simulate(enc: EncryptedCohortStudy, ctx, *, backend: str = "openfhe", thread
     bounds = {k: max(float(p.error_bound(k, noise=noise)) for p in cp.programs) for k in pair_names}
     nb = _key_dependent(cp.programs, noise, pair_names, max)
     if aggregates:
-        bounds.update({k: sum(float(p.error_bound(k, noise=noise)) for p in cp.programs) for k in AGGREGATE_OUTPUTS})
-        nb.update(_key_dependent(cp.programs, noise, AGGREGATE_OUTPUTS, sum))
+        ab, akd = _chunk_sum_bounds(cp.programs, noise, AGGREGATE_OUTPUTS)
+        bounds.update(ab)
+        nb.update(akd)
     return CohortOutcome(enc.spec, enc.twin_ids, cp.layout, enc.key_tag, pairs, agg, bounds, nb,
-                         cp.programs[0].digest(), cp.depth, seconds, backend)
+                         cp.programs[0].digest(), cp.depth, seconds, backend, dict(cp.scales))
+
+
+def _plan_params(ctx):
+    """The moduli of the keys' crypto context as PlanParams: the scale (CKKS keeps it as the
+    plaintext modulus) and the width of the first prime."""
+    from medtwin.program.ir import PlanParams
+
+    cc = ctx.cc
+    return PlanParams(int(cc.GetEncodingParams().GetPlaintextModulus()), int(cc.GetModulusCKKS()).bit_length(),
+                      int(cc.GetRingDimension()))
 
 
 # ------------------------------------------------------------------------------------ release
@@ -689,20 +768,21 @@ def decrypt_aggregates(out: CohortOutcome, ctx, *, min_cohort: int | None = None
     if not out.aggregates:
         raise ValidationError("this outcome was computed without aggregates")
     R = out.layout.n_regimens
-    dec = {k: ctx.decrypt(out.aggregates[k], out.layout.slots)[:R] / AGG_SCALE[k] for k in AGGREGATE_OUTPUTS}
+    sc = out.scales
+    dec = {k: ctx.decrypt(out.aggregates[k], out.layout.slots)[:R] / sc[k] for k in AGGREGATE_OUTPUTS}
     raw = {"pta": dec["mean_attain"], "p_tox": dec["mean_tox"], "mean_score": dec["mean_score"],
            "mean_auc24": dec["mean_auc_h"] * 100.0}
     var = np.maximum(dec["mean_auc2_k"] * 1e6 - raw["mean_auc24"] ** 2, 0.0)
     raw["sd_auc24"] = np.sqrt(var)
     src = {"pta": ("mean_attain", 1.0), "p_tox": ("mean_tox", 1.0), "mean_score": ("mean_score", 1.0),
            "mean_auc24": ("mean_auc_h", 100.0)}
-    bounds = {k: out.bounds[o] * f / AGG_SCALE[o] for k, (o, f) in src.items()}
-    noise = {k: out.noise_bounds[o] * f / AGG_SCALE[o] for k, (o, f) in src.items()}
+    bounds = {k: out.bounds[o] * f / sc[o] for k, (o, f) in src.items()}
+    noise = {k: out.noise_bounds[o] * f / sc[o] for k, (o, f) in src.items()}
     # SD = sqrt(E[A^2] - E[A]^2): the variance's error is at most e2 + 2|m| em + em^2 and
     # |sqrt(a) - sqrt(b)| <= min(sqrt|a - b|, |a - b| / sqrt(b)).
     sdmin = float(np.min(raw["sd_auc24"]))
     mmax = float(np.max(np.abs(raw["mean_auc24"])))
-    a2 = AGG_SCALE["mean_auc2_k"]
+    a2 = sc["mean_auc2_k"]
     for tgt, b2, em in ((bounds, out.bounds["mean_auc2_k"] / a2, bounds["mean_auc24"]),
                         (noise, out.noise_bounds["mean_auc2_k"] / a2, noise["mean_auc24"])):
         verr = 1e6 * b2 + 2.0 * (mmax + em) * em + em * em
