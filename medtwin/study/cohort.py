@@ -44,7 +44,7 @@ then holds the cohort mean for regimen r of ``attain`` (the probability of targe
 PTA), ``tox``, ``score``, AUC24/100 and (AUC24/1000)^2 (-> SD). The key holder decrypts only these
 aggregate ciphertexts and releases them through :mod:`medtwin.custody.policy`
 (:func:`medtwin.custody.policy.release`: noise flooding sized from the key-dependent part of each
-aggregate's bound, rounding), and refuses cohorts below the policy's minimum size
+aggregate's bound, rounding; ``CohortAggregates.sigma`` reports the flooding sigma per aggregate), and refuses cohorts below the policy's minimum size
 (:data:`medtwin.custody.policy.MIN_COHORT`). Per-patient values are decrypted only when asked
 (clinician mode), audited like every decryption.
 
@@ -55,7 +55,16 @@ Chebyshev piece propagated to the output plus the CKKS noise of the executor's n
 exact scale correction), computed for the live context's primes as :func:`medtwin.study.study.simulate`
 does. The "exact" value is :func:`reference`, float64 of the same formulas (the same smooth
 window); the steady-state formulas are checked in the tests against superposition of many doses
-(:meth:`VancomycinModel.reference`). Aggregate bounds are the sums of the chunk programs' bounds.
+(:meth:`VancomycinModel.reference`). An aggregate's bound over several chunks adds the chunks'
+worst-case parts and the 2-norm of their random CKKS noise (independent encryptions; see
+:func:`_chunk_sum_bounds`); inside a chunk the noise analysis tracks rotations per slot shift
+(:mod:`medtwin.program.bounds`), so the rotate-and-sum grows the random noise like sqrt(M).
+
+Preset: ``cohort-128`` by default (:data:`DEFAULT_PRESET`; 49-bit scaling primes, 60-bit first
+prime, N = 2^16), which makes the released aggregates' flooding about 500x smaller than
+``standard-128``; it runs on the OpenFHE backend only (the native engine's key switching is
+exact up to a 52-bit first prime; :func:`simulate` refuses ``backend="native"`` with a message).
+The aggregates' scale factors follow the preset's headroom (:func:`agg_scale`).
 
 Regimen grid (default)
 ----------------------
@@ -86,9 +95,9 @@ from medtwin.models.vancomycin import COVARIATES, VANCOMYCIN, VancomycinModel
 
 __all__ = ["Regimen", "CohortSpec", "CohortLayout", "CohortPrograms", "EncryptedCohortStudy",
            "CohortOutcome", "CohortAggregates", "CohortResult", "reference", "steady_state_factors",
-           "compile_cohort", "cohort_keys", "encrypt", "simulate", "release_aggregates", "decrypt_aggregates",
-           "decrypt_pairs", "run", "infusion_hours", "DEFAULT_DOSES_MG", "DEFAULT_INTERVALS_H",
-           "PAIR_OUTPUTS", "AGGREGATE_OUTPUTS", "covariates_of_records"]
+           "compile_cohort", "cohort_keys", "agg_scale", "DEFAULT_PRESET", "encrypt", "simulate",
+           "release_aggregates", "decrypt_aggregates", "decrypt_pairs", "run", "infusion_hours",
+           "DEFAULT_DOSES_MG", "DEFAULT_INTERVALS_H", "PAIR_OUTPUTS", "AGGREGATE_OUTPUTS", "covariates_of_records"]
 
 DEFAULT_DOSES_MG = (750.0, 1000.0, 1250.0, 1500.0)
 DEFAULT_INTERVALS_H = (8.0, 12.0, 24.0, 48.0)

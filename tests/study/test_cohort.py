@@ -226,3 +226,67 @@ def test_nothing_asked_is_refused(keys):
     with pytest.raises(ValidationError, match="aggregates, per-patient values or both"):
         C.run(spec, {"weight_kg": np.full(12, 70.0), "crcl_ml_min": np.full(12, 90.0)}, [f"p{i}" for i in range(12)],
               ctx, node, aggregates=False, per_patient=False)
+
+
+# ------------------------------------------------------------------------------ cohort-128 preset
+def test_agg_scale_follows_the_headroom():
+    assert C.agg_scale(9) == C.AGG_SCALE  # standard-128: unchanged
+    s = C.agg_scale(11)  # cohort-128
+    assert s["mean_tox"] == 128.0 and s["mean_score"] == 128.0 and s["mean_attain"] == C.AGG_SCALE["mean_attain"]
+    assert C.agg_scale(11, tox_penalty=3.0)["mean_score"] == 32.0
+
+
+def test_chunk_sums_add_random_parts_in_quadrature():
+    """Two chunks: the worst-case parts add, the independent random parts by 2-norm."""
+    from medtwin.program import NoiseModel, PlanParams, ProgramBuilder
+    from medtwin.program.bounds import error_parts
+
+    b = ProgramBuilder("chunk", 64)
+    x = b.input("x", (0.0, 1.0))
+    s = x * 0.25
+    for step in (1, 2, 4):
+        s = s + b.rotate(s, step)
+    b.output("mean_attain", s)
+    prog = b.build(PlanParams(40, 49, 128))
+    nm = NoiseModel.make(128, 40, 1e-6)
+    fixed, rnd = error_parts(prog, nm)[prog.output("mean_attain").value]
+    ks = nm.k_sigma * math.sqrt(1.0 + nm.decrypt ** 2)
+    bounds, kd = C._chunk_sum_bounds([prog, prog, prog], nm, ["mean_attain"])
+    assert bounds["mean_attain"] == pytest.approx(3 * fixed + ks * math.sqrt(3) * rnd, rel=1e-12)
+    assert kd["mean_attain"] == pytest.approx(3 * 7 * nm.rotate_bias + ks * math.sqrt(3) * rnd, rel=1e-9)
+    assert bounds["mean_attain"] < 3 * prog.error_bound("mean_attain", noise=nm)
+
+
+@pytest.fixture(scope="module")
+def keys49():
+    from medtwin.he.openfhe_backend import HEContext
+
+    spec = C.CohortSpec(preset="cohort-test-insecure")
+    ctx, _ = C.cohort_keys(spec, allow_insecure=True)
+    return spec, ctx, HEContext.from_public(ctx.public)
+
+
+def test_cohort_preset_two_chunks_within_bounds_and_flooding_small(keys49, cohort):
+    """49-bit scale on the test ring, 136 patients in two ciphertexts (128 + 8): every released
+    aggregate within its bound, and the PTA's flooding sigma under 1e-3 at the default 30 bits."""
+    spec, ctx, node = keys49
+    assert spec.preset == C.DEFAULT_PRESET.replace("128", "test-insecure") and ctx.public.params["scaling_mod_size"] == 49
+    _, cov, _ = cohort
+    idx = np.arange(136) % N
+    cov2 = {k: v[idx] for k, v in cov.items()}
+    res = C.run(spec, cov2, [f"p{i}" for i in range(136)], ctx, node, backend="openfhe", reference_check=True)
+    assert res.n_ciphertexts == 2
+    ra = C.reference_aggregates(res.reference)
+    raw, agg = res.extra["aggregates_raw"], res.aggregates
+    for k in ra:
+        assert float(np.abs(raw[k] - ra[k]).max()) <= agg.bounds[k], k
+        assert agg.sigma[k] == pytest.approx(pol.DEFAULT_POLICY.sigma(res.extra["aggregate_noise_bounds"][k]))
+    assert agg.sigma["pta"] < 1e-3 and agg.sigma["p_tox"] < 0.05 and agg.sigma["mean_auc24"] < 0.05
+
+
+def test_native_refuses_a_60_bit_first_prime(keys49, cohort):
+    spec, ctx, node = keys49
+    _, cov, ids = cohort
+    enc = C.encrypt(spec, cov, ids, ctx)
+    with pytest.raises(ValidationError, match="native engine.*60-bit first prime.*backend='openfhe'"):
+        C.simulate(enc, node, backend="native")
