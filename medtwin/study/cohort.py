@@ -117,15 +117,21 @@ AGG_SCALE = {"mean_attain": 2.0 ** 20, "mean_tox": 32.0, "mean_score": 32.0, "me
 DEFAULT_PRESET = "cohort-128"
 
 
-def agg_scale(headroom_bits: int, tox_penalty: float = 1.0) -> dict[str, float]:
-    """The factors of :data:`AGG_SCALE` for a preset with ``headroom_bits`` (first prime bits minus
-    scale bits) of headroom at the last level: ``tox`` gets 2^(headroom - 4) (32 at 9 bits, as in
-    :data:`AGG_SCALE`; 128 with the 11 bits of ``cohort-128``), ``score`` the same divided by the
-    penalty's power of two (|score| <= max(1, penalty)); the others are fixed."""
+def agg_scale(headroom_bits: int, tox_penalty: float = 1.0, scaling_mod_size: int = 40) -> dict[str, float]:
+    """The aggregates' factors for a preset with ``headroom_bits`` (first prime bits minus scale
+    bits) and scale 2^``scaling_mod_size``. ``tox`` and ``score`` end at the program's last level,
+    where a value with its error bound must stay below 2^(headroom - 1) in magnitude (the planner
+    refuses the program otherwise): ``tox`` (in [0, 1]) gets 2^(headroom - 2) with scales of 45
+    bits or more (512 with ``cohort-128``), 2^(headroom - 4) below (32 with ``standard-128``: with
+    40-bit primes the planner's estimated rescale drift, before the context's primes are known,
+    charges about 3x the value there); ``score`` (in [-penalty, 1]) the same divided by the
+    penalty's power of two. The others are computed levels earlier and keep :data:`AGG_SCALE`.
+    A larger factor makes the rotations' absolute key-switch noise and bias relatively smaller."""
     h = int(headroom_bits)
-    t = 2.0 ** max(0, h - 4)
+    t = 2.0 ** max(0, h - (2 if int(scaling_mod_size) >= 45 else 4))
     pen = max(1.0, float(tox_penalty))
     return {**AGG_SCALE, "mean_tox": t, "mean_score": max(1.0, t / 2.0 ** math.ceil(math.log2(pen)))}
+
 
 ProgressFn = Callable[[str, float], None]
 
@@ -474,7 +480,8 @@ def build_program(spec: CohortSpec, layout: CohortLayout, weights: np.ndarray | 
 
         from medtwin.program.ir import PlanParams
 
-        sc = scales or agg_scale(PlanParams.of(params).headroom_bits, spec.tox_penalty)
+        sc = scales or agg_scale(PlanParams.of(params).headroom_bits, spec.tox_penalty,
+                                  PlanParams.of(params).scaling_mod_size)
         a_k = inv_cl * b.plain(24.0 * D / tau / 1000.0)
         for name, x in (("mean_attain", attain), ("mean_tox", tox), ("mean_score", score),
                         ("mean_auc_h", auc_h), ("mean_auc2_k", a_k * a_k)):
@@ -510,7 +517,8 @@ def compile_cohort(spec: CohortSpec, n_patients: int, slots: int, *, aggregates:
     from medtwin.program.ir import PlanParams
 
     layout = CohortLayout(n_patients, spec.n_regimens, slots)
-    scales = agg_scale(PlanParams.of(params).headroom_bits, spec.tox_penalty)
+    scales = agg_scale(PlanParams.of(params).headroom_bits, spec.tox_penalty,
+                                  PlanParams.of(params).scaling_mod_size)
     cache: dict[bytes, object] = {}
     progs = []
     W = _weights(layout) if aggregates else None

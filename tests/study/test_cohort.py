@@ -230,10 +230,16 @@ def test_nothing_asked_is_refused(keys):
 
 # ------------------------------------------------------------------------------ cohort-128 preset
 def test_agg_scale_follows_the_headroom():
-    assert C.agg_scale(9) == C.AGG_SCALE  # standard-128: unchanged
-    s = C.agg_scale(11)  # cohort-128
-    assert s["mean_tox"] == 128.0 and s["mean_score"] == 128.0 and s["mean_attain"] == C.AGG_SCALE["mean_attain"]
-    assert C.agg_scale(11, tox_penalty=3.0)["mean_score"] == 32.0
+    assert C.agg_scale(9, 1.0, 40) == C.AGG_SCALE  # standard-128: unchanged
+    s = C.agg_scale(11, 1.0, 49)  # cohort-128
+    assert s["mean_tox"] == 512.0 and s["mean_score"] == 512.0 and s["mean_attain"] == C.AGG_SCALE["mean_attain"]
+    assert C.agg_scale(11, tox_penalty=3.0, scaling_mod_size=49)["mean_score"] == 128.0
+    # the planner accepts these factors at the last level (it refuses values beyond the headroom)
+    from medtwin.program.ir import PlanParams
+
+    prog = C.compile_cohort(C.CohortSpec(tox_penalty=3.0), 128, 2048, params=PlanParams(49, 60)).programs[0]
+    assert prog.output_range("mean_tox")[1] == pytest.approx(512.0, rel=1e-3)
+    assert prog.output_range("mean_score")[0] == pytest.approx(-3.0 * 128.0, rel=1e-3)
 
 
 def test_chunk_sums_add_random_parts_in_quadrature():
