@@ -11,14 +11,14 @@ from medtwin.models.disease import (ADAG_EAG, CKD_EPI_2021, EGFR_DECLINE, Claret
                                     stein_biexponential, stein_nadir)
 
 
-def _openfhe(prog, inputs, n):
+def _openfhe(prog, inputs, n, backend="openfhe"):
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
     from medtwin.program.executors import get_executor
 
     params = preset("test-insecure", depth=max(prog.depth, 1))
     ctx, _ = generate_keys(params, prog.rotation_indices())
-    ex = get_executor("openfhe", cc=ctx.cc, threads=1)
+    ex = get_executor(backend, cc=ctx.cc)
     out = ex.run(prog, {k: ctx.encrypt(v) for k, v in inputs.items()})
     noise = ex.noise_model()
     return {k: ctx.decrypt(v, n) for k, v in out.items()}, noise
@@ -43,10 +43,10 @@ def test_adag_table_of_nathan_2008():
         ADAG_EAG.reference({"hba1c_percent": [21.0]})
 
 
-def test_adag_encrypted_within_bound():
+def test_adag_encrypted_within_bound(backend):
     a1c = np.linspace(4.5, 14.0, 8)
     prog = ADAG_EAG.build_program(8, params=_params(1))
-    got, noise = _openfhe(prog, {"hba1c_percent": a1c}, 8)
+    got, noise = _openfhe(prog, {"hba1c_percent": a1c}, 8, backend)
     ref = ADAG_EAG.reference({"hba1c_percent": a1c})
     for k in ("eag_mg_dl", "eag_mmol_l"):
         assert np.max(np.abs(got[k] - ref[k])) <= prog.error_bound(k, noise=noise) <= prog.error_bound(k)
@@ -72,7 +72,7 @@ def test_ckd_epi_refusals():
                                       "scr_above_k": [0.0]})
 
 
-def test_ckd_epi_encrypted_within_bound():
+def test_ckd_epi_encrypted_within_bound(backend):
     rng = np.random.default_rng(1)
     n = 16
     scr = np.concatenate([[0.7, 0.9, 0.69, 0.91, 0.3, 15.0], rng.uniform(0.4, 5.0, n - 6)])
@@ -83,7 +83,7 @@ def test_ckd_epi_encrypted_within_bound():
     CKD_EPI_2021.validate_branch(cov)
     ref = CKD_EPI_2021.reference(cov)
     prog = CKD_EPI_2021.build_program(n, fem, params=_params())
-    got, noise = _openfhe(prog, {k: cov[k] for k in ("serum_creatinine_mg_dl", "age_years", "scr_above_k")}, n)
+    got, noise = _openfhe(prog, {k: cov[k] for k in ("serum_creatinine_mg_dl", "age_years", "scr_above_k")}, n, backend)
     err = np.max(np.abs(got["egfr"] - ref))
     assert err <= prog.error_bound("egfr", noise=noise) <= prog.error_bound("egfr")
     assert err < 0.05  # mL/min/1.73 m^2; measured about 2e-4
@@ -104,11 +104,11 @@ def test_linear_progression_offset_and_slope_effects():
         EGFR_DECLINE.reference({"baseline": [60.0], "slope_per_year": [-30.0]}, t)
 
 
-def test_linear_progression_encrypted_within_bound():
+def test_linear_progression_encrypted_within_bound(backend):
     t = np.tile(np.array([0.0, 1.0, 3.0, 5.0]), 2)
     prog = EGFR_DECLINE.build_program(8, t, slope_effect=np.repeat([0.0, 2.0], 4), params=_params(1))
     inp = {"baseline": np.full(8, 72.0), "slope_per_year": np.full(8, -4.0)}
-    got, noise = _openfhe(prog, inp, 8)
+    got, noise = _openfhe(prog, inp, 8, backend)
     want = np.concatenate([72 - 4 * t[:4], 72 - 2 * t[4:]])
     assert np.max(np.abs(got["value"] - want)) <= prog.error_bound("value", noise=noise)
 
@@ -137,12 +137,12 @@ def test_stein_model_nadir():
     assert f(0.0) == 1.0 and f(tn) < f(tn - 1) and f(tn) < f(tn + 1)
 
 
-def test_claret_encrypted_within_bound():
+def test_claret_encrypted_within_bound(backend):
     t = np.tile(np.array([0.0, 4.0, 12.0, 26.0, 40.0, 52.0, 8.0, 20.0]), 2)
     y0 = np.repeat([40.0, 150.0], 8)
     e = np.repeat([0.5, 3.0], 8)
     prog = TGI.build_program(16, t, params=_params())
-    got, noise = _openfhe(prog, {"baseline_size": y0, "exposure": e}, 16)
+    got, noise = _openfhe(prog, {"baseline_size": y0, "exposure": e}, 16, backend)
     want = np.concatenate([TGI.reference({"baseline_size": [y0[0]], "exposure": [e[0]]}, t[:8])[0],
                            TGI.reference({"baseline_size": [y0[8]], "exposure": [e[8]]}, t[8:])[0]])
     err = np.max(np.abs(got["size_cm"] * 10 - want))

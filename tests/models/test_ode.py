@@ -75,7 +75,7 @@ def test_depth_per_step_and_horizon():
     assert LOG.max_steps(20, h=0.5, method="euler") == 6
 
 
-def test_numpy_program_equals_reference_and_openfhe_within_bound():
+def test_numpy_program_equals_reference_and_encrypted_within_bound(backend):
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
     from medtwin.program.executors import get_executor
@@ -88,7 +88,7 @@ def test_numpy_program_equals_reference_and_openfhe_within_bound():
     num = get_executor("numpy").run(prog, vals)
     np.testing.assert_allclose(num["n@5"][:4], ref[5, 0], rtol=1e-12)
     ctx, _ = generate_keys(params.with_depth(prog.depth))
-    ex = get_executor("openfhe", cc=ctx.cc, threads=1)
+    ex = get_executor(backend, cc=ctx.cc)
     out = ex.run(prog, {k: ctx.encrypt(v) for k, v in vals.items()})
     noise = ex.noise_model()
     for name, want in (("n@1", ref[1, 0]), ("n@5", ref[5, 0])):
@@ -191,7 +191,7 @@ def test_bootstrap_refresh_needs_a_calibrated_fixedmanual_context():
         BootstrapRefresh(raw, LOG)
 
 
-def test_planned_segments_with_key_holder_refresh_state_their_bound():
+def test_planned_segments_with_key_holder_refresh_state_their_bound(backend):
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
     from medtwin.models.ode import integrate_planned
@@ -204,7 +204,7 @@ def test_planned_segments_with_key_holder_refresh_state_their_bound():
     ctx, _ = generate_keys(params)
     seg = LV.max_steps(18, h=h, method="rk4")
     assert 1 <= seg < steps
-    ex = get_executor("openfhe", cc=ctx.cc, correct_scale=True)
+    ex = get_executor(backend, cc=ctx.cc, correct_scale=True)
     res = integrate_planned(LV, ex, {k: ctx.encrypt(v) for k, v in vals.items()}, h=h, steps=steps,
                             segment_steps=seg, refresh=key_holder_refresh(ctx, LV, slots=2), method="rk4",
                             slots=8, params=params)

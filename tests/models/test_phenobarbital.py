@@ -51,7 +51,7 @@ def test_refusals():
 
 
 @pytest.mark.parametrize("per_kg", [True, False])
-def test_encrypted_openfhe_within_stated_bound(per_kg):
+def test_encrypted_within_stated_bound(per_kg, backend):
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
     from medtwin.program.executors import get_executor
@@ -64,7 +64,7 @@ def test_encrypted_openfhe_within_stated_bound(per_kg):
     prog = M.build_program(32, np.tile(tp, 4), d, per_kg=per_kg, params=params)
     slots = {"weight_kg": np.repeat(wts, 8), "apgar_lt5": np.repeat(asph, 8)}
     ctx, _ = generate_keys(params.with_depth(prog.depth), prog.rotation_indices())
-    ex = get_executor("openfhe", cc=ctx.cc, threads=1)
+    ex = get_executor(backend, cc=ctx.cc)
     out = ex.run(prog, {k: ctx.encrypt(v) for k, v in slots.items()})
     noise = ex.noise_model()
     for name, want in (("conc", ref["conc"].ravel()), ("auc_k", ref["auc"].ravel() / 1000.0)):

@@ -67,7 +67,7 @@ def test_bad_dosing_and_ranges():
         m.reference({"k10": [5.0], "v1_l": [10.0]}, Dosing.regular(1, 1, 1), [0.0])
 
 
-def test_program_bolus_numpy_and_openfhe_within_bound():
+def test_program_bolus_numpy_and_encrypted_within_bound(backend):
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
     from medtwin.program.executors import get_executor
@@ -83,7 +83,7 @@ def test_program_bolus_numpy_and_openfhe_within_bound():
     num = get_executor("numpy").run(prog, inputs)["conc"][:16]
     assert np.max(np.abs(num - ref)) <= prog.error_bound("conc")
     ctx, _ = generate_keys(params.with_depth(prog.depth), prog.rotation_indices())
-    ex = get_executor("openfhe", cc=ctx.cc, threads=1)
+    ex = get_executor(backend, cc=ctx.cc)
     out = ex.run(prog, {k: ctx.encrypt(v) for k, v in inputs.items()})
     got = ctx.decrypt(out["conc"], 16)
     err = np.max(np.abs(got - ref))

@@ -56,7 +56,7 @@ def test_ranges_refused_without_values():
     assert "260" not in str(e.value)
 
 
-def test_encrypted_openfhe_within_stated_bound():
+def test_encrypted_within_stated_bound(backend):
     # 4 patients x 2 regimens per ciphertext (1000 mg q12h and 750 mg q8h, 1 h infusions) x 4 times.
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
@@ -84,7 +84,7 @@ def test_encrypted_openfhe_within_stated_bound():
     num = get_executor("numpy").run(prog, slots)
     assert np.max(np.abs(num["conc_h"][:32] * 100 - ref)) <= 100 * prog.error_bound("conc_h")
     ctx, _ = generate_keys(params.with_depth(prog.depth), prog.rotation_indices())
-    ex = get_executor("openfhe", cc=ctx.cc, threads=1)
+    ex = get_executor(backend, cc=ctx.cc)
     out = ex.run(prog, {k: ctx.encrypt(v) for k, v in slots.items()})
     noise = ex.noise_model()
     conc = ctx.decrypt(out["conc_h"], 32) * 100

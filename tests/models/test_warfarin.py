@@ -95,7 +95,7 @@ def test_program_numpy_executor_is_exact():
     np.testing.assert_allclose(out["weekly_dose_mg"][:3], ref["weekly_dose_mg"], rtol=1e-12)
 
 
-def test_encrypted_openfhe_within_stated_bound():
+def test_encrypted_within_stated_bound(backend):
     from medtwin.he.openfhe_backend import generate_keys
     from medtwin.he.params import preset
     from medtwin.program.executors import get_executor
@@ -118,7 +118,7 @@ def test_encrypted_openfhe_within_stated_bound():
     prog = IWPC.build_program(16, params=params)
     ctx, _ = generate_keys(params.with_depth(prog.depth), prog.rotation_indices())
     enc = {k: ctx.encrypt(np.pad(cov[k], (0, 16 - n))) for k in COVARIATES}
-    ex = get_executor("openfhe", cc=ctx.cc, threads=1)
+    ex = get_executor(backend, cc=ctx.cc)
     out = ex.run(prog, enc)
     for name in ("sqrt_dose", "weekly_dose_mg"):
         got = ctx.decrypt(out[name], n)
