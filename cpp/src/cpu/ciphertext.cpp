@@ -71,7 +71,10 @@ void check_pair(const Ciphertext& a, const Ciphertext& b) {
 // round(x) mod q for |x| < 2^126; trunc_half: OpenFHE's EvalMult(ct, double) rounding,
 // trunc(x + 0.5) (toward zero), which differs from round(x) for negative x.
 u64 scaled_mod(long double x, u64 q, bool trunc_half = false) {
-  long double v = trunc_half ? std::truncl(x + 0.5L) : std::roundl(x);
+  // trunc_half: OpenFHE's constant multiplication adds 0.5 in double precision and truncates toward
+  // zero; above 2^52 (or for negative values) that differs from exact x + 0.5, so do the same here
+  // (x = c * 2^k is exact in double).
+  long double v = trunc_half ? static_cast<long double>(std::trunc(static_cast<double>(x) + 0.5)) : std::roundl(x);
   if (!(std::fabs(v) < std::ldexp(1.0L, 126))) throw std::invalid_argument("constant times scale exceeds 2^126");
   __int128 z = static_cast<__int128>(v);
   __int128 r = z % static_cast<__int128>(q);

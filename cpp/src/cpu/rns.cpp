@@ -109,7 +109,9 @@ void modup_conv(const Context& ctx, const ModUpTable& tab, const u64* y, std::ui
   out += c0;
   bool small_in = true;  // every input modulus below 2^50 (inputs then fit the 52-bit products)
   for (std::uint32_t i = tab.begin; i < tab.end; ++i) small_in = small_in && ctx.modulus(i) < (u64(1) << 50);
-  const bool done = mm.q < (u64(1) << 50)
+  // 52-bit kernels need inputs below 2^52 too: a wide source tower (e.g. a 60-bit q0) into a small
+  // target takes the 64-bit Shoup kernel, which accepts any input below 2^64.
+  const bool done = (mm.q < (u64(1) << 50) && small_in)
                         ? ifma::conv_small(ins, qm, tab.qhat_mod52.data() + ti * w, w, mm.q, out, len)
                         : (small_in && ifma::conv_large52(ins, qm, w, mm.q, out, len)) ||
                               ifma::conv_large(ins, qm, tab.qhat_mod64.data() + ti * w, w, mm.q, out, len);
