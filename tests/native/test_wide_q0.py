@@ -18,7 +18,8 @@ from tests.program.randprog import ROTS, random_program
 SCALE, FIRST = 49, 60
 
 # (ring dimension, depth, dnum): the digits put q0 alone, with scaling primes, or in every digit
-CASES = [(16, 1, 0), (64, 2, 1), (256, 4, 2), (1024, 6, 3), (2048, 10, 0)]
+CASES = [(16, 1, 0), (64, 2, 1), (256, 4, 2), (1024, 6, 3), (2048, 10, 0),
+         (4096, 28, 6)]  # the last: cohort-128's towers and digits (cohort-test-insecure's ring)
 
 
 @pytest.fixture(params=[True, False], ids=["vector", "portable"])
@@ -42,6 +43,12 @@ def test_context_has_a_wide_first_prime():
 @pytest.mark.parametrize("n,depth,dnum", CASES)
 def test_ops_match_openfhe_wide_q0(n, depth, dnum, kernels):
     _run_all(make_setup(n, depth, dnum, scaling=SCALE, first=FIRST))
+
+
+@pytest.mark.slow
+def test_ops_match_openfhe_cohort_128_ring():
+    """cohort-128 itself (N = 2^16, depth 28, dnum 6) with HEStd_NotSet so the test picks the ring."""
+    _run_all(make_setup(1 << 16, 28, 6, scaling=SCALE, first=FIRST))
 
 
 @pytest.mark.parametrize("scaling", [50, 52, 55, 59])
