@@ -24,11 +24,11 @@ Two kinds of preset:
 
 Moduli: the scaling primes are ``scaling_mod_size`` bits and the first prime ``first_mod_size``
 bits; below 2^50 the native engine's IFMA path applies to the Q towers. The native engine is
-bit-exact with OpenFHE only for a first prime of at most :data:`NATIVE_MAX_FIRST_MOD_BITS` bits
-(measured with the engine of this repository: relinearisation and rotation, i.e. key switching,
-differ from OpenFHE from a 53-bit first prime on, at 40- and 49-bit scales; additions, constant
-and plaintext products are exact): the ``cohort-*`` presets run on the OpenFHE backend
-(:func:`native_supported`). The
+released for a first prime of at most :data:`NATIVE_MAX_FIRST_MOD_BITS` bits. Its single
+operations are bit-exact with OpenFHE for towers up to 60 bits (``tests/native/test_wide_q0.py``),
+but one whole cohort program at 49/60 bits (a chunk padded with empty slots) still gives towers
+that differ from OpenFHE's, so the ``cohort-*`` presets run on the OpenFHE backend until that is
+explained (:func:`native_supported`). The
 theophylline study needs depth 32; with 40-bit primes OpenFHE's default of 3 key-switching
 digits needs a special modulus P so large that Q*P exceeds the 128-bit bound for N = 2^16 and it
 moves to N = 2^17 (twice the work, four times the key size). Six digits (``dnum=6``) shrink P and

@@ -170,3 +170,19 @@ def test_planned_program_with_scale_correction_wide_q0(setup):
         ours = NativeExecutor(engine=setup.engine, correct_scale=corr).run(prog, {"x": ct})["y"]
         theirs = OpenFHEExecutor(setup.cc, correct_scale=corr).run(prog, {"x": ct})["y"]
         np.testing.assert_array_equal(setup.imp(ours).data, setup.imp(theirs).data)
+
+
+@pytest.mark.parametrize("scaling,first", [(40, 49), (SCALE, FIRST)])
+def test_add_const_to_a_degree_2_product_matches_openfhe(scaling, first):
+    """OpenFHE scales a constant added to an unrescaled product by the prime the next rescale drops
+    (round(c 2^p) q_last), not by 2^(2p): the engine must do the same, or every tower differs."""
+    import openfhe
+
+    s = make_setup(64, 4, 1, scaling=scaling, first=first)
+    x = np.linspace(-1, 1, 32)
+    ct = s.cc.Encrypt(s.kp.publicKey, s.cc.MakeCKKSPackedPlaintext(x.tolist()))
+    ct2 = s.cc.EvalMultNoRelin(ct, ct)
+    for c in (0.3, -0.3, -3.7123456789, 1e-3, -1234.56789):
+        want = s.engine.import_ciphertext(openfhe.Serialize(s.cc.EvalAdd(ct2, c), openfhe.BINARY)).data
+        got = s.engine.add_const(s.engine.import_ciphertext(openfhe.Serialize(ct2, openfhe.BINARY)), c).data
+        assert np.array_equal(want, got), c

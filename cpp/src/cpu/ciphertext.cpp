@@ -139,10 +139,21 @@ void mul_const_inplace(const Context& ctx, Ciphertext& a, double c) {
 }
 
 void add_const_inplace(const Context& ctx, Ciphertext& a, double c) {
+  // OpenFHE (FIXEDMANUAL, GetElementForEvalAddOrSub): the constant is rounded at the scaling factor
+  // 2^p, and for each noise degree above 1 multiplied in the towers by the ciphertext's last
+  // modulus (the prime the next rescale divides by), i.e. round(c 2^p) q_last^(d-1) mod q_t, so that
+  // the constant is exactly round(c 2^p) after the rescale. Checked against OpenFHE at degree 2
+  // (round(c 2^(2p)), the naive choice, differs in every tower).
+  const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
+  const std::uint32_t extra = a.noise_deg > 1 ? a.noise_deg - 1 : 0;
+  const u64 q_last = ctx.modulus(a.towers - 1);
 #pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(a.towers) * a.n))
   for (std::int64_t t = 0; t < a.towers; ++t) {
     const u64 q = ctx.modulus(t);
-    add_scalar_vec(a.poly(0, t), a.poly(0, t), scaled_mod(static_cast<long double>(c) * a.scale, q), a.n, q);
+    u64 k = scaled_mod(static_cast<long double>(c) * sf, q);
+    const u64 f = q_last % q;
+    for (std::uint32_t i = 0; i < extra; ++i) k = static_cast<u64>((static_cast<unsigned __int128>(k) * f) % q);
+    add_scalar_vec(a.poly(0, t), a.poly(0, t), k, a.n, q);
   }
 }
 
