@@ -116,27 +116,46 @@ void add_inplace(const Context& ctx, Ciphertext& a, const Ciphertext& b) {
 void sub_inplace(const Context& ctx, Ciphertext& a, const Ciphertext& b) {
   binary(ctx, a, b, [](u64* x, const u64* y, std::size_t n, u64 q) { sub_vec(x, x, y, n, q); }, true);
 }
-void negate_inplace(const Context& ctx, Ciphertext& a) {
+namespace {
+// out(e, t) = f(out(e, t), a(e, t), t) for every element and tower. ``out`` may be ``a`` itself: the
+// kernels are element-wise, so the in-place and out-of-place forms share one loop.
+template <class F>
+void each_tower(const Ciphertext& a, Ciphertext& out, F f) {
   const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
 #pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
   for (std::int64_t jb = 0; jb < jobs; ++jb) {
     const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
-    neg_vec(a.poly(e, t), a.poly(e, t), a.n, ctx.modulus(t));
+    f(out.poly(e, t), a.poly(e, t), t);
   }
 }
 
-void mul_const_inplace(const Context& ctx, Ciphertext& a, double c) {
-  const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
-  const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
-  for (std::int64_t jb = 0; jb < jobs; ++jb) {
-    const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
-    const u64 q = ctx.modulus(t);
-    mul_scalar_vec(a.poly(e, t), a.poly(e, t), scaled_mod(static_cast<long double>(c) * sf, q, true), a.n, q);
-  }
-  a.noise_deg += 1;
-  a.scale *= static_cast<double>(sf);
+void negate_core(const Context& ctx, const Ciphertext& a, Ciphertext& out) {
+  each_tower(a, out, [&](u64* o, const u64* x, std::uint32_t t) { neg_vec(o, x, a.n, ctx.modulus(t)); });
 }
+
+void mul_const_core(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out) {
+  const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
+  each_tower(a, out, [&](u64* o, const u64* x, std::uint32_t t) {
+    const u64 q = ctx.modulus(t);
+    mul_scalar_vec(o, x, scaled_mod(static_cast<long double>(c) * sf, q, true), a.n, q);
+  });
+  out.noise_deg = a.noise_deg + 1;
+  out.scale = a.scale * static_cast<double>(sf);
+}
+
+void mul_plain_core(const Context& ctx, const Ciphertext& a, const u64* pt, double pt_scale, Ciphertext& out) {
+  each_tower(a, out, [&](u64* o, const u64* x, std::uint32_t t) {
+    const u64* p = pt + std::size_t(t) * a.n;
+    if (!ifma::mul_vec(o, x, p, a.n, ctx.modulus(t), ctx.mont_neg_inv(t), ctx.mont_r2(t)))
+      mul_vec(o, x, p, a.n, ctx.mod(t));
+  });
+  out.noise_deg = a.noise_deg + 1;
+  out.scale = a.scale * pt_scale;
+}
+}  // namespace
+
+void negate_inplace(const Context& ctx, Ciphertext& a) { negate_core(ctx, a, a); }
+void mul_const_inplace(const Context& ctx, Ciphertext& a, double c) { mul_const_core(ctx, a, c, a); }
 
 void add_const_inplace(const Context& ctx, Ciphertext& a, double c) {
   // OpenFHE (FIXEDMANUAL, GetElementForEvalAddOrSub): the constant is rounded at the scaling factor
@@ -158,16 +177,7 @@ void add_const_inplace(const Context& ctx, Ciphertext& a, double c) {
 }
 
 void mul_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt, double pt_scale) {
-  const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
-  for (std::int64_t jb = 0; jb < jobs; ++jb) {
-    const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
-    if (!ifma::mul_vec(a.poly(e, t), a.poly(e, t), pt + std::size_t(t) * a.n, a.n, ctx.modulus(t),
-                       ctx.mont_neg_inv(t), ctx.mont_r2(t)))
-      mul_vec(a.poly(e, t), a.poly(e, t), pt + std::size_t(t) * a.n, a.n, ctx.mod(t));
-  }
-  a.noise_deg += 1;
-  a.scale *= pt_scale;
+  mul_plain_core(ctx, a, pt, pt_scale, a);
 }
 
 void add_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt) {
@@ -214,48 +224,27 @@ void binary_to(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Cip
 void add_to(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out) { binary_to(ctx, a, b, out, false); }
 void sub_to(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out) { binary_to(ctx, a, b, out, true); }
 
-void negate_to(const Context& ctx, const Ciphertext& a, Ciphertext& out) {
+namespace {
+void prepare_out(const Ciphertext& a, Ciphertext& out) {
   if (&out == &a) throw std::invalid_argument("out-of-place operation: output aliases an input");
   copy_meta(a, out);
   out.resize(a.elems, a.towers);
-  const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
-  for (std::int64_t jb = 0; jb < jobs; ++jb) {
-    const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
-    neg_vec(out.poly(e, t), a.poly(e, t), a.n, ctx.modulus(t));
-  }
+}
+}  // namespace
+
+void negate_to(const Context& ctx, const Ciphertext& a, Ciphertext& out) {
+  prepare_out(a, out);
+  negate_core(ctx, a, out);
 }
 
 void mul_const_to(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out) {
-  if (&out == &a) throw std::invalid_argument("out-of-place operation: output aliases an input");
-  const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
-  copy_meta(a, out);
-  out.resize(a.elems, a.towers);
-  const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
-  for (std::int64_t jb = 0; jb < jobs; ++jb) {
-    const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
-    const u64 q = ctx.modulus(t);
-    mul_scalar_vec(out.poly(e, t), a.poly(e, t), scaled_mod(static_cast<long double>(c) * sf, q, true), a.n, q);
-  }
-  out.noise_deg += 1;
-  out.scale *= static_cast<double>(sf);
+  prepare_out(a, out);
+  mul_const_core(ctx, a, c, out);
 }
 
 void mul_plain_to(const Context& ctx, const Ciphertext& a, const u64* pt, double pt_scale, Ciphertext& out) {
-  if (&out == &a) throw std::invalid_argument("out-of-place operation: output aliases an input");
-  copy_meta(a, out);
-  out.resize(a.elems, a.towers);
-  const std::int64_t jobs = std::int64_t(a.elems) * a.towers;
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * a.n))
-  for (std::int64_t jb = 0; jb < jobs; ++jb) {
-    const std::uint32_t e = static_cast<std::uint32_t>(jb / a.towers), t = static_cast<std::uint32_t>(jb % a.towers);
-    if (!ifma::mul_vec(out.poly(e, t), a.poly(e, t), pt + std::size_t(t) * a.n, a.n, ctx.modulus(t),
-                       ctx.mont_neg_inv(t), ctx.mont_r2(t)))
-      mul_vec(out.poly(e, t), a.poly(e, t), pt + std::size_t(t) * a.n, a.n, ctx.mod(t));
-  }
-  out.noise_deg += 1;
-  out.scale *= pt_scale;
+  prepare_out(a, out);
+  mul_plain_core(ctx, a, pt, pt_scale, out);
 }
 
 void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out) {
