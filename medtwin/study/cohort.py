@@ -585,15 +585,9 @@ def encrypt(spec: CohortSpec, covariates: dict, twin_ids: Sequence[str], ctx,
     if len(twin_ids) != n:
         raise ValidationError("one twin id per patient is needed")
     lay = CohortLayout(n, spec.n_regimens, ctx.slots)
-    inputs: dict[str, list] = {}
-    total, done = len(COVARIATES) * lay.n_ciphertexts, 0
-    for k in COVARIATES:
-        inputs[k] = []
-        for row in lay.spread(c[k]):
-            inputs[k].append(ctx.encrypt(row))
-            done += 1
-            if progress:
-                progress("encrypt", done / total)
+    from medtwin.study.study import encrypt_rows
+
+    inputs = encrypt_rows(ctx, {k: lay.spread(c[k]) for k in COVARIATES}, progress)
     return EncryptedCohortStudy(spec, list(twin_ids), lay, ctx.key_tag, inputs)
 
 

@@ -246,18 +246,23 @@ def encrypt_cohort(spec: StudySpec, covariates: dict[str, np.ndarray], twin_ids:
     if len(twin_ids) != n:
         raise ValidationError("one twin id per patient is needed")
     layout = SlotLayout(n, len(spec.scenarios), len(spec.times), ctx.slots)
+    inputs = encrypt_rows(ctx, {k: layout.spread_patients(covariates[k]) for k in COVARIATES}, progress)
+    return EncryptedCohort(spec, list(twin_ids), layout, ctx.key_tag, inputs)
+
+
+def encrypt_rows(ctx, rows: dict[str, Sequence[np.ndarray]], progress: ProgressFn | None = None) -> dict[str, list]:
+    """Encrypt each covariate's packed slot rows (one ciphertext per row), reporting progress."""
+    total = sum(len(r) for r in rows.values()) or 1
     inputs: dict[str, list] = {}
-    total = len(COVARIATES) * layout.n_ciphertexts
     done = 0
-    for k in COVARIATES:
-        packed = layout.spread_patients(covariates[k])
+    for k, packed in rows.items():
         inputs[k] = []
         for row in packed:
             inputs[k].append(ctx.encrypt(row))
             done += 1
             if progress:
                 progress("encrypt", done / total)
-    return EncryptedCohort(spec, list(twin_ids), layout, ctx.key_tag, inputs)
+    return inputs
 
 
 @dataclass
