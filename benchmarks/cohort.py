@@ -11,9 +11,9 @@ pair; per pair the trough and peak (two time points), AUC24, AUC24 difference, a
 trough penalty and score, and per regimen the cohort means summed under encryption (rotations).
 Patients: the bundled synthetic cohort (weight and Cockcroft-Gault CrCl), repeated to the size.
 Writes ``cohort_vancomycin.json`` / ``.md``. The vancomycin default preset is ``cohort-128``
-(49-bit scaling primes, 60-bit first prime), which the native engine does not run (see
-:func:`medtwin.he.params.native_supported`): ``native`` is then skipped with a message. The
-flooding sigma of every released aggregate (30-bit default policy) is reported.
+(49-bit scaling primes, 60-bit first prime); both backends run it bit-identically (a preset
+with primes wider than :data:`medtwin.he.params.NATIVE_MAX_MOD_BITS` would skip ``native`` with
+a message). The flooding sigma of every released aggregate (30-bit default policy) is reported.
 
 ``--model theophylline``: one-compartment oral (:mod:`medtwin.study`), 4 doses x 4 intervals over
 72 h, output every 4 h. Writes ``cohort.json`` and ``cohort.md``.
@@ -43,13 +43,13 @@ def run_vancomycin(patients: int, preset: str, backends: list[str], progress=Non
     from medtwin.study import cohort as C
     from medtwin.study import workflow
 
-    from medtwin.he.params import native_supported, preset as get_preset
+    from medtwin.he.params import NATIVE_MAX_MOD_BITS, native_supported, preset as get_preset
 
     spec = C.CohortSpec(preset=preset)
     prm = get_preset(preset, allow_insecure=True)
     if "native" in backends and not native_supported(prm):
-        print(f"native: skipped, preset {preset!r} has a {prm.first_mod_size}-bit first prime, which the native "
-              "engine does not run bit-exactly (use --preset standard-128 for it)", file=sys.stderr, flush=True)
+        print(f"native: skipped, preset {preset!r} has primes wider than the native engine's "
+              f"{NATIVE_MAX_MOD_BITS} bits", file=sys.stderr, flush=True)
         backends = [b for b in backends if b != "native"]
     base = [r for r in workflow.load_records([cohort_csv_path()]) if _vanco_ok(C, r, RangeError)]
     cov0 = C.covariates_of_records(base)

@@ -245,8 +245,7 @@ def cohort_study(patients, *, doses_mg: Sequence[float] = (750, 1000, 1250, 1500
         SecurityPolicyError: aggregates over fewer patients than the minimum cohort (nothing is
             encrypted), or an insecure preset without permission.
         RangeError: a patient outside the model's declared ranges (nothing is encrypted).
-        ValidationError: a malformed grid or option; ``backend="native"`` with keys whose first
-            prime the native engine does not run.
+        ValidationError: a malformed grid or option.
         ProgramError: ``keys`` lack the study's depth or rotations.
     """
     from medtwin.he.openfhe_backend import HEContext

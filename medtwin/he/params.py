@@ -23,12 +23,10 @@ Two kinds of preset:
   the same moduli on the N = 2^12 test ring.
 
 Moduli: the scaling primes are ``scaling_mod_size`` bits and the first prime ``first_mod_size``
-bits; below 2^50 the native engine's IFMA path applies to the Q towers. The native engine is
-released for a first prime of at most :data:`NATIVE_MAX_FIRST_MOD_BITS` bits. Its single
-operations are bit-exact with OpenFHE for towers up to 60 bits (``tests/native/test_wide_q0.py``),
-but one whole cohort program at 49/60 bits (a chunk padded with empty slots) still gives towers
-that differ from OpenFHE's, so the ``cohort-*`` presets run on the OpenFHE backend until that is
-explained (:func:`native_supported`). The
+bits; below 2^50 the native engine's IFMA path applies to the Q towers, and its 64-bit kernels
+take the wider ones: every operation and whole planned programs are bit-exact with OpenFHE for
+towers up to :data:`NATIVE_MAX_MOD_BITS` bits (``tests/native/test_wide_q0.py``), so both
+backends run every preset (:func:`native_supported`). The
 theophylline study needs depth 32; with 40-bit primes OpenFHE's default of 3 key-switching
 digits needs a special modulus P so large that Q*P exceeds the 128-bit bound for N = 2^16 and it
 moves to N = 2^17 (twice the work, four times the key size). Six digits (``dnum=6``) shrink P and
@@ -45,8 +43,9 @@ from dataclasses import asdict, dataclass, replace
 from medtwin.errors import SecurityPolicyError, ValidationError
 
 INSECURE_ENV = "MEDTWIN_ALLOW_INSECURE"
-#: the widest first prime with which the native engine's key switching matches OpenFHE (bits)
-NATIVE_MAX_FIRST_MOD_BITS = 52
+#: the widest tower (first or scaling prime, bits) the native engine is checked bit-exact at;
+#: OpenFHE's own limit for 64-bit towers is 60 bits
+NATIVE_MAX_MOD_BITS = 60
 
 
 @dataclass(frozen=True)
@@ -110,8 +109,9 @@ def preset_names() -> list[str]:
 
 def native_supported(params) -> bool:
     """Whether the native engine runs ``params`` (anything with ``first_mod_size`` and
-    ``scaling_mod_size``, or a dict with those keys) bit-exactly with OpenFHE: a first prime of at
-    most :data:`NATIVE_MAX_FIRST_MOD_BITS` bits and scaling primes below 2^50 (the IFMA path).
+    ``scaling_mod_size``, or a dict with those keys) bit-exactly with OpenFHE: every prime at most
+    :data:`NATIVE_MAX_MOD_BITS` bits. Primes below 2^50 take the IFMA kernels, wider ones the
+    64-bit kernels.
 
     Raises:
         ValidationError: ``params`` lacks the two sizes.
@@ -121,7 +121,7 @@ def native_supported(params) -> bool:
         scale = int(params["scaling_mod_size"] if isinstance(params, dict) else params.scaling_mod_size)
     except (KeyError, AttributeError, TypeError, ValueError):
         raise ValidationError("parameters need first_mod_size and scaling_mod_size") from None
-    return first <= NATIVE_MAX_FIRST_MOD_BITS and scale < 50
+    return first <= NATIVE_MAX_MOD_BITS and scale <= NATIVE_MAX_MOD_BITS
 
 
 def insecure_allowed() -> bool:

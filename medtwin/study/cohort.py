@@ -666,18 +666,12 @@ def simulate(enc: EncryptedCohortStudy, ctx, *, backend: str = "openfhe", thread
         KeyMismatchError: the cohort was encrypted under other keys.
         ProgramError: the keys lack depth or rotations.
     """
-    from medtwin.he.params import NATIVE_MAX_FIRST_MOD_BITS
     from medtwin.program import get_executor
     from medtwin.program.bounds import NoiseModel
 
     if enc.key_tag != ctx.key_tag:
         raise KeyMismatchError("the cohort was encrypted under another key pair than the evaluation keys")
     pp = _plan_params(ctx)
-    if backend == "native" and pp.first_mod_size > NATIVE_MAX_FIRST_MOD_BITS:
-        raise ValidationError(f"the native engine is not bit-exact with OpenFHE for a {pp.first_mod_size}-bit first "
-                              f"prime (at most {NATIVE_MAX_FIRST_MOD_BITS} bits; preset "
-                              f"{ctx.public.preset!r}); run this study with backend='openfhe' or keys of "
-                              "preset 'standard-128'")
     cp = compile_cohort(enc.spec, enc.layout.n_patients, ctx.slots, aggregates=aggregates, params=pp,
                         noise=NoiseModel.from_context(ctx.cc, corrected=True))
     if cp.depth > ctx.depth:

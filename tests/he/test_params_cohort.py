@@ -27,9 +27,10 @@ def test_cohort_test_preset_refused_without_permission(monkeypatch):
 
 def test_native_supported():
     assert P.native_supported(P.preset("standard-128"))
-    assert not P.native_supported(P.preset("cohort-128"))
-    assert P.native_supported({"first_mod_size": 52, "scaling_mod_size": 49})
-    assert not P.native_supported({"first_mod_size": 53, "scaling_mod_size": 40})
+    assert P.native_supported(P.preset("cohort-128"))
+    assert P.native_supported({"first_mod_size": 60, "scaling_mod_size": 59})
+    assert not P.native_supported({"first_mod_size": 61, "scaling_mod_size": 40})
+    assert not P.native_supported({"first_mod_size": 60, "scaling_mod_size": 61})
     with pytest.raises(ValidationError):
         P.native_supported({"first_mod_size": 52})
 

@@ -186,3 +186,27 @@ def test_add_const_to_a_degree_2_product_matches_openfhe(scaling, first):
         want = s.engine.import_ciphertext(openfhe.Serialize(s.cc.EvalAdd(ct2, c), openfhe.BINARY)).data
         got = s.engine.add_const(s.engine.import_ciphertext(openfhe.Serialize(ct2, openfhe.BINARY)), c).data
         assert np.array_equal(want, got), c
+
+
+@pytest.mark.parametrize("degree", [1, 2])
+def test_add_const_rounds_ties_like_openfhe(degree):
+    """|c| 2^p between 2^52 and 2^53 (49-bit scale, |c| in [8, 16)): OpenFHE rounds |c| 2^p + 0.5
+    in double precision, a tie that goes to even, so an odd |c| 2^p is rounded up by one. A whole
+    cohort program once differed from OpenFHE in every tower from such a constant on (9.4455...)."""
+    import openfhe
+
+    s = make_setup(64, 4, 1, scaling=SCALE, first=FIRST)
+    x = np.linspace(-1, 1, 32)
+    ct = s.cc.Encrypt(s.kp.publicKey, s.cc.MakeCKKSPackedPlaintext(x.tolist()))
+    if degree == 2:
+        ct = s.cc.EvalMultNoRelin(ct, ct)
+    odd = (2 ** 52 + 2 * 12345 + 1) / 2 ** SCALE  # |c| 2^p odd, in [2^52, 2^53)
+    even = (2 ** 52 + 2 * 12345) / 2 ** SCALE
+    consts = [9.445580514566371, odd, even, -odd, -even, 15.999999999999998, 2 ** 53 / 2 ** SCALE + 2 ** -SCALE * 2,
+              0.5 + 2 ** -SCALE / 2, -(0.5 + 2 ** -SCALE / 2), 1e6 + 0.25]
+    assert (int(odd * 2 ** SCALE) & 1) == 1
+    base = s.engine.import_ciphertext(openfhe.Serialize(ct, openfhe.BINARY))
+    for c in consts:
+        want = s.engine.import_ciphertext(openfhe.Serialize(s.cc.EvalAdd(ct, c), openfhe.BINARY)).data
+        got = s.engine.add_const(base, c).data
+        assert np.array_equal(want, got), c

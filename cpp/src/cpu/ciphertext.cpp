@@ -163,13 +163,18 @@ void add_const_inplace(const Context& ctx, Ciphertext& a, double c) {
   // modulus (the prime the next rescale divides by), i.e. round(c 2^p) q_last^(d-1) mod q_t, so that
   // the constant is exactly round(c 2^p) after the rescale. Checked against OpenFHE at degree 2
   // (round(c 2^(2p)), the naive choice, differs in every tower).
+  // The rounding is OpenFHE's too: CryptoContext::EvalAdd subtracts |c| when c < 0, and |c| 2^p
+  // is rounded as uint64(|c| 2^p + 0.5) in double precision. Between 2^52 and 2^53 that sum is a
+  // tie, rounded to even: an odd |c| 2^p goes up by one (a 49-bit scale and |c| in [8, 16)).
   const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
+  const bool negative = c < 0;
   const std::uint32_t extra = a.noise_deg > 1 ? a.noise_deg - 1 : 0;
   const u64 q_last = ctx.modulus(a.towers - 1);
 #pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(a.towers) * a.n))
   for (std::int64_t t = 0; t < a.towers; ++t) {
     const u64 q = ctx.modulus(t);
-    u64 k = scaled_mod(static_cast<long double>(c) * sf, q);
+    u64 k = scaled_mod(std::fabs(static_cast<long double>(c)) * sf, q, true);
+    if (negative && k != 0) k = q - k;
     const u64 f = q_last % q;
     for (std::uint32_t i = 0; i < extra; ++i) k = static_cast<u64>((static_cast<unsigned __int128>(k) * f) % q);
     add_scalar_vec(a.poly(0, t), a.poly(0, t), k, a.n, q);
