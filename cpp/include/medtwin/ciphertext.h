@@ -40,6 +40,23 @@ struct PoolAlloc {
 };
 using PolyBuffer = std::vector<u64, PoolAlloc<u64>>;
 
+/// std::allocator that leaves new elements uninitialised: for buffers every writer fills (the
+/// evaluation keys, gigabytes at N = 2^16, would otherwise be zeroed before being overwritten).
+template <class T>
+struct UninitAlloc : std::allocator<T> {
+  using value_type = T;
+  template <class U>
+  struct rebind { using other = UninitAlloc<U>; };
+  UninitAlloc() = default;
+  template <class U>
+  UninitAlloc(const UninitAlloc<U>&) {}
+  template <class U>
+  void construct(U* p) noexcept {}  // default-init: no zeroing
+  template <class U, class... A>
+  void construct(U* p, A&&... a) { ::new (static_cast<void*>(p)) U(std::forward<A>(a)...); }
+};
+using KeyBuffer = std::vector<u64, UninitAlloc<u64>>;
+
 /// Writer state after OpenFHE's ciphertext header (everything before the element count):
 /// kept verbatim so that OpenFHE matches output bytes to its live context and keys.
 struct CtHeader {
@@ -85,19 +102,19 @@ struct Ciphertext {
 };
 
 /// Hybrid key-switching key over Q*P: per digit j, polynomials a_j, b_j with L+1+K towers each.
+/// After prepare_switch_key, the towers whose modulus is below 2^50 hold the Montgomery form
+/// x 2^52 mod q (for the IFMA inner product; mont_tower[t] >= 0 marks them), the others x itself
+/// with 64-bit Shoup constants floor(x 2^64 / q) beside them (a_shoup/b_shoup, indexed by
+/// shoup_tower[t]) for the AVX-512 inner product.
 struct SwitchKey {
   std::uint32_t digits = 0, towers = 0, n = 0;
-  std::vector<u64> a, b;  // [digit][tower][n]
-  // Montgomery forms (x 2^52 mod q) of the towers whose modulus is below 2^50, for the IFMA
-  // inner product; mont_tower[t] indexes them (-1: none). Filled by prepare_switch_key.
-  std::vector<u64> a_mont, b_mont;
+  KeyBuffer a, b;  // [digit][tower][n]
   std::vector<std::int32_t> mont_tower;
   std::uint32_t mont_count = 0;
-  // 64-bit Shoup constants floor(x 2^64 / q) of the other towers (moduli of 50 to 61 bits), for
-  // the AVX-512 inner product; shoup_tower[t] indexes them (-1: none).
-  std::vector<u64> a_shoup, b_shoup;
+  KeyBuffer a_shoup, b_shoup;
   std::vector<std::int32_t> shoup_tower;
   std::uint32_t shoup_count = 0;
+  std::vector<u64> mont_inv;  // per tower: 2^-52 mod q (Montgomery towers; undoes the form)
   const u64* a_poly(std::uint32_t j, std::uint32_t t) const { return a.data() + (std::size_t(j) * towers + t) * n; }
   const u64* b_poly(std::uint32_t j, std::uint32_t t) const { return b.data() + (std::size_t(j) * towers + t) * n; }
 };

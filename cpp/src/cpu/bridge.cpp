@@ -249,14 +249,18 @@ class Reader {
   std::uint32_t ctx_elp_id_ = 0;
 
   /// One DCRTPoly; writes towers into `dst` (towers*n) and returns the tower moduli and roots.
+  /// polys_hint: how many polynomials of this size will follow into `dst` (reserved at once, so
+  /// that a multi-gigabyte key is not regrown and copied digit by digit).
   template <class Buf>
-  void dcrt_poly(std::uint32_t n, std::vector<u64>& qs, std::vector<u64>& roots, Buf& dst) {
+  void dcrt_poly(std::uint32_t n, std::vector<u64>& qs, std::vector<u64>& roots, Buf& dst, u64 polys_hint = 1) {
     version("DCRTPoly");
     u64 T = u64v();
     if (T == 0 || T > 256) throw FormatError("implausible tower count in polynomial");
     qs.clear();
     roots.clear();
     std::size_t base = dst.size();
+    if (dst.capacity() < base + T * std::size_t(n) && polys_hint > 1 && polys_hint <= 64)
+      dst.reserve(base + polys_hint * T * std::size_t(n));
     dst.resize(base + T * std::size_t(n));
     for (u64 t = 0; t < T; ++t) {
       version("NativePoly");
@@ -317,9 +321,9 @@ ParsedKey read_eval_key_body(Reader& r) {
   for (int part = 0; part < 2; ++part) {
     u64 dn = r.u64v();
     if (dn == 0 || dn > 64) throw FormatError("implausible digit count in evaluation key");
-    std::vector<u64>& dst = part == 0 ? pk.key.a : pk.key.b;
+    KeyBuffer& dst = part == 0 ? pk.key.a : pk.key.b;
     for (u64 j = 0; j < dn; ++j) {
-      r.dcrt_poly(n, qs, roots, dst);
+      r.dcrt_poly(n, qs, roots, dst, dn);
       std::size_t L1 = pk.params.q.size();
       if (qs.size() <= L1 || !std::equal(pk.params.q.begin(), pk.params.q.end(), qs.begin()))
         throw FormatError("evaluation key towers do not start with the context's Q moduli");

@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <list>
 #include <map>
+#include <unordered_map>
+#include <vector>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -14,51 +17,110 @@
 namespace medtwin {
 
 namespace {
-std::mutex g_pool_mu;
-std::multimap<std::size_t, void*> g_pool;
-std::size_t g_pool_bytes = 0;
+// Free buffers of at least kPoolMin bytes, kept for reuse: found best-fit by size (a buffer up to
+// 1.5x the request serves it, as ciphertexts shrink level by level) and evicted least recently
+// released first once more than kPoolCap bytes are cached. Every pooled block's real size is
+// tracked, since a block may serve a smaller request than it was made for. The pool is leaked on
+// purpose: ciphertexts may be freed by static destructors after it would otherwise be gone.
 constexpr std::size_t kPoolCap = std::size_t(1) << 30;   // keep at most 1 GiB of free buffers
 constexpr std::size_t kPoolMin = std::size_t(1) << 20;   // pool only buffers >= 1 MiB
+struct Pool {
+  std::mutex mu;
+  std::list<std::pair<std::size_t, void*>> lru;  // free blocks, oldest release first
+  std::multimap<std::size_t, std::list<std::pair<std::size_t, void*>>::iterator> by_size;
+  std::unordered_map<void*, std::size_t> live;   // pooled blocks in use -> their real size
+  std::size_t cached = 0;
+};
+Pool& the_pool() {
+  static Pool* p = new Pool;
+  return *p;
+}
+std::size_t round64(std::size_t b) { return (b + 63) / 64 * 64; }
 }  // namespace
 
 void* pool_allocate(std::size_t bytes) {
-  if (bytes >= kPoolMin) {
-    std::lock_guard<std::mutex> g(g_pool_mu);
-    auto it = g_pool.find(bytes);
-    if (it != g_pool.end()) {
-      void* p = it->second;
-      g_pool.erase(it);
-      g_pool_bytes -= bytes;
+  if (bytes < kPoolMin) {
+    void* p = std::aligned_alloc(64, round64(bytes));
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  Pool& P = the_pool();
+  {
+    std::lock_guard<std::mutex> g(P.mu);
+    auto it = P.by_size.lower_bound(bytes);
+    if (it != P.by_size.end() && it->first <= bytes + bytes / 2) {
+      const std::size_t size = it->first;
+      void* p = it->second->second;
+      P.lru.erase(it->second);
+      P.by_size.erase(it);
+      P.cached -= size;
+      P.live.emplace(p, size);
       return p;
     }
   }
-  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  const std::size_t size = round64(bytes);
+  void* p = std::aligned_alloc(64, size);
   if (!p) throw std::bad_alloc();
+  std::lock_guard<std::mutex> g(P.mu);
+  P.live.emplace(p, size);
   return p;
 }
 
 void pool_deallocate(void* p, std::size_t bytes) noexcept {
-  if (bytes >= kPoolMin) {
-    std::lock_guard<std::mutex> g(g_pool_mu);
-    if (g_pool_bytes + bytes <= kPoolCap) {
-      g_pool.emplace(bytes, p);
-      g_pool_bytes += bytes;
-      return;
+  if (!p) return;
+  if (bytes < kPoolMin) {
+    std::free(p);
+    return;
+  }
+  Pool& P = the_pool();
+  std::vector<void*> evict;
+  {
+    std::lock_guard<std::mutex> g(P.mu);
+    auto lv = P.live.find(p);
+    const std::size_t size = lv != P.live.end() ? lv->second : round64(bytes);
+    if (lv != P.live.end()) P.live.erase(lv);
+    if (size > kPoolCap) {
+      evict.push_back(p);
+    } else {
+      try {
+        P.lru.emplace_back(size, p);
+        P.by_size.emplace(size, std::prev(P.lru.end()));
+        P.cached += size;
+      } catch (...) {  // no memory for the bookkeeping: just free the block
+        if (!P.lru.empty() && P.lru.back().second == p) P.lru.pop_back();
+        evict.push_back(p);
+      }
+      while (P.cached > kPoolCap && !P.lru.empty()) {
+        auto& old = P.lru.front();
+        auto range = P.by_size.equal_range(old.first);
+        for (auto it = range.first; it != range.second; ++it)
+          if (it->second == P.lru.begin()) { P.by_size.erase(it); break; }
+        P.cached -= old.first;
+        evict.push_back(old.second);
+        P.lru.pop_front();
+      }
     }
   }
-  std::free(p);
+  for (void* q : evict) std::free(q);
 }
 
 std::size_t pool_cached_bytes() {
-  std::lock_guard<std::mutex> g(g_pool_mu);
-  return g_pool_bytes;
+  Pool& P = the_pool();
+  std::lock_guard<std::mutex> g(P.mu);
+  return P.cached;
 }
 
 void pool_release() {
-  std::lock_guard<std::mutex> g(g_pool_mu);
-  for (auto& kv : g_pool) std::free(kv.second);
-  g_pool.clear();
-  g_pool_bytes = 0;
+  Pool& P = the_pool();
+  std::vector<void*> all;
+  {
+    std::lock_guard<std::mutex> g(P.mu);
+    for (auto& kv : P.lru) all.push_back(kv.second);
+    P.lru.clear();
+    P.by_size.clear();
+    P.cached = 0;
+  }
+  for (void* q : all) std::free(q);
 }
 
 namespace {

@@ -26,42 +26,50 @@ void apply_automorphism(const std::vector<std::uint32_t>& perm, const u64* in, u
 
 void prepare_switch_key(const Context& ctx, SwitchKey& key) {
   const std::uint32_t n = key.n;
+  if (!key.mont_tower.empty()) throw std::logic_error("switch key prepared twice");
   key.mont_tower.assign(key.towers, -1);
   key.shoup_tower.assign(key.towers, -1);
+  key.mont_inv.assign(key.towers, 0);
   key.mont_count = key.shoup_count = 0;
   const bool ifma = cpu_has_ifma(), dq = cpu_has_avx512dq();
   for (std::uint32_t t = 0; t < key.towers; ++t) {  // key tower t: Q towers then P towers, as in the context
-    if (ctx.modulus(t) < (u64(1) << 50)) {
-      if (ifma) key.mont_tower[t] = static_cast<std::int32_t>(key.mont_count++);
+    const u64 q = ctx.modulus(t);
+    if (q < (u64(1) << 50)) {
+      if (ifma) {
+        key.mont_tower[t] = static_cast<std::int32_t>(key.mont_count++);
+        // 2^-52 mod q = (2^52 mod q)^(q-2) mod q (q prime)
+        const Modulus& m = ctx.mod(t);
+        u64 base = static_cast<u64>((u128(1) << 52) % q), r = 1;
+        for (u64 e = q - 2; e; e >>= 1, base = mulmod(base, base, m))
+          if (e & 1) r = mulmod(r, base, m);
+        key.mont_inv[t] = r;
+      }
     } else if (dq) {
       key.shoup_tower[t] = static_cast<std::int32_t>(key.shoup_count++);
     }
   }
-  key.a_mont.resize(std::size_t(key.digits) * key.mont_count * n);
-  key.b_mont.resize(std::size_t(key.digits) * key.mont_count * n);
   key.a_shoup.resize(std::size_t(key.digits) * key.shoup_count * n);
   key.b_shoup.resize(std::size_t(key.digits) * key.shoup_count * n);
-  for (std::uint32_t j = 0; j < key.digits; ++j) {
-    for (std::uint32_t t = 0; t < key.towers; ++t) {
-      const u64 q = ctx.modulus(t);
-      const u64* sa = key.a_poly(j, t);
-      const u64* sb = key.b_poly(j, t);
-      if (key.mont_tower[t] >= 0) {
-        const std::size_t mt = static_cast<std::size_t>(key.mont_tower[t]);
-        u64* da = key.a_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
-        u64* db = key.b_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
-        for (std::uint32_t c = 0; c < n; ++c) {
-          da[c] = static_cast<u64>((static_cast<u128>(sa[c]) << 52) % q);
-          db[c] = static_cast<u64>((static_cast<u128>(sb[c]) << 52) % q);
-        }
-      } else if (key.shoup_tower[t] >= 0) {
-        const std::size_t st = static_cast<std::size_t>(key.shoup_tower[t]);
-        u64* da = key.a_shoup.data() + (std::size_t(j) * key.shoup_count + st) * n;
-        u64* db = key.b_shoup.data() + (std::size_t(j) * key.shoup_count + st) * n;
-        for (std::uint32_t c = 0; c < n; ++c) {
-          da[c] = shoup(sa[c], q);
-          db[c] = shoup(sb[c], q);
-        }
+  const std::int64_t jobs = std::int64_t(key.digits) * key.towers;
+#pragma omp parallel for schedule(dynamic) if (medtwin::parallel_worth(std::size_t(jobs) * n))
+  for (std::int64_t jb = 0; jb < jobs; ++jb) {
+    const std::uint32_t j = static_cast<std::uint32_t>(jb / key.towers), t = static_cast<std::uint32_t>(jb % key.towers);
+    const u64 q = ctx.modulus(t);
+    u64* sa = key.a.data() + (std::size_t(j) * key.towers + t) * n;
+    u64* sb = key.b.data() + (std::size_t(j) * key.towers + t) * n;
+    if (key.mont_tower[t] >= 0) {  // in place: x -> x 2^52 mod q (Shoup multiplication by 2^52 mod q)
+      const u64 r = static_cast<u64>((u128(1) << 52) % q), rp = shoup(r, q);
+      for (std::uint32_t c = 0; c < n; ++c) {
+        sa[c] = mul_shoup(sa[c], r, rp, q);
+        sb[c] = mul_shoup(sb[c], r, rp, q);
+      }
+    } else if (key.shoup_tower[t] >= 0) {
+      const std::size_t st = static_cast<std::size_t>(key.shoup_tower[t]);
+      u64* da = key.a_shoup.data() + (std::size_t(j) * key.shoup_count + st) * n;
+      u64* db = key.b_shoup.data() + (std::size_t(j) * key.shoup_count + st) * n;
+      for (std::uint32_t c = 0; c < n; ++c) {
+        da[c] = shoup(sa[c], q);
+        db[c] = shoup(sb[c], q);
       }
     }
   }
@@ -79,16 +87,8 @@ void inner_tower(const Context& ctx, const SwitchKey& key, std::uint32_t beta, s
     b[j] = key.b_poly(j, idx);
     a[j] = key.a_poly(j, idx);
   }
-  if (!key.mont_tower.empty() && key.mont_tower[idx] >= 0) {
-    const u64* bm[64];
-    const u64* am[64];
-    const std::size_t mt = static_cast<std::size_t>(key.mont_tower[idx]);
-    for (std::uint32_t j = 0; j < beta; ++j) {
-      bm[j] = key.b_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
-      am[j] = key.a_mont.data() + (std::size_t(j) * key.mont_count + mt) * n;
-    }
-    if (ifma::inner_mont(e, bm, am, beta, mm.q, ctx.mont_neg_inv(idx), o0, o1, n)) return;
-  }
+  const bool mont = !key.mont_tower.empty() && key.mont_tower[idx] >= 0;
+  if (mont && ifma::inner_mont(e, b, a, beta, mm.q, ctx.mont_neg_inv(idx), o0, o1, n)) return;
   if (!key.shoup_tower.empty() && key.shoup_tower[idx] >= 0) {
     const u64* bs[64];
     const u64* as[64];
@@ -108,6 +108,13 @@ void inner_tower(const Context& ctx, const SwitchKey& key, std::uint32_t beta, s
     }
     o0[c] = barrett128(s0, mm);
     o1[c] = barrett128(s1, mm);
+  }
+  if (mont) {  // the key is in Montgomery form (x 2^52): undo it (IFMA switched off at run time)
+    const u64 r = key.mont_inv[idx], rp = shoup(r, mm.q);
+    for (std::uint32_t c = 0; c < n; ++c) {
+      o0[c] = mul_shoup(o0[c], r, rp, mm.q);
+      o1[c] = mul_shoup(o1[c], r, rp, mm.q);
+    }
   }
 }
 }  // namespace

@@ -17,8 +17,8 @@ using CtPtr = std::shared_ptr<Ciphertext>;
 
 struct PlainCache {  // encoded plaintexts, keyed by (plain index, towers, scale bits); thread-safe
   std::mutex mu;
-  std::map<std::tuple<std::int64_t, std::uint32_t, std::uint64_t, std::uint32_t>, std::shared_ptr<std::vector<u64>>> m;
-  std::shared_ptr<std::vector<u64>> get(const Context& ctx, const Program& p, std::int64_t idx, const Ciphertext& ct,
+  std::map<std::tuple<std::int64_t, std::uint32_t, std::uint64_t, std::uint32_t>, std::shared_ptr<PolyBuffer>> m;
+  std::shared_ptr<PolyBuffer> get(const Context& ctx, const Program& p, std::int64_t idx, const Ciphertext& ct,
                                         double scale) {
     std::uint64_t sbits;
     std::memcpy(&sbits, &scale, 8);
@@ -28,7 +28,7 @@ struct PlainCache {  // encoded plaintexts, keyed by (plain index, towers, scale
       auto it = m.find(key);
       if (it != m.end()) return it->second;
     }
-    auto pt = std::make_shared<std::vector<u64>>(std::size_t(ct.towers) * ct.n);
+    auto pt = std::make_shared<PolyBuffer>(std::size_t(ct.towers) * ct.n);  // pooled, not zeroed
     const auto& v = p.plains[static_cast<std::size_t>(idx)];
     encode_real(ctx, v.data(), v.size(), ct.slots, scale, ct.towers, pt->data());
     std::lock_guard<std::mutex> g(mu);
