@@ -40,5 +40,14 @@ bool mul_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q, u64 qne
 bool tensor_tower(const u64* a0, const u64* a1, const u64* b0, const u64* b1, u64* c0, u64* c1, u64* c2,
                   std::size_t n, u64 q, u64 qneg, u64 r2);
 
+/// Element-wise out = a + b, a - b, -a mod q (inputs < q < 2^63; AVX-512F).
+bool add_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q);
+bool sub_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q);
+/// out = a * w mod q for one constant w < q, a < q: 52-bit Shoup products below 2^50 (IFMA),
+/// 64-bit ones (wp = floor(w 2^64 / q), AVX-512DQ) for wider moduli below 2^62.
+bool mul_scalar(u64* out, const u64* a, u64 w, u64 wp, std::size_t n, u64 q);
+/// out = a + c mod q for one constant c < q (inputs < q < 2^63; AVX-512F).
+bool add_scalar(u64* out, const u64* a, u64 c, std::size_t n, u64 q);
+
 }  // namespace ifma
 }  // namespace medtwin

@@ -1,5 +1,7 @@
 #include "medtwin/modarith.h"
 
+#include "medtwin/rns_ifma.h"
+
 #include <atomic>
 
 namespace medtwin {
@@ -61,9 +63,11 @@ unsigned bit_length(const std::vector<u64>& w) {
 }
 
 void add_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q) {
+  if (ifma::add_vec(out, a, b, n, q)) return;
   for (std::size_t i = 0; i < n; ++i) { u64 s = a[i] + b[i]; out[i] = s >= q ? s - q : s; }
 }
 void sub_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q) {
+  if (ifma::sub_vec(out, a, b, n, q)) return;
   for (std::size_t i = 0; i < n; ++i) { u64 s = a[i] - b[i]; out[i] = a[i] >= b[i] ? s : s + q; }
 }
 void neg_vec(u64* out, const u64* a, std::size_t n, u64 q) {
@@ -81,9 +85,11 @@ void fma_vec(u64* out, const u64* a, const u64* b, std::size_t n, const Modulus&
 }
 void mul_scalar_vec(u64* out, const u64* a, u64 w, std::size_t n, u64 q) {
   u64 wp = shoup(w, q);
+  if (ifma::mul_scalar(out, a, w, wp, n, q)) return;
   for (std::size_t i = 0; i < n; ++i) out[i] = mul_shoup(a[i], w, wp, q);
 }
 void add_scalar_vec(u64* out, const u64* a, u64 c, std::size_t n, u64 q) {
+  if (ifma::add_scalar(out, a, c, n, q)) return;
   for (std::size_t i = 0; i < n; ++i) { u64 s = a[i] + c; out[i] = s >= q ? s - q : s; }
 }
 

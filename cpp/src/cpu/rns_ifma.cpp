@@ -199,6 +199,49 @@ bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, s
   return true;
 }
 
+bool add_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 qs) {
+  if (!ifma_enabled() || qs >= (u64(1) << 63) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(static_cast<long long>(qs));
+  for (std::size_t c = 0; c < n; c += 8)
+    _mm512_storeu_si512(out + c, csub(_mm512_add_epi64(_mm512_loadu_si512(a + c), _mm512_loadu_si512(b + c)), q));
+  return true;
+}
+
+bool sub_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 qs) {
+  if (!ifma_enabled() || qs >= (u64(1) << 63) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(static_cast<long long>(qs));
+  for (std::size_t c = 0; c < n; c += 8) {  // a - b + q in [1, 2q): one conditional subtraction
+    __m512i d = _mm512_add_epi64(_mm512_sub_epi64(_mm512_loadu_si512(a + c), _mm512_loadu_si512(b + c)), q);
+    _mm512_storeu_si512(out + c, csub(d, q));
+  }
+  return true;
+}
+
+bool add_scalar(u64* out, const u64* a, u64 k, std::size_t n, u64 qs) {
+  if (!ifma_enabled() || qs >= (u64(1) << 63) || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(static_cast<long long>(qs)), kv = _mm512_set1_epi64(static_cast<long long>(k));
+  for (std::size_t c = 0; c < n; c += 8)
+    _mm512_storeu_si512(out + c, csub(_mm512_add_epi64(_mm512_loadu_si512(a + c), kv), q));
+  return true;
+}
+
+bool mul_scalar(u64* out, const u64* a, u64 w, u64 wp, std::size_t n, u64 qs) {
+  if (!ifma_enabled() || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(static_cast<long long>(qs));
+  if (qs < (u64(1) << 50)) {
+    const __m512i wv = _mm512_set1_epi64(static_cast<long long>(w));
+    const __m512i w52 = _mm512_set1_epi64(static_cast<long long>(static_cast<u64>((static_cast<u128>(w) << 52) / qs)));
+    for (std::size_t c = 0; c < n; c += 8)
+      _mm512_storeu_si512(out + c, csub(mul_lazy(_mm512_loadu_si512(a + c), wv, w52, q), q));
+    return true;
+  }
+  if (!cpu_has_avx512dq() || qs >= (u64(1) << 62)) return false;
+  const __m512i wv = _mm512_set1_epi64(static_cast<long long>(w)), wpv = _mm512_set1_epi64(static_cast<long long>(wp));
+  for (std::size_t c = 0; c < n; c += 8)
+    _mm512_storeu_si512(out + c, csub(mul_lazy64(_mm512_loadu_si512(a + c), wv, wpv, q), q));
+  return true;
+}
+
 }  // namespace ifma
 }  // namespace medtwin
 #else
@@ -216,6 +259,10 @@ bool inner_shoup(const u64* const*, const u64* const*, const u64* const*, const 
                  std::size_t, u64, u64*, u64*, std::size_t) { return false; }
 bool tensor_tower(const u64*, const u64*, const u64*, const u64*, u64*, u64*, u64*, std::size_t, u64, u64, u64) { return false; }
 bool inner_mont(const u64* const*, const u64* const*, const u64* const*, std::size_t, u64, u64, u64*, u64*, std::size_t) { return false; }
+bool add_vec(u64*, const u64*, const u64*, std::size_t, u64) { return false; }
+bool sub_vec(u64*, const u64*, const u64*, std::size_t, u64) { return false; }
+bool add_scalar(u64*, const u64*, u64, std::size_t, u64) { return false; }
+bool mul_scalar(u64*, const u64*, u64, u64, std::size_t, u64) { return false; }
 }  // namespace ifma
 }  // namespace medtwin
 #endif
