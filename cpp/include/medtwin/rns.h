@@ -19,6 +19,8 @@ void rescale_inplace(const Context& ctx, Ciphertext& ct);
 void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out);
 /// Drop the top k towers (level + k) without scaling.
 void drop_towers(Ciphertext& ct, std::uint32_t k);
+/// out = the first T towers of every element of ct (a level drop without copying the rest).
+void copy_towers(const Ciphertext& ct, std::uint32_t T, Ciphertext& out);
 /// ModUp of d (T towers, evaluation form) into ext = [beta][T+K][N]; ext index m < T is
 /// Q tower m, m >= T is P tower m - T.
 void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext);

@@ -6,6 +6,7 @@
 #include <list>
 #include <map>
 #include <unordered_map>
+#include <unistd.h>
 #include <vector>
 #include <mutex>
 #include <new>
@@ -19,10 +20,19 @@ namespace medtwin {
 namespace {
 // Free buffers of at least kPoolMin bytes, kept for reuse: found best-fit by size (a buffer up to
 // 1.5x the request serves it, as ciphertexts shrink level by level) and evicted least recently
-// released first once more than kPoolCap bytes are cached. Every pooled block's real size is
+// released first once more than pool_cap() bytes are cached. Every pooled block's real size is
 // tracked, since a block may serve a smaller request than it was made for. The pool is leaked on
 // purpose: ciphertexts may be freed by static destructors after it would otherwise be gone.
-constexpr std::size_t kPoolCap = std::size_t(1) << 30;   // keep at most 1 GiB of free buffers
+// keep at most an eighth of physical memory in free buffers, between 256 MiB and 4 GiB (a
+// cohort program at N = 2^16 has dozens of live 30-45 MB ciphertexts)
+std::size_t pool_cap() {
+  static const std::size_t cap = [] {
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+    std::size_t phys = pages > 0 && size > 0 ? std::size_t(pages) * std::size_t(size) : (std::size_t(8) << 30);
+    return std::clamp(phys / 8, std::size_t(256) << 20, std::size_t(4) << 30);
+  }();
+  return cap;
+}
 constexpr std::size_t kPoolMin = std::size_t(1) << 20;   // pool only buffers >= 1 MiB
 struct Pool {
   std::mutex mu;
@@ -79,7 +89,7 @@ void pool_deallocate(void* p, std::size_t bytes) noexcept {
     auto lv = P.live.find(p);
     const std::size_t size = lv != P.live.end() ? lv->second : round64(bytes);
     if (lv != P.live.end()) P.live.erase(lv);
-    if (size > kPoolCap) {
+    if (size > pool_cap()) {
       evict.push_back(p);
     } else {
       try {
@@ -90,7 +100,7 @@ void pool_deallocate(void* p, std::size_t bytes) noexcept {
         if (!P.lru.empty() && P.lru.back().second == p) P.lru.pop_back();
         evict.push_back(p);
       }
-      while (P.cached > kPoolCap && !P.lru.empty()) {
+      while (P.cached > pool_cap() && !P.lru.empty()) {
         auto& old = P.lru.front();
         auto range = P.by_size.equal_range(old.first);
         for (auto it = range.first; it != range.second; ++it)

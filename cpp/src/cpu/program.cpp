@@ -179,11 +179,20 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
           break;
         }
         case OP_RESCALE: out = std::make_shared<Ciphertext>(); rescale(ctx, get(a), *out); break;
-        case OP_LEVEL_DOWN:
+        case OP_LEVEL_DOWN: {
           if (b < 0) throw ProgramFault("negative level drop");
-          out = own();
-          drop_towers(*out, static_cast<std::uint32_t>(b));
+          const std::uint32_t k = static_cast<std::uint32_t>(b);
+          if (stealable()) {
+            out = own();
+            drop_towers(*out, k);
+          } else {  // copy only the towers that stay
+            const Ciphertext& x = get(a);
+            if (k >= x.towers) throw std::invalid_argument("cannot drop every tower of a ciphertext");
+            out = std::make_shared<Ciphertext>();
+            copy_towers(x, x.towers - k, *out);
+          }
           break;
+        }
         case OP_FREE: r[d].reset(); continue;
         default: throw ProgramFault("unknown opcode");
       }

@@ -28,6 +28,18 @@ void drop_towers(Ciphertext& ct, std::uint32_t k) {
   ct.level += k;
 }
 
+void copy_towers(const Ciphertext& ct, std::uint32_t T, Ciphertext& out) {
+  if (T == 0 || T > ct.towers) throw std::invalid_argument("copy_towers: tower count out of range");
+  if (&ct == &out) throw std::invalid_argument("copy_towers: output aliases the input");
+  out.n = ct.n;
+  out.resize(ct.elems, T);
+  out.slots = ct.slots; out.level = ct.level + (ct.towers - T); out.hops = ct.hops; out.noise_deg = ct.noise_deg;
+  out.scale = ct.scale; out.scheme_id = ct.scheme_id; out.encoding = ct.encoding; out.header = ct.header;
+  out.key_tag = ct.key_tag;
+  for (std::uint32_t e = 0; e < ct.elems; ++e)
+    std::memcpy(out.poly(e, 0), ct.poly(e, 0), 8 * std::size_t(T) * ct.n);
+}
+
 void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out) {
   if (in.towers < 2) throw std::invalid_argument("cannot rescale a ciphertext with one tower");
   if (&in == &out) throw std::invalid_argument("rescale: input and output must differ");
