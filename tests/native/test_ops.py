@@ -8,7 +8,8 @@ import pytest
 from tests.native.conftest import make_setup
 
 # (ring dimension, depth, dnum); dnum 0 = OpenFHE's default
-CASES = [(16, 1, 0), (16, 3, 0), (64, 2, 1), (256, 4, 2), (1024, 10, 3), (2048, 20, 0), (4096, 20, 3)]
+CASES = [(16, 1, 0), (16, 3, 0), (64, 2, 1), (256, 4, 2), (1024, 10, 3), (2048, 20, 0), (4096, 20, 3),
+         (8192, 3, 0)]  # 8192: the first ring on the rescale's fused centring pass (n/2 > 2048)
 SLOW_CASES = [(1 << 14, 10, 0), (1 << 16, 20, 0)]
 
 

@@ -32,6 +32,11 @@ class NTTTables {
   /// must alias neither.
   void forward_sub_mul(u64* a, const u64* x, u64 w, u64* out, const u64* add,
                        const std::uint32_t* perm = nullptr) const;
+  /// forward_sub_mul of a = centred(src) mod q, read from src in the transform's first pass
+  /// (src < ql < 2q; values above ql/2 stand for value - ql: the rescale's correction term).
+  /// Returns false, touching nothing, where the vector path does not apply (then centre src into
+  /// a and call forward_sub_mul).
+  bool forward_centred_sub_mul(u64* a, const u64* src, u64 ql, const u64* x, u64 w, u64* out) const;
 
   // Tables (public for the IFMA/CUDA paths).
   std::vector<u64> w, wp;    // psi^bitrev(i) and Shoup constants
@@ -62,6 +67,8 @@ struct NTTEpilogue {
   u64* out = nullptr;
   const u64* add = nullptr;
   const std::uint32_t* perm = nullptr;  // read x and add at perm[j] (null: at j)
+  const u64* centre_src = nullptr;      // forward prologue: input = centred(centre_src) mod q
+  u64 centre_ql = 0;                    // ... the centring modulus (< 2q)
 };
 
 namespace ifma {

@@ -92,6 +92,13 @@ void NTTTables::forward_sub_mul(u64* a, const u64* x, u64 mult, u64* out, const 
 
 void NTTTables::inverse(u64* a) const { inverse_mul(a, 1); }
 
+bool NTTTables::forward_centred_sub_mul(u64* a, const u64* src, u64 ql, const u64* x, u64 mult, u64* out) const {
+  if (!ifma_enabled() || ql >= 2 * q_) return false;
+  NTTEpilogue ep = make_epilogue(*this, mult);
+  ep.x = x; ep.out = out; ep.centre_src = src; ep.centre_ql = ql;
+  return ifma::forward(*this, a, &ep);
+}
+
 void NTTTables::inverse_mul(u64* a, u64 mult) const { inverse_mul_from(a, a, mult); }
 
 void NTTTables::inverse_mul_from(const u64* src, u64* a, u64 mult) const {

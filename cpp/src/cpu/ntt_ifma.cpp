@@ -193,8 +193,22 @@ inline void fwd_stage(const NTTTables& tb, u64* a, std::size_t m, std::size_t t,
 
 // Two forward stages in one pass (t >= 16): stage (m, t), then (2m, t/2); the same butterflies
 // in the same order per element as two radix-2 passes.
-template <class M>
-inline void fwd_stage2(const NTTTables& tb, u64* a, std::size_t m, std::size_t t, __m512i q, __m512i q2) {
+// The rescale's prologue: centred(v) mod q for v < ql < 2q (values above ql/2 stand for v - ql).
+struct Centre {
+  const u64* src = nullptr;
+  __m512i half, adj;
+  inline __m512i load(const u64* p, std::size_t off, __m512i q) const {
+    __m512i v = _mm512_loadu_si512(src + (p - base) + off);
+    __m512i r = csub(v, q);
+    r = _mm512_mask_add_epi64(r, _mm512_cmpgt_epu64_mask(v, half), r, adj);
+    return csub(r, q);
+  }
+  const u64* base = nullptr;  // the array the stage indexes (src is read at the same offsets)
+};
+
+template <class M, bool kCentre = false>
+inline void fwd_stage2(const NTTTables& tb, u64* a, std::size_t m, std::size_t t, __m512i q, __m512i q2,
+                       const Centre* ce = nullptr) {
   const std::size_t h = t >> 1;
   for (std::size_t i = 0; i < m; ++i) {
     const __m512i W1 = _mm512_set1_epi64(tb.w[m + i]), W1p = _mm512_set1_epi64(M::fw(tb)[m + i]);
@@ -205,8 +219,13 @@ inline void fwd_stage2(const NTTTables& tb, u64* a, std::size_t m, std::size_t t
     u64* p2 = p0 + t;
     u64* p3 = p2 + h;
     for (std::size_t j = 0; j < h; j += 8) {
-      __m512i A = _mm512_loadu_si512(p0 + j), B = _mm512_loadu_si512(p1 + j);
-      __m512i C = _mm512_loadu_si512(p2 + j), D = _mm512_loadu_si512(p3 + j);
+      __m512i A, B, C, D;
+      if constexpr (kCentre) {
+        A = ce->load(p0, j, q); B = ce->load(p1, j, q); C = ce->load(p2, j, q); D = ce->load(p3, j, q);
+      } else {
+        A = _mm512_loadu_si512(p0 + j); B = _mm512_loadu_si512(p1 + j);
+        C = _mm512_loadu_si512(p2 + j); D = _mm512_loadu_si512(p3 + j);
+      }
       __m512i u = csub(A, q2), v = M::mul(C, W1, W1p, q);
       A = _mm512_add_epi64(u, v); C = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
       u = csub(B, q2); v = M::mul(D, W1, W1p, q);
@@ -423,6 +442,16 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   std::size_t m = 1, t = n >> 1;
   // large stages: whole-array passes, two stages per pass where two remain
   // (not for the exact 64-bit product: its temporaries leave too few registers)
+  if (ep && ep->centre_src) {  // the first pass reads centred(src) (forward() checked it applies)
+    Centre ce;
+    ce.src = ep->centre_src;
+    ce.base = a;
+    ce.half = _mm512_set1_epi64(static_cast<long long>(ep->centre_ql >> 1));
+    ce.adj = _mm512_set1_epi64(static_cast<long long>(qs - ep->centre_ql % qs));
+    fwd_stage2<M, true>(tb, a, m, t, q, q2, &ce);
+    m <<= 2;
+    t >>= 2;
+  }
   if (!std::is_same<M, Mul64>::value)
     for (; m < n && t > kBlock; m <<= 2, t >>= 2) fwd_stage2<M>(tb, a, m, t, q, q2);
   for (; m < n && 2 * t > kBlock; m <<= 1, t >>= 1) fwd_stage<M>(tb, a, m, t, 0, m, q, q2);
@@ -447,6 +476,12 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
 
 bool forward(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   if (tb.n() < 16) return false;
+  if (ep && ep->centre_src) {  // the centring prologue: first pass radix 4 on 52-bit products only
+    if (!(tb.q() < (u64(1) << 50) && !tb.w52.empty() && tb.n() / 2 > kBlock && ep->centre_ql < 2 * tb.q()))
+      return false;
+    forward_impl<Mul52>(tb, a, ep);
+    return true;
+  }
   if (tb.q() < (u64(1) << 50) && !tb.w52.empty()) { forward_impl<Mul52>(tb, a, ep); return true; }
   if (tb.q() < (u64(1) << 60) && cpu_has_avx512dq()) { forward_impl<Mul64a>(tb, a, ep); return true; }
   if (tb.q() < (u64(1) << 62) && cpu_has_avx512dq()) { forward_impl<Mul64>(tb, a, ep); return true; }

@@ -67,6 +67,8 @@ void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out) {
       const u64 qi = mi.q, qlmod = ql % qi;
       u64* t = scratch(1, n);
       const u64* xe = x + std::size_t(e) * n;
+      if (ctx.ntt(i).forward_centred_sub_mul(t, xe, ql, in.poly(e, i), ctx.rescale_inv(l, i), out.poly(e, i)))
+        continue;
       if (!ifma::center_mod(t, xe, n, qi, ql)) {
         // branch-free: the sign test is data-dependent and unpredictable
         const u64 adj = qi - qlmod;  // adding it subtracts ql (mod qi)
