@@ -224,6 +224,11 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release rel;
         auto r = std::make_shared<Ciphertext>(); mul_const_to(e.ctx(), a, c, *r); return r;
       })
+      .def("mul_const_rescale", [](const Engine& e, const Ciphertext& a, double c) {
+        e.check_ct(a);
+        py::gil_scoped_release rel;
+        auto r = std::make_shared<Ciphertext>(); mul_const_rescale(e.ctx(), a, c, *r); return r;
+      }, "rescale(a * c) in one pass: the same towers as mul_const then rescale")
       .def("add_const", [](const Engine& e, const Ciphertext& a, double c) {
         e.check_ct(a);
         py::gil_scoped_release rel;

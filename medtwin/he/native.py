@@ -20,7 +20,7 @@ from medtwin import _core
 from medtwin.errors import CiphertextFormatError, KeyMismatchError, MedTwinError, ProgramError
 from medtwin.he import bridge
 from medtwin.program.executors import Executor, register_executor
-from medtwin.program.ir import Program, last_uses
+from medtwin.program.ir import Program
 
 __all__ = ["NativeExecutor", "NativeBackend", "compile_program", "OPCODES"]
 
@@ -28,7 +28,7 @@ __all__ = ["NativeExecutor", "NativeBackend", "compile_program", "OPCODES"]
 OPCODES = {
     "input": 0, "add": 1, "sub": 2, "neg": 3, "mul_relin": 4, "mul_plain": 5, "mul_const": 6,
     "add_plain": 7, "add_const": 8, "rotate": 9, "rescale": 10, "level_down": 11, "free": 12,
-    "sub_plain": 13, "copy": 14, "mul": 15, "relin": 16,
+    "sub_plain": 13, "copy": 14, "mul": 15, "relin": 16, "mul_const_rescale": 17,
 }
 
 
@@ -63,12 +63,39 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
     plains: list[np.ndarray] = [np.ascontiguousarray(p, dtype=np.float64) for p in program.plaintexts]
     scaled: dict[tuple[int, float], int] = {}
     names = [i.name for i in program.inputs]
-    last = last_uses(program.ops, program.outputs)
+    ops = program.ops
+    # A mul_const read only by its rescale runs as one fused op at the rescale (no intermediate
+    # product; the same towers): the pair becomes rescale(x * c) with x read at the rescale.
+    uses = [0] * len(ops)
+    for op in ops:
+        for x in op.args:
+            uses[x] += 1
+    outs = {o.value for o in program.outputs}
+    fused = {op.out: op.args[0] for op in ops
+             if op.kind == "rescale" and ops[op.args[0]].kind == "mul_const" and uses[op.args[0]] == 1
+             and op.args[0] not in outs}
+    skipped = set(fused.values())
+    last = [-1] * len(ops)  # last reader of each value in the fused order (outputs: never freed)
+    for op in ops:
+        if op.out not in skipped:
+            for x in (ops[fused[op.out]].args if op.out in fused else op.args):
+                last[x] = op.out
+    for o in program.outputs:
+        last[o.value] = len(ops)
     code: list[int] = []
     consts: list[float] = []
-    ops = program.ops
     for op in ops:
         k = op.kind
+        if op.out in skipped:
+            continue
+        if op.out in fused:
+            m = ops[fused[op.out]]
+            consts.append(float(m.const) * corr.get(m.out, 1.0))
+            code.extend((OPCODES["mul_const_rescale"], op.out, m.args[0], len(consts) - 1))
+            for x in set(m.args):
+                if last[x] == op.out:
+                    code.extend((OPCODES["free"], x, 0, 0))
+            continue
         a = op.args[0] if op.args else 0
         b = op.args[1] if len(op.args) > 1 else 0
         if k == "input":

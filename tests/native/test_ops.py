@@ -30,6 +30,9 @@ def _run_all(s):
     _check(s, e.sub(a, b), cc.EvalSub(cx, cy), x - y, tol)
     _check(s, e.negate(a), cc.EvalNegate(cx), -x, tol)
     _check(s, e.mul_const(a, -1.75), cc.EvalMult(cx, -1.75), -1.75 * x, tol)
+    if s.depth >= 1:  # the fused form the program executor uses for a mul_const read only by its rescale
+        for c in (-1.75, 0.3, 9.445580514566371):
+            _check(s, e.mul_const_rescale(a, c), cc.Rescale(cc.EvalMult(cx, c)), c * x, tol)
     _check(s, e.add_const(a, 0.3), cc.EvalAdd(cx, 0.3), x + 0.3, tol)
     _check(s, e.mul_plain(a, y), cc.EvalMult(cx, cc.MakeCKKSPackedPlaintext(y.tolist())), x * y, tol)
     _check(s, e.add_plain(a, y), cc.EvalAdd(cx, cc.MakeCKKSPackedPlaintext(y.tolist())), x + y, tol)

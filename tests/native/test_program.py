@@ -114,6 +114,32 @@ def test_scale_correction_matches_openfhe_executor(setup):
         np.testing.assert_array_equal(setup.imp(ours).data, setup.imp(theirs).data)
 
 
+def test_mul_const_read_only_by_its_rescale_is_fused(setup):
+    """compile_program runs such a pair as one op (rescale(x * c), no intermediate product) and
+    keeps the pair when the product has another reader; both give OpenFHE's towers."""
+    rng = np.random.default_rng(13)
+    b = ProgramBuilder("fuse", SLOTS)
+    x = b.input("x", (-1.0, 1.0))
+    b.output("y", x * 0.37 + x * -1.25)  # two products, each read only by its rescale
+    prog = b.build(PARAMS)
+    code = compile_program(prog).code.reshape(-1, 4)
+    ops = [o.kind for o in prog.ops]
+    assert ops.count("mul_const") == 2 and ops.count("rescale") >= 2
+    assert (code[:, 0] == 17).sum() == 2 and (code[:, 0] == 6).sum() == 0
+    ct = setup.encrypt(rng.uniform(-1, 1, SLOTS))
+    for corr in (False, True):
+        ours = NativeExecutor(engine=setup.engine, correct_scale=corr).run(prog, {"x": ct})["y"]
+        theirs = OpenFHEExecutor(setup.cc, correct_scale=corr).run(prog, {"x": ct})["y"]
+        np.testing.assert_array_equal(setup.imp(ours).data, setup.imp(theirs).data)
+    # a raw instruction array: the fused op equals mul_const then rescale, and leaves r0 alone
+    a = setup.imp(ct)
+    before = a.data.copy()
+    raw = np.array([[0, 0, 0, 0], [17, 1, 0, 0], [6, 2, 0, 0], [10, 3, 2, 0]], dtype=np.int64).reshape(-1)
+    (f, g), = setup.engine.run_program(raw, np.array([0.37]), [], [[a]], 4, [1, 3])
+    np.testing.assert_array_equal(f.data, g.data)
+    np.testing.assert_array_equal(a.data, before)
+
+
 def test_in_place_steps_leave_inputs_and_shared_registers_alone(setup):
     """The executor works in place on registers that are dead and unshared; inputs, copies and
     operands read twice must keep their towers (instruction words: opcode, dst, a, b)."""

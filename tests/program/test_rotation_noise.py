@@ -132,9 +132,11 @@ def test_rotate_and_sum_bound_holds_under_openfhe(ctx):
         worst = max(worst, float(np.max(np.abs(got - v.sum()))))
     assert worst <= bound
     # the random part alone is within a small factor of what OpenFHE shows (the linear accounting
-    # charged M = 2048 times the fresh noise, over 100x the observed error); the rest of the bound
-    # is the rotations' deterministic slot-0 term, still added linearly
+    # charged M = 2048 times the fresh noise, about 100x the observed error: 30x is asserted, as
+    # OpenFHE's encryption noise is not seeded and the observed maximum varies run to run; once a
+    # margin of 100x failed at 97x); the rest of the bound is the rotations' deterministic slot-0
+    # term, still added linearly
     fixed, rnd = _parts(prog, nm, "y")
     ks = nm.k_sigma * math.sqrt(1.0 + nm.decrypt ** 2)
     assert ks * rnd < 20.0 * worst
-    assert ks * SLOTS * nm.fresh > 100.0 * worst
+    assert ks * SLOTS * nm.fresh > 30.0 * worst

@@ -145,6 +145,8 @@ void add_to(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Cipher
 void sub_to(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out);
 void negate_to(const Context& ctx, const Ciphertext& a, Ciphertext& out);
 void mul_const_to(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out);
+/// out = rescale(a * c) in one pass (no intermediate product): bit-exact with mul_const + rescale.
+void mul_const_rescale(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out);
 void mul_plain_to(const Context& ctx, const Ciphertext& a, const u64* pt, double pt_scale, Ciphertext& out);
 /// (a0 b0, a0 b1 + a1 b0, a1 b1): noise degrees add, scales multiply.
 void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out);

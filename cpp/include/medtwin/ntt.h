@@ -36,7 +36,8 @@ class NTTTables {
   /// (src < ql < 2q; values above ql/2 stand for value - ql: the rescale's correction term).
   /// Returns false, touching nothing, where the vector path does not apply (then centre src into
   /// a and call forward_sub_mul).
-  bool forward_centred_sub_mul(u64* a, const u64* src, u64 ql, const u64* x, u64 w, u64* out) const;
+  /// xw != 1: x is read as x * xw mod q (a constant multiplication fused into the rescale).
+  bool forward_centred_sub_mul(u64* a, const u64* src, u64 ql, const u64* x, u64 w, u64* out, u64 xw = 1) const;
 
   // Tables (public for the IFMA/CUDA paths).
   std::vector<u64> w, wp;    // psi^bitrev(i) and Shoup constants
@@ -69,6 +70,8 @@ struct NTTEpilogue {
   const std::uint32_t* perm = nullptr;  // read x and add at perm[j] (null: at j)
   const u64* centre_src = nullptr;      // forward prologue: input = centred(centre_src) mod q
   u64 centre_ql = 0;                    // ... the centring modulus (< 2q)
+  bool x_mul = false;                   // read x as x * xw mod q
+  u64 xw = 0, xw_shoup = 0, xw52 = 0;
 };
 
 namespace ifma {

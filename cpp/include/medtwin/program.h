@@ -32,6 +32,7 @@ enum Op : std::int64_t {
   OP_COPY = 14,      // dst <- r[a]
   OP_TENSOR = 15,    // dst <- r[a] * r[b] without relinearisation (three elements)
   OP_RELIN = 16,     // dst <- relinearise(r[a])
+  OP_MUL_CONST_RESCALE = 17,  // dst <- rescale(r[a] * consts[b]) (no intermediate product)
 };
 
 struct Program {

@@ -17,6 +17,10 @@ u64* scratch(std::size_t slot, std::size_t words);
 void rescale_inplace(const Context& ctx, Ciphertext& ct);
 /// The same, from `in` into `out` (which must be another object): one read and one write of the towers.
 void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out);
+/// rescale(k * in) for per-tower constants k[t] < q_t (k null: plain rescale), without forming the
+/// product: its multiplication is folded into the dropped tower's INTT and the other towers'
+/// last NTT pass. Bit-exact with the two steps.
+void rescale_scaled(const Context& ctx, const Ciphertext& in, const u64* k, Ciphertext& out);
 /// Drop the top k towers (level + k) without scaling.
 void drop_towers(Ciphertext& ct, std::uint32_t k);
 /// out = the first T towers of every element of ct (a level drop without copying the rest).

@@ -215,6 +215,17 @@ void mul_const_core(const Context& ctx, const Ciphertext& a, double c, Ciphertex
   out.scale = a.scale * static_cast<double>(sf);
 }
 
+}  // namespace
+
+void mul_const_rescale(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out) {
+  const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
+  std::vector<u64> k(a.towers);
+  for (std::uint32_t t = 0; t < a.towers; ++t)  // the constants of mul_const_core, exactly
+    k[t] = scaled_mod(static_cast<long double>(c) * sf, ctx.modulus(t), true);
+  rescale_scaled(ctx, a, k.data(), out);
+}
+
+namespace {
 void mul_plain_core(const Context& ctx, const Ciphertext& a, const u64* pt, double pt_scale, Ciphertext& out) {
   each_tower(a, out, [&](u64* o, const u64* x, std::uint32_t t) {
     const u64* p = pt + std::size_t(t) * a.n;

@@ -326,6 +326,16 @@ inline __m512i ep_load(const u64* src, const std::uint32_t* perm, std::size_t p)
   return _mm512_i32gather_epi64(ix, reinterpret_cast<const long long*>(src), 8);
 }
 
+// x of the epilogue at p, times xw mod q in [0, q) when the epilogue multiplies x.
+template <class M>
+inline __m512i ep_x(const NTTEpilogue* ep, std::size_t p, __m512i q) {
+  __m512i v = ep_load(ep->x, ep->perm, p);
+  if (!ep->x_mul) return v;
+  const bool m52 = std::is_same<M, Mul52>::value;
+  return reduce_b<M>(M::mul(v, _mm512_set1_epi64(static_cast<long long>(ep->xw)),
+                            _mm512_set1_epi64(static_cast<long long>(m52 ? ep->xw52 : ep->xw_shoup)), q), q);
+}
+
 // The last three forward stages (t = 4, 2, 1) over [b, b + B), 16 elements at a time in registers,
 // with the full reduction and the epilogue (if any) applied before the store.
 template <class M>
@@ -366,8 +376,8 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
       _mm512_storeu_si512(a + p + 8, v1);
       continue;
     }
-    __m512i r0 = _mm512_sub_epi64(_mm512_add_epi64(ep_load(ep->x, ep->perm, p), q), v0);
-    __m512i r1 = _mm512_sub_epi64(_mm512_add_epi64(ep_load(ep->x, ep->perm, p + 8), q), v1);
+    __m512i r0 = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, p, q), q), v0);
+    __m512i r1 = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, p + 8, q), q), v1);
     r0 = reduce_b<M>(M::mul(r0, EW, EWp, q), q);
     r1 = reduce_b<M>(M::mul(r1, EW, EWp, q), q);
     if (ep->add) {
@@ -427,7 +437,7 @@ inline void fwd_finish(u64* a, std::size_t b, std::size_t B, const NTTEpilogue* 
   const __m512i Wp = _mm512_set1_epi64(std::is_same<M, Mul52>::value ? ep->w52 : ep->w_shoup);
   for (std::size_t j = b; j < b + B; j += 8) {
     __m512i v = reduce_b<M>(csub(_mm512_loadu_si512(a + j), q2), q);
-    __m512i r = _mm512_sub_epi64(_mm512_add_epi64(ep_load(ep->x, ep->perm, j), q), v);
+    __m512i r = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, j, q), q), v);
     r = reduce_b<M>(M::mul(r, W, Wp, q), q);
     if (ep->add) r = csub(_mm512_add_epi64(r, ep_load(ep->add, ep->perm, j)), q);
     _mm512_storeu_si512(ep->out + j, r);

@@ -47,7 +47,7 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
   for (std::size_t k = 0; k < ni; ++k) {
     const std::int64_t* ins = prog.code.data() + 4 * k;
     std::int64_t op = ins[0];
-    if (op < 0 || op > OP_RELIN) throw ProgramFault("unknown opcode " + std::to_string(op));
+    if (op < 0 || op > OP_MUL_CONST_RESCALE) throw ProgramFault("unknown opcode " + std::to_string(op));
     reg_ok(ins[1]);
     switch (op) {
       case OP_INPUT: break;
@@ -56,7 +56,7 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
         reg_ok(ins[2]);
         if (ins[3] < 0 || static_cast<std::size_t>(ins[3]) >= prog.plains.size()) throw ProgramFault("plaintext index out of range");
         break;
-      case OP_MUL_CONST: case OP_ADD_CONST:
+      case OP_MUL_CONST: case OP_ADD_CONST: case OP_MUL_CONST_RESCALE:
         reg_ok(ins[2]);
         if (ins[3] < 0 || static_cast<std::size_t>(ins[3]) >= prog.consts.size()) throw ProgramFault("constant index out of range");
         break;
@@ -179,6 +179,10 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
           break;
         }
         case OP_RESCALE: out = std::make_shared<Ciphertext>(); rescale(ctx, get(a), *out); break;
+        case OP_MUL_CONST_RESCALE:
+          out = std::make_shared<Ciphertext>();
+          mul_const_rescale(ctx, get(a), prog.consts[b], *out);
+          break;
         case OP_LEVEL_DOWN: {
           if (b < 0) throw ProgramFault("negative level drop");
           const std::uint32_t k = static_cast<std::uint32_t>(b);

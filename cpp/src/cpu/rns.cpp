@@ -40,7 +40,9 @@ void copy_towers(const Ciphertext& ct, std::uint32_t T, Ciphertext& out) {
     std::memcpy(out.poly(e, 0), ct.poly(e, 0), 8 * std::size_t(T) * ct.n);
 }
 
-void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out) {
+void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out) { rescale_scaled(ctx, in, nullptr, out); }
+
+void rescale_scaled(const Context& ctx, const Ciphertext& in, const u64* k, Ciphertext& out) {
   if (in.towers < 2) throw std::invalid_argument("cannot rescale a ciphertext with one tower");
   if (&in == &out) throw std::invalid_argument("rescale: input and output must differ");
   const std::uint32_t l = in.towers - 1, n = in.n, E = in.elems;
@@ -48,8 +50,10 @@ void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out) {
   out.n = n;
   out.resize(E, l);
   out.slots = in.slots; out.level = in.level + 1; out.hops = in.hops;
-  out.noise_deg = in.noise_deg > 0 ? in.noise_deg - 1 : 0;
-  out.scale = in.scale / std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
+  // with k: the rescale of the product k * in (noise degree + 1, scale * 2^p), i.e. in's own
+  const std::uint32_t deg = in.noise_deg + (k ? 1 : 0);
+  out.noise_deg = deg > 0 ? deg - 1 : 0;
+  out.scale = k ? in.scale : in.scale / std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
   out.scheme_id = in.scheme_id; out.encoding = in.encoding; out.header = in.header; out.key_tag = in.key_tag;
   u64* x = scratch(0, std::size_t(E) * n);
   const std::int64_t jobs = std::int64_t(E) * l;
@@ -58,7 +62,7 @@ void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out) {
 #pragma omp for schedule(static)
     for (std::int64_t e = 0; e < E; ++e) {
       u64* xe = x + std::size_t(e) * n;
-      ctx.ntt(l).inverse_mul_from(in.poly(static_cast<std::uint32_t>(e), l), xe, 1);
+      ctx.ntt(l).inverse_mul_from(in.poly(static_cast<std::uint32_t>(e), l), xe, k ? k[l] : 1);
     }
 #pragma omp for schedule(static)
     for (std::int64_t jb = 0; jb < jobs; ++jb) {
@@ -67,8 +71,14 @@ void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out) {
       const u64 qi = mi.q, qlmod = ql % qi;
       u64* t = scratch(1, n);
       const u64* xe = x + std::size_t(e) * n;
-      if (ctx.ntt(i).forward_centred_sub_mul(t, xe, ql, in.poly(e, i), ctx.rescale_inv(l, i), out.poly(e, i)))
+      if (ctx.ntt(i).forward_centred_sub_mul(t, xe, ql, in.poly(e, i), ctx.rescale_inv(l, i), out.poly(e, i),
+                                             k ? k[i] : 1))
         continue;
+      const u64* xi = in.poly(e, i);
+      if (k) {  // the product's tower, in the output (forward_sub_mul's out may alias its x)
+        mul_scalar_vec(out.poly(e, i), xi, k[i], n, qi);
+        xi = out.poly(e, i);
+      }
       if (!ifma::center_mod(t, xe, n, qi, ql)) {
         // branch-free: the sign test is data-dependent and unpredictable
         const u64 adj = qi - qlmod;  // adding it subtracts ql (mod qi)
@@ -87,7 +97,7 @@ void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out) {
           }
         }
       }
-      ctx.ntt(i).forward_sub_mul(t, in.poly(e, i), ctx.rescale_inv(l, i), out.poly(e, i), nullptr);
+      ctx.ntt(i).forward_sub_mul(t, xi, ctx.rescale_inv(l, i), out.poly(e, i), nullptr);
     }
   }
 }
