@@ -113,3 +113,24 @@ def test_engine_parameters(small):
     assert all(q % (2 * e.n) == 1 for q in e.moduli_q + e.moduli_p)
     assert e.rotation_index(1) == 5 and e.rotation_index(-1) == pow(5, e.n // 2 - 1, 2 * e.n)
     assert isinstance(_core.cpu_has_ifma(), bool)
+
+
+def test_engine_from_public_keeps_the_last_key_sets_engine():
+    """A compute node reuses the engine of the same key material (same bytes objects); other
+    material, or clear_engine_cache, builds a new one."""
+    from medtwin.he import bridge
+    from medtwin.he.openfhe_backend import generate_keys
+    from medtwin.he.params import preset
+
+    prm = preset("test-insecure", allow_insecure=True)
+    ctx1, _ = generate_keys(prm, rotations=[1])
+    ctx2, _ = generate_keys(prm, rotations=[1])
+    bridge.clear_engine_cache()
+    e1 = bridge.engine_from_public(ctx1.public)
+    assert bridge.engine_from_public(ctx1.public) is e1
+    e2 = bridge.engine_from_public(ctx2.public)
+    assert e2 is not e1 and e2.key_tag == ctx2.public.key_tag != e1.key_tag
+    assert bridge.engine_from_public(ctx2.public) is e2
+    bridge.clear_engine_cache()
+    assert bridge.engine_from_public(ctx2.public) is not e2
+    bridge.clear_engine_cache()
