@@ -357,7 +357,35 @@ PYBIND11_MODULE(_core, m) {
         }
         return res;
       }, py::arg("code"), py::arg("consts"), py::arg("plains"), py::arg("inputs"), py::arg("n_regs"), py::arg("outputs"),
-         "Run a compiled instruction array over a batch: inputs[b][i] is input i of batch item b.");
+         "Run a compiled instruction array over a batch: inputs[b][i] is input i of batch item b.")
+      .def("run_programs", [](const Engine& e, py::list programs, std::vector<std::vector<std::vector<CtPtr>>> inputs) {
+        // programs: (code, consts, plains, n_regs, outputs) tuples, as run_program's arguments
+        if (static_cast<std::size_t>(py::len(programs)) != inputs.size())
+          throw std::invalid_argument("one input batch per program is needed");
+        for (auto& batch : inputs) for (auto& row : batch) for (auto& c : row) e.check_ct(*c);
+        std::vector<Program> progs(inputs.size());
+        std::vector<const Program*> ptrs;
+        for (std::size_t p = 0; p < progs.size(); ++p) {
+          py::tuple t = programs[p].cast<py::tuple>();
+          if (t.size() != 5) throw std::invalid_argument("a program is (code, consts, plains, n_regs, outputs)");
+          auto code = t[0].cast<py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>>();
+          auto consts = t[1].cast<F64Array>();
+          Program& pr = progs[p];
+          pr.code.assign(code.data(), code.data() + code.size());
+          pr.consts.assign(consts.data(), consts.data() + consts.size());
+          for (auto& pl : t[2].cast<std::vector<F64Array>>()) pr.plains.emplace_back(pl.data(), pl.data() + pl.size());
+          pr.n_regs = t[3].cast<std::uint32_t>();
+          pr.outputs = t[4].cast<std::vector<std::int64_t>>();
+          ptrs.push_back(&pr);
+        }
+        std::vector<std::vector<std::vector<CtPtr>>> res;
+        {
+          py::gil_scoped_release rel;
+          res = run_programs(e.ctx(), e.ks_, ptrs, inputs);
+        }
+        return res;
+      }, py::arg("programs"), py::arg("inputs"),
+         "Run several compiled programs, each over its own batch (inputs[p][b][i]), as parallel jobs.");
 
 #ifdef MEDTWIN_WITH_CUDA
   m.attr("built_with_cuda") = true;

@@ -12,14 +12,14 @@ the same constructor arguments as the OpenFHE executor plus an optional ready ``
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from medtwin import _core
 from medtwin.errors import CiphertextFormatError, KeyMismatchError, MedTwinError, ProgramError
 from medtwin.he import bridge
-from medtwin.program.executors import Executor, register_executor
+from medtwin.program.executors import Executor, ProgressMeter, _Counter, register_executor
 from medtwin.program.ir import Program
 
 __all__ = ["NativeExecutor", "NativeBackend", "compile_program", "OPCODES"]
@@ -252,9 +252,8 @@ class NativeExecutor(Executor):
     def run_one(self, program: Program, inputs: dict[str, Any], meter) -> dict[str, Any]:
         return self.run_batch(program, [inputs], meter)[0]
 
-    def run_batch(self, program: Program, elems: list[dict[str, Any]], meter) -> list[dict[str, Any]]:
-        if not elems:
-            return []
+    def _prepare(self, program: Program, elems: list[dict[str, Any]]):
+        """Engine, compiled program, output kind and imported input rows of one program's batch."""
         names_in = [i.name for i in program.inputs]
         first = elems[0][names_in[0]] if names_in else None
         if first is None:
@@ -273,15 +272,64 @@ class NativeExecutor(Executor):
                     raise ProgramError(f"input {n!r} is at level {c.level} with scale degree {c.noise_degree}; "
                                        "the program expects fresh level-0 ciphertexts")
             batch.append(row)
+        return eng, cp, kind, batch
+
+    @staticmethod
+    def _engine_call(fn, what: str):
         try:
-            res = eng.run_program(cp.code, cp.consts, cp.plains, batch, cp.n_regs, cp.outputs)
+            return fn()
         except (CiphertextFormatError, KeyMismatchError, ProgramError):
             raise
         except MedTwinError as exc:  # ValidationError from the engine (missing key, depth, ...)
-            raise ProgramError(f"program {program.name!r} failed in the native engine: {exc}") from None
+            raise ProgramError(f"{what} failed in the native engine: {exc}") from None
+
+    def run_batch(self, program: Program, elems: list[dict[str, Any]], meter) -> list[dict[str, Any]]:
+        if not elems:
+            return []
+        eng, cp, kind, batch = self._prepare(program, elems)
+        res = self._engine_call(lambda: eng.run_program(cp.code, cp.consts, cp.plains, batch, cp.n_regs, cp.outputs),
+                                f"program {program.name!r}")
         meter.add(len(program.ops) * len(elems))
         names = [o.name for o in program.outputs]
         return [{n: self._export(eng, c, kind) for n, c in zip(names, row)} for row in res]
+
+    def run_many(self, jobs: Sequence[tuple[Program, dict[str, Any]]], *,
+                 progress: ProgressMeter | None = None) -> list[dict[str, Any]]:
+        """Run several programs (e.g. a study's chunks), each on one set of inputs, in one engine
+        call: the jobs run side by side, one thread each, which on small rings beats spreading
+        every op over the threads (a ring-2^12 study's two chunks: about 1.8x). Same results,
+        bit for bit, as :meth:`run` on each.
+
+        Raises:
+            ProgramError: as :meth:`run`; a batch (list) given as an input value.
+        """
+        jobs = [(p, dict(i)) for p, i in jobs]
+        if len(jobs) <= 1:
+            return super().run_many(jobs, progress=progress)
+        for program, inputs in jobs:
+            names = [i.name for i in program.inputs]
+            missing = [n for n in names if n not in inputs]
+            if missing:
+                raise ProgramError(f"program {program.name!r}: missing inputs {missing}")
+            extra = sorted(set(inputs) - set(names))
+            if extra:
+                raise ProgramError(f"program {program.name!r}: unknown inputs {extra}")
+            if any(self._is_batch(inputs[n]) for n in names):
+                raise ProgramError("run_many takes one value per input of each program (no batches)")
+        meter = _Counter(progress or ProgressMeter(), sum(len(p.ops) for p, _ in jobs), "programs")
+        try:
+            prepared = [self._prepare(p, [i]) for p, i in jobs]
+            eng = prepared[0][0]
+            if any(pr[0] is not eng for pr in prepared):
+                raise ProgramError("the jobs' inputs belong to different key sets")
+            progs = [(cp.code, cp.consts, cp.plains, cp.n_regs, cp.outputs) for _, cp, _, _ in prepared]
+            res = self._engine_call(lambda: eng.run_programs(progs, [b for _, _, _, b in prepared]),
+                                    f"programs {sorted({p.name for p, _ in jobs})}")
+            meter.add(sum(len(p.ops) for p, _ in jobs))
+            return [{o.name: self._export(eng, c, kind) for o, c in zip(p.outputs, r[0])}
+                    for (p, _), (_, _, kind, _), r in zip(jobs, prepared, res)]
+        finally:
+            meter.meter.close()
 
 
 #: Alias named in the engine's issue (the backend object ``backend="native"`` selects).

@@ -17,10 +17,11 @@ Progress: any object with ``start(total, label)``, ``update(done)`` and ``close(
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -128,6 +129,17 @@ class Executor:
         finally:
             meter.meter.close()
 
+    def run_many(self, jobs: Sequence[tuple[Program, dict[str, Any]]], *,
+                 progress: ProgressMeter | None = None) -> list[dict[str, Any]]:
+        """Run several programs, each on its own inputs (one value per input name): the
+        results in order. The chunks of a study are such jobs. This base runs them one after
+        another; a backend may run them side by side.
+
+        Raises:
+            ProgramError: as :meth:`run`, for any job.
+        """
+        return [self.run(p, dict(i), progress=progress) for p, i in jobs]
+
     def _is_batch(self, v) -> bool:
         return isinstance(v, (list, tuple))
 
@@ -136,6 +148,36 @@ class Executor:
 
     def run_one(self, program: Program, inputs: dict[str, Any], meter) -> dict[str, Any]:
         raise NotImplementedError
+
+
+def run_chunked(ex: Executor, jobs: Sequence[tuple[Program, dict[str, Any]]],
+                on_result: Callable[[int, dict[str, Any]], None] | None = None,
+                group: int | None = None) -> list[dict[str, Any]]:
+    """Run a study's chunk jobs ``(program, inputs)`` (one value per input) and return their
+    outputs in order. Where the executor runs jobs side by side (it overrides
+    :meth:`Executor.run_many`), they go ``group`` at a time (default: one per CPU core);
+    otherwise one at a time. ``on_result(i, outputs)`` is called for every job, in order, as
+    soon as its group is done: progress, cancellation (raise from it) and partial display.
+
+    Raises:
+        ProgramError: as :meth:`Executor.run`.
+    """
+    jobs = list(jobs)
+    side_by_side = type(ex).run_many is not Executor.run_many
+    g = max(1, int(group if group is not None else (os.cpu_count() or 1))) if side_by_side else 1
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(jobs), g):
+        part = jobs[start:start + g]
+        if len(part) == 1:
+            p, i = part[0]
+            res = [{k: v[0] for k, v in ex.run(p, {n: [x] for n, x in i.items()}).items()}]
+        else:
+            res = ex.run_many(part)
+        for j, r in enumerate(res):
+            out.append(r)
+            if on_result is not None:
+                on_result(start + j, r)
+    return out
 
 
 _REGISTRY: dict[str, Callable[..., Executor]] = {}

@@ -668,6 +668,7 @@ def simulate(enc: EncryptedCohortStudy, ctx, *, backend: str = "openfhe", thread
     """
     from medtwin.program import get_executor
     from medtwin.program.bounds import NoiseModel
+    from medtwin.program.executors import run_chunked
 
     if enc.key_tag != ctx.key_tag:
         raise KeyMismatchError("the cohort was encrypted under another key pair than the evaluation keys")
@@ -686,15 +687,16 @@ def simulate(enc: EncryptedCohortStudy, ctx, *, backend: str = "openfhe", thread
     pairs: dict[str, list] = {}
     agg: dict[str, object] = {}
     t0 = time.perf_counter()
-    for c, prog in enumerate(cp.programs):
-        res = ex.run(prog, {k: [enc.inputs[k][c]] for k in COVARIATES})
-        for name, cts in res.items():
+    def done(c: int, res: dict) -> None:
+        for name, ct in res.items():
             if name in AGGREGATE_OUTPUTS:
-                agg[name] = cts[0] if name not in agg else ctx.cc.EvalAdd(agg[name], cts[0])
+                agg[name] = ct if name not in agg else ctx.cc.EvalAdd(agg[name], ct)
             else:
-                pairs.setdefault(name, [None] * n)[c] = cts[0]
+                pairs.setdefault(name, [None] * n)[c] = ct
         if progress:
             progress("simulate", (c + 1) / n)
+
+    run_chunked(ex, [(prog, {k: enc.inputs[k][c] for k in COVARIATES}) for c, prog in enumerate(cp.programs)], done)
     seconds = time.perf_counter() - t0
     pair_names = [k for k in PAIR_OUTPUTS]
     bounds = {k: max(float(p.error_bound(k, noise=noise)) for p in cp.programs) for k in pair_names}

@@ -290,6 +290,7 @@ def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads:
     patients, see :class:`SlotLayout`); :func:`decrypt_chunk` turns it into partial results.
     """
     from medtwin.program import get_executor
+    from medtwin.program.executors import run_chunked
 
     if cohort.key_tag != ctx.key_tag:
         from medtwin.errors import KeyMismatchError
@@ -324,16 +325,19 @@ def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads:
     outputs: dict[str, list] = {}
     t0 = time.perf_counter()
     n = cs.layout.n_ciphertexts
-    # One ciphertext chunk at a time: progress (and a cancel raised from the progress callback)
-    # per chunk, and ``on_chunk`` lets a client decrypt and draw partial results as they arrive.
-    for c, prog in enumerate(cs.programs):
-        res = ex.run(prog, {k: [cohort.inputs[k][c]] for k in COVARIATES})
-        for name, cts in res.items():
-            outputs.setdefault(name, [None] * n)[c] = cts[0]
+    # Chunks one at a time, or side by side on the native engine (a group per call): progress
+    # (and a cancel raised from the progress callback) per chunk, and ``on_chunk`` lets a client
+    # decrypt and draw partial results as they arrive.
+    def done(c: int, res: dict) -> None:
+        for name, ct in res.items():
+            outputs.setdefault(name, [None] * n)[c] = ct
         if on_chunk is not None:
-            on_chunk(c, {name: cts[0] for name, cts in res.items()})
+            on_chunk(c, dict(res))
         if progress:
             progress("simulate", (c + 1) / n)
+
+    run_chunked(ex, [(prog, {k: cohort.inputs[k][c] for k in COVARIATES}) for c, prog in enumerate(cs.programs)],
+                done)
     seconds = time.perf_counter() - t0
     prog0 = cs.programs[0]
     bounds = {name: max(float(p.error_bound(name, noise=noise)) for p in cs.programs) for name in outputs}

@@ -187,3 +187,37 @@ def test_out_of_place_and_in_place_binary_ops_agree(setup, op):
         want = e.add(x, y) if op == 1 else e.sub(x, y)
         assert (got.elements, got.towers, got.level) == (want.elements, want.towers, want.level)
         np.testing.assert_array_equal(got.data, want.data)
+
+
+def test_run_many_matches_run_bit_for_bit(setup):
+    """Several programs side by side in one engine call (a study's chunks): each job's towers are
+    those of running it alone; run_chunked reports every job in order; batches are refused."""
+    from medtwin.program.executors import run_chunked
+
+    rng = np.random.default_rng(17)
+    progs = []
+    for j, c in enumerate((0.3, -0.8, 1.7)):
+        b = ProgramBuilder(f"chunk{j}", SLOTS)
+        x = b.input("x", (-1.0, 1.0))
+        y = b.input("y", (-1.0, 1.0))
+        b.output("z", (x * y + x * c) * rng.uniform(0, 1, SLOTS) + b.rotate(x, 4))
+        progs.append(b.build(PARAMS))
+    jobs = [(p, {"x": setup.encrypt(rng.uniform(-1, 1, SLOTS)), "y": setup.encrypt(rng.uniform(-1, 1, SLOTS))})
+            for p in progs]
+    ex = NativeExecutor(engine=setup.engine, correct_scale=True)
+    alone = [ex.run(p, i)["z"] for p, i in jobs]
+    together = ex.run_many(jobs)
+    for a, t in zip(alone, together):
+        np.testing.assert_array_equal(setup.imp(a).data, setup.imp(t["z"]).data)
+    seen = []
+    res = run_chunked(ex, jobs, lambda i, r: seen.append(i), group=2)
+    assert seen == [0, 1, 2]
+    for a, r in zip(alone, res):
+        np.testing.assert_array_equal(setup.imp(a).data, setup.imp(r["z"]).data)
+    theirs = run_chunked(OpenFHEExecutor(setup.cc, correct_scale=True), jobs)  # one at a time
+    for a, r in zip(alone, theirs):
+        np.testing.assert_array_equal(setup.imp(a).data, setup.imp(r["z"]).data)
+    with pytest.raises(ProgramError, match="no batches"):
+        ex.run_many([(progs[0], {"x": [jobs[0][1]["x"]], "y": [jobs[0][1]["y"]]}), jobs[1]])
+    with pytest.raises(ProgramError, match="missing inputs"):
+        ex.run_many([(progs[0], {"x": jobs[0][1]["x"]}), jobs[1]])

@@ -50,4 +50,11 @@ std::vector<std::vector<std::shared_ptr<Ciphertext>>> run_program(
     const Context& ctx, const KeySet& keys, const Program& prog,
     const std::vector<std::vector<std::shared_ptr<Ciphertext>>>& inputs);
 
+/// Several programs, each over its own batch (inputs[p][b]): every (program, item) pair is one
+/// job, and the jobs run in parallel with single-threaded kernels (better than threads inside
+/// each op when rings are small). Returns results[p][b] = the output registers.
+std::vector<std::vector<std::vector<std::shared_ptr<Ciphertext>>>> run_programs(
+    const Context& ctx, const KeySet& keys, const std::vector<const Program*>& progs,
+    const std::vector<std::vector<std::vector<std::shared_ptr<Ciphertext>>>>& inputs);
+
 }  // namespace medtwin

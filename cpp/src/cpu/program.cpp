@@ -37,8 +37,11 @@ struct PlainCache {  // encoded plaintexts, keyed by (plain index, towers, scale
 };
 }  // namespace
 
-std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& keys, const Program& prog,
-                                            const std::vector<std::vector<CtPtr>>& inputs) {
+namespace {
+// Static validation of an instruction array, and its liveness: dead_a[k] = register a's value is
+// not read after instruction k (so an op that would copy it may work in place when no one else
+// holds it).
+std::vector<char> check_and_liveness(const Program& prog) {
   if (prog.code.size() % 4) throw ProgramFault("instruction array length is not a multiple of 4");
   const std::size_t ni = prog.code.size() / 4;
   const std::int64_t R = prog.n_regs;
@@ -82,139 +85,174 @@ std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& ke
       if (reads_b) live[b] = 1;
     }
   }
+  return dead_a;
+}
+
+// One program on one item's inputs: the output registers.
+std::vector<CtPtr> run_item(const Context& ctx, const KeySet& keys, const Program& prog, const std::vector<char>& dead_a,
+                            const std::vector<CtPtr>& in, PlainCache& cache) {
+  const std::size_t ni = prog.code.size() / 4;
+  const std::int64_t R = prog.n_regs;
   const double sf = std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
-  PlainCache cache;
-  std::vector<std::vector<CtPtr>> results(inputs.size());
-  std::vector<std::exception_ptr> errors(inputs.size());
-  // Batch items in parallel (each item's kernels then run single-threaded: OpenMP does not nest
-  // by default); a single item uses the threads inside its kernels instead.
-  const std::int64_t nb = static_cast<std::int64_t>(inputs.size());
-#pragma omp parallel for schedule(dynamic) if (nb > 1)
-  for (std::int64_t bi = 0; bi < nb; ++bi) {
-  try {
-    const auto& in = inputs[static_cast<std::size_t>(bi)];
-    std::vector<CtPtr> r(static_cast<std::size_t>(R));
-    auto get = [&](std::int64_t i) -> const Ciphertext& {
-      if (!r[i]) throw ProgramFault("register " + std::to_string(i) + " read before it was written");
-      return *r[i];
+  std::vector<CtPtr> r(static_cast<std::size_t>(R));
+  auto get = [&](std::int64_t i) -> const Ciphertext& {
+    if (!r[i]) throw ProgramFault("register " + std::to_string(i) + " read before it was written");
+    return *r[i];
+  };
+  for (std::size_t k = 0; k < ni; ++k) {
+    const std::int64_t* ins = prog.code.data() + 4 * k;
+    const std::int64_t op = ins[0], d = ins[1], a = ins[2], b = ins[3];
+    CtPtr out;
+    // r[a] itself when it is dead after this instruction and held by no one else (not an input,
+    // not shared by a copy), else a copy of it
+    auto own = [&]() -> CtPtr {
+      const Ciphertext& x = get(a);
+      if (dead_a[k] && r[a].use_count() == 1) return std::move(r[a]);
+      return std::make_shared<Ciphertext>(x);
     };
-    for (std::size_t k = 0; k < ni; ++k) {
-      const std::int64_t* ins = prog.code.data() + 4 * k;
-      const std::int64_t op = ins[0], d = ins[1], a = ins[2], b = ins[3];
-      CtPtr out;
-      // r[a] itself when it is dead after this instruction and held by no one else (not an input,
-      // not shared by a copy), else a copy of it
-      auto own = [&]() -> CtPtr {
-        const Ciphertext& x = get(a);
-        if (dead_a[k] && r[a].use_count() == 1) return std::move(r[a]);
-        return std::make_shared<Ciphertext>(x);
-      };
-      auto stealable = [&]() { return dead_a[k] && r[a] && r[a].use_count() == 1; };
-      switch (op) {
-        case OP_INPUT:
-          if (a < 0 || static_cast<std::size_t>(a) >= in.size()) throw ProgramFault("input index out of range");
-          out = in[a];  // shared, never modified in place
-          break;
-        case OP_COPY: out = r[a] ? r[a] : nullptr; get(a); break;
-        case OP_ADD: case OP_SUB: {
-          const Ciphertext& y = get(b);
-          if (stealable()) {
-            out = own();
-            if (op == OP_ADD) add_inplace(ctx, *out, y); else sub_inplace(ctx, *out, y);
-          } else {
-            out = std::make_shared<Ciphertext>();
-            if (op == OP_ADD) add_to(ctx, get(a), y, *out); else sub_to(ctx, get(a), y, *out);
-          }
-          break;
-        }
-        case OP_NEG:
-          if (stealable()) { out = own(); negate_inplace(ctx, *out); }
-          else { out = std::make_shared<Ciphertext>(); negate_to(ctx, get(a), *out); }
-          break;
-        case OP_MUL:
-          out = std::make_shared<Ciphertext>();
-          tensor(ctx, get(a), get(b), *out);
-          relinearize_inplace(ctx, *out, *keys.relin);
-          break;
-        case OP_TENSOR:
-          out = std::make_shared<Ciphertext>();
-          tensor(ctx, get(a), get(b), *out);
-          break;
-        case OP_RELIN:
+    auto stealable = [&]() { return dead_a[k] && r[a] && r[a].use_count() == 1; };
+    switch (op) {
+      case OP_INPUT:
+        if (a < 0 || static_cast<std::size_t>(a) >= in.size()) throw ProgramFault("input index out of range");
+        out = in[a];  // shared, never modified in place
+        break;
+      case OP_COPY: out = r[a] ? r[a] : nullptr; get(a); break;
+      case OP_ADD: case OP_SUB: {
+        const Ciphertext& y = get(b);
+        if (stealable()) {
           out = own();
-          relinearize_inplace(ctx, *out, *keys.relin);
-          break;
-        case OP_MUL_PLAIN: {
-          const Ciphertext& x = get(a);
-          auto pt = cache.get(ctx, prog, b, x, sf);
-          if (stealable()) { out = own(); mul_plain_inplace(ctx, *out, pt->data(), sf); }
-          else { out = std::make_shared<Ciphertext>(); mul_plain_to(ctx, x, pt->data(), sf, *out); }
-          break;
-        }
-        case OP_ADD_PLAIN: case OP_SUB_PLAIN: {
-          const Ciphertext& x = get(a);
-          auto pt = cache.get(ctx, prog, b, x, x.scale);
-          out = own();
-          if (op == OP_ADD_PLAIN) {
-            add_plain_inplace(ctx, *out, pt->data());
-          } else {
-            for (std::uint32_t t = 0; t < out->towers; ++t)
-              sub_vec(out->poly(0, t), out->poly(0, t), pt->data() + std::size_t(t) * out->n, out->n, ctx.modulus(t));
-          }
-          break;
-        }
-        case OP_MUL_CONST:
-          if (stealable()) { out = own(); mul_const_inplace(ctx, *out, prog.consts[b]); }
-          else { out = std::make_shared<Ciphertext>(); mul_const_to(ctx, get(a), prog.consts[b], *out); }
-          break;
-        case OP_ADD_CONST: out = own(); add_const_inplace(ctx, *out, prog.consts[b]); break;
-        case OP_ROTATE: {
-          const Ciphertext& x = get(a);
-          u64 k = rotation_index(x.n, b);
-          if (k == 1) { out = r[a]; break; }
-          auto it = keys.rot.find(k);
-          if (it == keys.rot.end()) throw std::invalid_argument("no rotation key for a rotation by " + std::to_string(b));
+          if (op == OP_ADD) add_inplace(ctx, *out, y); else sub_inplace(ctx, *out, y);
+        } else {
           out = std::make_shared<Ciphertext>();
-          rotate(ctx, x, k, *it->second, *out);
-          break;
+          if (op == OP_ADD) add_to(ctx, get(a), y, *out); else sub_to(ctx, get(a), y, *out);
         }
-        case OP_RESCALE: out = std::make_shared<Ciphertext>(); rescale(ctx, get(a), *out); break;
-        case OP_MUL_CONST_RESCALE:
-          out = std::make_shared<Ciphertext>();
-          mul_const_rescale(ctx, get(a), prog.consts[b], *out);
-          break;
-        case OP_LEVEL_DOWN: {
-          if (b < 0) throw ProgramFault("negative level drop");
-          const std::uint32_t k = static_cast<std::uint32_t>(b);
-          if (stealable()) {
-            out = own();
-            drop_towers(*out, k);
-          } else {  // copy only the towers that stay
-            const Ciphertext& x = get(a);
-            if (k >= x.towers) throw std::invalid_argument("cannot drop every tower of a ciphertext");
-            out = std::make_shared<Ciphertext>();
-            copy_towers(x, x.towers - k, *out);
-          }
-          break;
-        }
-        case OP_FREE: r[d].reset(); continue;
-        default: throw ProgramFault("unknown opcode");
+        break;
       }
-      r[d] = std::move(out);
+      case OP_NEG:
+        if (stealable()) { out = own(); negate_inplace(ctx, *out); }
+        else { out = std::make_shared<Ciphertext>(); negate_to(ctx, get(a), *out); }
+        break;
+      case OP_MUL:
+        out = std::make_shared<Ciphertext>();
+        tensor(ctx, get(a), get(b), *out);
+        relinearize_inplace(ctx, *out, *keys.relin);
+        break;
+      case OP_TENSOR:
+        out = std::make_shared<Ciphertext>();
+        tensor(ctx, get(a), get(b), *out);
+        break;
+      case OP_RELIN:
+        out = own();
+        relinearize_inplace(ctx, *out, *keys.relin);
+        break;
+      case OP_MUL_PLAIN: {
+        const Ciphertext& x = get(a);
+        auto pt = cache.get(ctx, prog, b, x, sf);
+        if (stealable()) { out = own(); mul_plain_inplace(ctx, *out, pt->data(), sf); }
+        else { out = std::make_shared<Ciphertext>(); mul_plain_to(ctx, x, pt->data(), sf, *out); }
+        break;
+      }
+      case OP_ADD_PLAIN: case OP_SUB_PLAIN: {
+        const Ciphertext& x = get(a);
+        auto pt = cache.get(ctx, prog, b, x, x.scale);
+        out = own();
+        if (op == OP_ADD_PLAIN) {
+          add_plain_inplace(ctx, *out, pt->data());
+        } else {
+          for (std::uint32_t t = 0; t < out->towers; ++t)
+            sub_vec(out->poly(0, t), out->poly(0, t), pt->data() + std::size_t(t) * out->n, out->n, ctx.modulus(t));
+        }
+        break;
+      }
+      case OP_MUL_CONST:
+        if (stealable()) { out = own(); mul_const_inplace(ctx, *out, prog.consts[b]); }
+        else { out = std::make_shared<Ciphertext>(); mul_const_to(ctx, get(a), prog.consts[b], *out); }
+        break;
+      case OP_ADD_CONST: out = own(); add_const_inplace(ctx, *out, prog.consts[b]); break;
+      case OP_ROTATE: {
+        const Ciphertext& x = get(a);
+        u64 k = rotation_index(x.n, b);
+        if (k == 1) { out = r[a]; break; }
+        auto it = keys.rot.find(k);
+        if (it == keys.rot.end()) throw std::invalid_argument("no rotation key for a rotation by " + std::to_string(b));
+        out = std::make_shared<Ciphertext>();
+        rotate(ctx, x, k, *it->second, *out);
+        break;
+      }
+      case OP_RESCALE: out = std::make_shared<Ciphertext>(); rescale(ctx, get(a), *out); break;
+      case OP_MUL_CONST_RESCALE:
+        out = std::make_shared<Ciphertext>();
+        mul_const_rescale(ctx, get(a), prog.consts[b], *out);
+        break;
+      case OP_LEVEL_DOWN: {
+        if (b < 0) throw ProgramFault("negative level drop");
+        const std::uint32_t k = static_cast<std::uint32_t>(b);
+        if (stealable()) {
+          out = own();
+          drop_towers(*out, k);
+        } else {  // copy only the towers that stay
+          const Ciphertext& x = get(a);
+          if (k >= x.towers) throw std::invalid_argument("cannot drop every tower of a ciphertext");
+          out = std::make_shared<Ciphertext>();
+          copy_towers(x, x.towers - k, *out);
+        }
+        break;
+      }
+      case OP_FREE: r[d].reset(); continue;
+      default: throw ProgramFault("unknown opcode");
     }
-    std::vector<CtPtr> outs;
-    for (auto o : prog.outputs) {
-      if (!r[o]) throw ProgramFault("output register " + std::to_string(o) + " was never written");
-      outs.push_back(r[o]);
-    }
-    results[static_cast<std::size_t>(bi)] = std::move(outs);
-  } catch (...) {
-    errors[static_cast<std::size_t>(bi)] = std::current_exception();
+    r[d] = std::move(out);
   }
+  std::vector<CtPtr> outs;
+  for (auto o : prog.outputs) {
+    if (!r[o]) throw ProgramFault("output register " + std::to_string(o) + " was never written");
+    outs.push_back(r[o]);
+  }
+  return outs;
+}
+
+// Every (program, item) job in parallel (each job's kernels then run single-threaded: OpenMP does
+// not nest by default); a single job uses the threads inside its kernels instead.
+std::vector<std::vector<std::vector<CtPtr>>> run_jobs(const Context& ctx, const KeySet& keys,
+                                                     const std::vector<const Program*>& progs,
+                                                     const std::vector<std::vector<std::vector<CtPtr>>>& inputs) {
+  if (progs.size() != inputs.size()) throw std::invalid_argument("one input batch per program is needed");
+  std::vector<std::vector<char>> dead(progs.size());
+  std::vector<std::unique_ptr<PlainCache>> caches(progs.size());
+  std::vector<std::pair<std::size_t, std::size_t>> jobs;
+  std::vector<std::vector<std::vector<CtPtr>>> results(progs.size());
+  for (std::size_t p = 0; p < progs.size(); ++p) {
+    dead[p] = check_and_liveness(*progs[p]);
+    caches[p] = std::make_unique<PlainCache>();
+    results[p].resize(inputs[p].size());
+    for (std::size_t b = 0; b < inputs[p].size(); ++b) jobs.emplace_back(p, b);
+  }
+  std::vector<std::exception_ptr> errors(jobs.size());
+  const std::int64_t nj = static_cast<std::int64_t>(jobs.size());
+#pragma omp parallel for schedule(dynamic) if (nj > 1)
+  for (std::int64_t j = 0; j < nj; ++j) {
+    const auto [p, b] = jobs[static_cast<std::size_t>(j)];
+    try {
+      results[p][b] = run_item(ctx, keys, *progs[p], dead[p], inputs[p][b], *caches[p]);
+    } catch (...) {
+      errors[static_cast<std::size_t>(j)] = std::current_exception();
+    }
   }
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
   return results;
+}
+}  // namespace
+
+std::vector<std::vector<CtPtr>> run_program(const Context& ctx, const KeySet& keys, const Program& prog,
+                                            const std::vector<std::vector<CtPtr>>& inputs) {
+  return std::move(run_jobs(ctx, keys, {&prog}, {inputs})[0]);
+}
+
+std::vector<std::vector<std::vector<CtPtr>>> run_programs(
+    const Context& ctx, const KeySet& keys, const std::vector<const Program*>& progs,
+    const std::vector<std::vector<std::vector<CtPtr>>>& inputs) {
+  return run_jobs(ctx, keys, progs, inputs);
 }
 
 }  // namespace medtwin
