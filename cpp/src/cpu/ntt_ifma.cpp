@@ -129,23 +129,48 @@ inline __m512i mul_lazy64_approx(__m512i a, __m512i w, __m512i wp, __m512i q) {
 // (wide) instead of 2q. The butterflies take "q2" = the output bound B: forward values stay
 // below 2B, inverse values below B.
 struct Mul52 {
-  static constexpr bool wide = false;
+  static constexpr bool wide = false, is52 = true, lazy = false;
   static __m512i mul(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy(a, w, wp, q); }
   static const u64* fw(const NTTTables& t) { return t.w52.data(); }
   static const u64* iw(const NTTTables& t) { return t.iw52.data(); }
 };
 struct Mul64 {
-  static constexpr bool wide = false;
+  static constexpr bool wide = false, is52 = false, lazy = false;
   static __m512i mul(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy64(a, w, wp, q); }
   static const u64* fw(const NTTTables& t) { return t.wp.data(); }
   static const u64* iw(const NTTTables& t) { return t.iwp.data(); }
 };
 struct Mul64a {
-  static constexpr bool wide = true;
+  static constexpr bool wide = true, is52 = false, lazy = false;
   static __m512i mul(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy64_approx(a, w, wp, q); }
   static const u64* fw(const NTTTables& t) { return t.wp.data(); }
   static const u64* iw(const NTTTables& t) { return t.iwp.data(); }
 };
+// The forward transform with lazy butterflies for q < 2^46: the inputs of a butterfly are not
+// reduced, so each stage adds at most 2q to the bound; from inputs below 4q, after log2(n) <= 17
+// stages the values stay below (4 + 2 * 17) q < 2^52, the 52-bit products' limit, and one full
+// reduction at the end brings them to [0, q). Saves two of the butterfly's nine operations.
+struct Mul52L : Mul52 {
+  static constexpr bool lazy = true;
+};
+inline bool lazy_forward_ok(u64 q, std::size_t n) {
+  unsigned stages = 0;
+  while ((std::size_t(1) << stages) < n) ++stages;
+  return q < (u64(1) << 46) && static_cast<unsigned __int128>(4 + 2 * stages) * q < (static_cast<unsigned __int128>(1) << 52);
+}
+// A forward butterfly's input: reduced below 2B (B the output bound), or as it is when lazy.
+template <class M>
+inline __m512i fwd_in(__m512i x, __m512i q2) {
+  if constexpr (M::lazy) return x;
+  else return csub(x, q2);
+}
+// [0, q) for 52-bit products: x < 2^52 -> x - floor(x floor(2^52/q) / 2^52) q in [0, 2q) -> [0, q).
+inline __m512i reduce_full52(__m512i x, __m512i q, __m512i r52) {
+  __m512i hi = _mm512_madd52hi_epu64(_mm512_setzero_si512(), x, r52);
+  __m512i r = _mm512_and_si512(_mm512_sub_epi64(x, _mm512_madd52lo_epu64(_mm512_setzero_si512(), hi, q)),
+                               _mm512_set1_epi64((1LL << 52) - 1));
+  return csub(r, q);
+}
 // [0, B) -> [0, q) for the multiplier's output bound B (2q or 4q).
 template <class M>
 inline __m512i reduce_b(__m512i v, __m512i q) {
@@ -165,7 +190,7 @@ inline void fwd_stage(const NTTTables& tb, u64* a, std::size_t m, std::size_t t,
       u64* x = a + 2 * i * t;
       u64* y = x + t;
       for (std::size_t j = 0; j < t; j += 8) {
-        __m512i u = csub(_mm512_loadu_si512(x + j), q2);
+        __m512i u = fwd_in<M>(_mm512_loadu_si512(x + j), q2);
         __m512i v = M::mul(_mm512_loadu_si512(y + j), W, Wp, q);
         _mm512_storeu_si512(x + j, _mm512_add_epi64(u, v));
         _mm512_storeu_si512(y + j, _mm512_sub_epi64(_mm512_add_epi64(u, q2), v));
@@ -181,7 +206,7 @@ inline void fwd_stage(const NTTTables& tb, u64* a, std::size_t m, std::size_t t,
       __m512i Y = _mm512_permutex2var_epi64(v0, st.iy, v1);
       __m512i W = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(tb.w.data() + m + i));
       __m512i Wp = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(M::fw(tb) + m + i));
-      __m512i u = csub(X, q2);
+      __m512i u = fwd_in<M>(X, q2);
       __m512i v = M::mul(Y, W, Wp, q);
       X = _mm512_add_epi64(u, v);
       Y = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
@@ -226,14 +251,14 @@ inline void fwd_stage2(const NTTTables& tb, u64* a, std::size_t m, std::size_t t
         A = _mm512_loadu_si512(p0 + j); B = _mm512_loadu_si512(p1 + j);
         C = _mm512_loadu_si512(p2 + j); D = _mm512_loadu_si512(p3 + j);
       }
-      __m512i u = csub(A, q2), v = M::mul(C, W1, W1p, q);
+      __m512i u = fwd_in<M>(A, q2), v = M::mul(C, W1, W1p, q);
       A = _mm512_add_epi64(u, v); C = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
-      u = csub(B, q2); v = M::mul(D, W1, W1p, q);
+      u = fwd_in<M>(B, q2); v = M::mul(D, W1, W1p, q);
       B = _mm512_add_epi64(u, v); D = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
-      u = csub(A, q2); v = M::mul(B, W2, W2p, q);
+      u = fwd_in<M>(A, q2); v = M::mul(B, W2, W2p, q);
       _mm512_storeu_si512(p0 + j, _mm512_add_epi64(u, v));
       _mm512_storeu_si512(p1 + j, _mm512_sub_epi64(_mm512_add_epi64(u, q2), v));
-      u = csub(C, q2); v = M::mul(D, W3, W3p, q);
+      u = fwd_in<M>(C, q2); v = M::mul(D, W3, W3p, q);
       _mm512_storeu_si512(p2 + j, _mm512_add_epi64(u, v));
       _mm512_storeu_si512(p3 + j, _mm512_sub_epi64(_mm512_add_epi64(u, q2), v));
     }
@@ -331,7 +356,7 @@ template <class M>
 inline __m512i ep_x(const NTTEpilogue* ep, std::size_t p, __m512i q) {
   __m512i v = ep_load(ep->x, ep->perm, p);
   if (!ep->x_mul) return v;
-  const bool m52 = std::is_same<M, Mul52>::value;
+  const bool m52 = M::is52;
   return reduce_b<M>(M::mul(v, _mm512_set1_epi64(static_cast<long long>(ep->xw)),
                             _mm512_set1_epi64(static_cast<long long>(m52 ? ep->xw52 : ep->xw_shoup)), q), q);
 }
@@ -346,9 +371,10 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
   const u64* w = tb.w.data();
   const u64* wp = M::fw(tb);
   const u64 *w4 = w + n / 8, *w4p = wp + n / 8, *w2 = w + n / 4, *w2p = wp + n / 4, *w1 = w + n / 2, *w1p = wp + n / 2;
-  const bool m52 = std::is_same<M, Mul52>::value;
+  const bool m52 = M::is52;
   const __m512i EW = _mm512_set1_epi64(ep ? ep->w : 0);
   const __m512i EWp = _mm512_set1_epi64(ep ? (m52 ? ep->w52 : ep->w_shoup) : 0);
+  const __m512i R52 = _mm512_set1_epi64(m52 ? static_cast<long long>((u64(1) << 52) / tb.q()) : 0);
   for (std::size_t p = b; p < b + B; p += 16) {
     __m512i v0 = _mm512_loadu_si512(a + p), v1 = _mm512_loadu_si512(a + p + 8);
     __m512i X = _mm512_permutex2var_epi64(v0, L.in_x, v1);
@@ -356,19 +382,24 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
     // t = 4
     __m512i W = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4 + p / 8));
     __m512i Wp = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4p + p / 8));
-    __m512i u = csub(X, q2), v = M::mul(Y, W, Wp, q);
+    __m512i u = fwd_in<M>(X, q2), v = M::mul(Y, W, Wp, q);
     X = _mm512_add_epi64(u, v); Y = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
     __m512i X2 = _mm512_permutex2var_epi64(X, L.ab_x, Y), Y2 = _mm512_permutex2var_epi64(X, L.ab_y, Y);
     // t = 2
     W = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2 + p / 4));
     Wp = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2p + p / 4));
-    u = csub(X2, q2); v = M::mul(Y2, W, Wp, q);
+    u = fwd_in<M>(X2, q2); v = M::mul(Y2, W, Wp, q);
     X = _mm512_add_epi64(u, v); Y = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
     X2 = _mm512_permutex2var_epi64(X, L.bc_x, Y); Y2 = _mm512_permutex2var_epi64(X, L.bc_y, Y);
     // t = 1
-    u = csub(X2, q2); v = M::mul(Y2, _mm512_loadu_si512(w1 + p / 2), _mm512_loadu_si512(w1p + p / 2), q);
-    X = reduce_b<M>(csub(_mm512_add_epi64(u, v), q2), q);
-    Y = reduce_b<M>(csub(_mm512_sub_epi64(_mm512_add_epi64(u, q2), v), q2), q);
+    u = fwd_in<M>(X2, q2); v = M::mul(Y2, _mm512_loadu_si512(w1 + p / 2), _mm512_loadu_si512(w1p + p / 2), q);
+    if constexpr (M::lazy) {
+      X = reduce_full52(_mm512_add_epi64(u, v), q, R52);
+      Y = reduce_full52(_mm512_sub_epi64(_mm512_add_epi64(u, q2), v), q, R52);
+    } else {
+      X = reduce_b<M>(csub(_mm512_add_epi64(u, v), q2), q);
+      Y = reduce_b<M>(csub(_mm512_sub_epi64(_mm512_add_epi64(u, q2), v), q2), q);
+    }
     v0 = _mm512_permutex2var_epi64(X, L.out0, Y);
     v1 = _mm512_permutex2var_epi64(X, L.out1, Y);
     if (!ep) {
@@ -425,18 +456,26 @@ inline void inv_first3(const NTTTables& tb, const u64* src, u64* a, std::size_t 
 
 // Last pass of the forward NTT over [b, b + B): full reduction, then the epilogue if any.
 template <class M>
+inline __m512i fwd_out(__m512i v, __m512i q, __m512i q2, __m512i r52) {
+  if constexpr (M::lazy) return reduce_full52(v, q, r52);
+  else return reduce_b<M>(csub(v, q2), q);
+}
+
+template <class M>
 inline void fwd_finish(u64* a, std::size_t b, std::size_t B, const NTTEpilogue* ep, __m512i q, __m512i q2) {
+  const u64 qs = static_cast<u64>(_mm_cvtsi128_si64(_mm512_castsi512_si128(q)));
+  const __m512i r52 = _mm512_set1_epi64(M::is52 ? static_cast<long long>((u64(1) << 52) / qs) : 0);
   if (!ep) {
     for (std::size_t j = b; j < b + B; j += 8) {
       __m512i v = _mm512_loadu_si512(a + j);
-      _mm512_storeu_si512(a + j, reduce_b<M>(csub(v, q2), q));
+      _mm512_storeu_si512(a + j, fwd_out<M>(v, q, q2, r52));
     }
     return;
   }
   const __m512i W = _mm512_set1_epi64(ep->w);
-  const __m512i Wp = _mm512_set1_epi64(std::is_same<M, Mul52>::value ? ep->w52 : ep->w_shoup);
+  const __m512i Wp = _mm512_set1_epi64(M::is52 ? ep->w52 : ep->w_shoup);
   for (std::size_t j = b; j < b + B; j += 8) {
-    __m512i v = reduce_b<M>(csub(_mm512_loadu_si512(a + j), q2), q);
+    __m512i v = fwd_out<M>(_mm512_loadu_si512(a + j), q, q2, r52);
     __m512i r = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, j, q), q), v);
     r = reduce_b<M>(M::mul(r, W, Wp, q), q);
     if (ep->add) r = csub(_mm512_add_epi64(r, ep_load(ep->add, ep->perm, j)), q);
@@ -489,10 +528,13 @@ bool forward(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   if (ep && ep->centre_src) {  // the centring prologue: first pass radix 4 on 52-bit products only
     if (!(tb.q() < (u64(1) << 50) && !tb.w52.empty() && tb.n() / 2 > kBlock && ep->centre_ql < 2 * tb.q()))
       return false;
-    forward_impl<Mul52>(tb, a, ep);
+    if (lazy_forward_ok(tb.q(), tb.n())) forward_impl<Mul52L>(tb, a, ep); else forward_impl<Mul52>(tb, a, ep);
     return true;
   }
-  if (tb.q() < (u64(1) << 50) && !tb.w52.empty()) { forward_impl<Mul52>(tb, a, ep); return true; }
+  if (tb.q() < (u64(1) << 50) && !tb.w52.empty()) {
+    if (lazy_forward_ok(tb.q(), tb.n())) forward_impl<Mul52L>(tb, a, ep); else forward_impl<Mul52>(tb, a, ep);
+    return true;
+  }
   if (tb.q() < (u64(1) << 60) && cpu_has_avx512dq()) { forward_impl<Mul64a>(tb, a, ep); return true; }
   if (tb.q() < (u64(1) << 62) && cpu_has_avx512dq()) { forward_impl<Mul64>(tb, a, ep); return true; }
   return false;
@@ -522,7 +564,7 @@ void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep, const u64*
     t_end = t;
     m_end = mm;
   }
-  const bool m52 = std::is_same<M, Mul52>::value;
+  const bool m52 = M::is52;
   const u64 sc = ep ? ep->w : tb.ninv, scp = ep ? (m52 ? ep->w52 : ep->w_shoup) : (m52 ? tb.ninv52 : tb.ninvp);
   // large stages: two per pass; the n^-1 (times the epilogue's factor) folded into the last pass
   std::size_t t = t_end, mm = m_end;
