@@ -293,7 +293,7 @@ def decrypt(outcome: Path = typer.Option(..., help="encrypted-outcome bundle"),
 def demo(patients: int = typer.Option(1200, help="patients from the bundled synthetic cohort"),
          preset: str = typer.Option("standard-128", help="CKKS preset"),
          out: Path = typer.Option(Path("medtwin-demo-out"), help="folder for CSV, PNG and the audit log"),
-         backend: str = typer.Option("openfhe", help="openfhe | native"),
+         backend: str = typer.Option("native", help="native (the engine, default) | openfhe"),
          horizon: float = typer.Option(72.0, help="hours"), step: float = typer.Option(2.0, help="hours")):
     """The main job: a headless end-to-end encrypted study on the bundled synthetic cohort."""
     from medtwin.study import workflow

@@ -332,7 +332,7 @@ def _sign_exports(files, session, log) -> None:
 
 
 # ------------------------------------------------------------------------------------ demo
-def demo(*, patients: int = 1200, preset: str = "standard-128", out="medtwin-demo-out", backend: str = "openfhe",
+def demo(*, patients: int = 1200, preset: str = "standard-128", out="medtwin-demo-out", backend: str = "native",
          horizon: float = 72.0, step: float = 2.0, optimise_patients: int = 3, progress=None,
          echo: Echo = print) -> dict:
     """The main job: an end-to-end encrypted study on the bundled synthetic cohort.
