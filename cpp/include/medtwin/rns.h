@@ -25,6 +25,12 @@ void rescale_scaled(const Context& ctx, const Ciphertext& in, const u64* k, Ciph
 void drop_towers(Ciphertext& ct, std::uint32_t k);
 /// out = the first T towers of every element of ct (a level drop without copying the rest).
 void copy_towers(const Ciphertext& ct, std::uint32_t T, Ciphertext& out);
+/// Basis conversion of every digit of y (the scaled INTT towers from modup_prepare) to every
+/// other modulus of the T + K extended basis, blocked over coefficients so that each digit's
+/// towers are read once: x[j][m] in coefficient form. An orphaned `omp for`: call it from every
+/// thread of the enclosing parallel region (or outside any).
+void modup_conv_blocks(const Context& ctx, const ModUpTable* const* tabs, std::uint32_t beta, const u64* y,
+                       std::uint32_t T, u64* x);
 /// ModUp of d (T towers, evaluation form) into ext = [beta][T+K][N]; ext index m < T is
 /// Q tower m, m >= T is P tower m - T.
 void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext);

@@ -142,19 +142,10 @@ void modup_inner(const Context& ctx, const u64* d, std::uint32_t T, const Switch
   // Basis conversion of every digit to every other modulus, blocked over coefficients so that
   // each digit's INTT towers are read once (not once per target): into x[j][m].
   u64* x = scratch(3, std::size_t(beta) * TK * n);
-  const std::int64_t blocks = static_cast<std::int64_t>((n + kConvBlock - 1) / kConvBlock);
   const bool par = medtwin::parallel_worth(std::size_t(TK) * n);
 #pragma omp parallel if (par)
   {
-#pragma omp for schedule(static)
-    for (std::int64_t bl = 0; bl < blocks; ++bl) {
-      const std::size_t c0 = std::size_t(bl) * kConvBlock, len = std::min<std::size_t>(kConvBlock, n - c0);
-      for (std::uint32_t j = 0; j < beta; ++j)
-        for (std::uint32_t m = 0; m < TK; ++m) {
-          if (m < T && m >= tabs[j]->begin && m < tabs[j]->end) continue;
-          modup_conv(ctx, *tabs[j], y, m < T ? m : L1 + (m - T), x + (std::size_t(j) * TK + m) * n, c0, len);
-        }
-    }
+    modup_conv_blocks(ctx, tabs, beta, y, T, x);
     // Per target tower: NTT of its converted digits (in L2), then the inner product with the key.
     // P towers first (the costliest jobs), so that dynamic scheduling ends balanced.
 #pragma omp for schedule(dynamic)

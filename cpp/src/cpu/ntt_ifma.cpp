@@ -462,9 +462,8 @@ inline __m512i fwd_out(__m512i v, __m512i q, __m512i q2, __m512i r52) {
 }
 
 template <class M>
-inline void fwd_finish(u64* a, std::size_t b, std::size_t B, const NTTEpilogue* ep, __m512i q, __m512i q2) {
-  const u64 qs = static_cast<u64>(_mm_cvtsi128_si64(_mm512_castsi512_si128(q)));
-  const __m512i r52 = _mm512_set1_epi64(M::is52 ? static_cast<long long>((u64(1) << 52) / qs) : 0);
+inline void fwd_finish(u64* a, std::size_t b, std::size_t B, const NTTEpilogue* ep, __m512i q, __m512i q2,
+                       __m512i r52) {
   if (!ep) {
     for (std::size_t j = b; j < b + B; j += 8) {
       __m512i v = _mm512_loadu_si512(a + j);
@@ -488,6 +487,7 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   const std::size_t n = tb.n();
   const u64 qs = tb.q();
   const __m512i q = _mm512_set1_epi64(qs), q2 = bound_of<M>(qs);
+  const __m512i r52 = _mm512_set1_epi64(M::is52 ? static_cast<long long>((u64(1) << 52) / qs) : 0);  // lazy end
   std::size_t m = 1, t = n >> 1;
   // large stages: whole-array passes, two stages per pass where two remain
   // (not for the exact 64-bit product: its temporaries leave too few registers)
@@ -517,7 +517,7 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
         fwd_last3<M>(tb, a, b, B, ep, q, q2);
       } else {
         for (; mm < n; mm <<= 1, tt >>= 1) fwd_stage<M>(tb, a, mm, tt, b / (2 * tt), (b + B) / (2 * tt), q, q2);
-        fwd_finish<M>(a, b, B, ep, q, q2);
+        fwd_finish<M>(a, b, B, ep, q, q2, r52);
       }
     }
   }

@@ -153,26 +153,32 @@ void modup_target(const Context& ctx, const ModUpTable& tab, const u64* y, std::
   ctx.ntt(idx).forward(out);
 }
 
+void modup_conv_blocks(const Context& ctx, const ModUpTable* const* tabs, std::uint32_t beta, const u64* y,
+                       std::uint32_t T, u64* x) {
+  const std::uint32_t n = ctx.n(), TK = T + ctx.num_p(), L1 = ctx.num_q();
+  const std::int64_t blocks = static_cast<std::int64_t>((n + kConvBlock - 1) / kConvBlock);
+#pragma omp for schedule(static)
+  for (std::int64_t bl = 0; bl < blocks; ++bl) {
+    const std::size_t c0 = std::size_t(bl) * kConvBlock, len = std::min<std::size_t>(kConvBlock, n - c0);
+    for (std::uint32_t j = 0; j < beta; ++j)
+      for (std::uint32_t m = 0; m < TK; ++m) {
+        if (m < T && m >= tabs[j]->begin && m < tabs[j]->end) continue;  // the digit's own towers
+        modup_conv(ctx, *tabs[j], y, m < T ? m : L1 + (m - T), x + (std::size_t(j) * TK + m) * n, c0, len);
+      }
+  }
+}
+
 void modup(const Context& ctx, const u64* d, std::uint32_t T, u64* ext) {
   const std::uint32_t n = ctx.n(), K = ctx.num_p(), L1 = ctx.num_q();
   const std::uint32_t beta = ctx.num_digits(T), TK = T + K;
   const u64* y = modup_prepare(ctx, d, T);
   const ModUpTable* tabs[64];
   for (std::uint32_t j = 0; j < beta; ++j) tabs[j] = &ctx.modup(T, j);
-  const std::int64_t blocks = static_cast<std::int64_t>((n + kConvBlock - 1) / kConvBlock);
   const std::int64_t jobs = std::int64_t(beta) * TK;
 #pragma omp parallel if (medtwin::parallel_worth(std::size_t(jobs) * n))
   {
     // conversion blocked over coefficients (each digit's towers read once), then one NTT per tower
-#pragma omp for schedule(static)
-    for (std::int64_t bl = 0; bl < blocks; ++bl) {
-      const std::size_t c0 = std::size_t(bl) * kConvBlock, len = std::min<std::size_t>(kConvBlock, n - c0);
-      for (std::uint32_t j = 0; j < beta; ++j)
-        for (std::uint32_t m = 0; m < TK; ++m) {
-          if (m < T && m >= tabs[j]->begin && m < tabs[j]->end) continue;
-          modup_conv(ctx, *tabs[j], y, m < T ? m : L1 + (m - T), ext + (std::size_t(j) * TK + m) * n, c0, len);
-        }
-    }
+    modup_conv_blocks(ctx, tabs, beta, y, T, ext);
 #pragma omp for schedule(dynamic)
     for (std::int64_t jb = 0; jb < jobs; ++jb) {
       const std::uint32_t j = static_cast<std::uint32_t>(jb / TK), m = static_cast<std::uint32_t>(jb % TK);
