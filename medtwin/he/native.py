@@ -307,13 +307,7 @@ class NativeExecutor(Executor):
         if len(jobs) <= 1:
             return super().run_many(jobs, progress=progress)
         for program, inputs in jobs:
-            names = [i.name for i in program.inputs]
-            missing = [n for n in names if n not in inputs]
-            if missing:
-                raise ProgramError(f"program {program.name!r}: missing inputs {missing}")
-            extra = sorted(set(inputs) - set(names))
-            if extra:
-                raise ProgramError(f"program {program.name!r}: unknown inputs {extra}")
+            names = self.check_input_names(program, inputs)
             if any(self._is_batch(inputs[n]) for n in names):
                 raise ProgramError("run_many takes one value per input of each program (no batches)")
         meter = _Counter(progress or ProgressMeter(), sum(len(p.ops) for p, _ in jobs), "programs")

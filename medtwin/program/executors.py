@@ -102,13 +102,7 @@ class Executor:
             ProgramError: missing/extra inputs, batches of different lengths, or a backend failure
                 (the message names the op).
         """
-        names = [i.name for i in program.inputs]
-        missing = [n for n in names if n not in inputs]
-        if missing:
-            raise ProgramError(f"program {program.name!r}: missing inputs {missing}")
-        extra = sorted(set(inputs) - set(names))
-        if extra:
-            raise ProgramError(f"program {program.name!r}: unknown inputs {extra}")
+        names = self.check_input_names(program, inputs)
         batched = {n: self._is_batch(inputs[n]) for n in names}
         if len(set(batched.values())) > 1:
             raise ProgramError("either every input is a batch (a list) or none is")
@@ -128,6 +122,22 @@ class Executor:
             return self.run_one(program, dict(inputs), meter)
         finally:
             meter.meter.close()
+
+    @staticmethod
+    def check_input_names(program: Program, inputs: dict[str, Any]) -> list[str]:
+        """The program's input names, after checking ``inputs`` has exactly those.
+
+        Raises:
+            ProgramError: missing or unknown inputs.
+        """
+        names = [i.name for i in program.inputs]
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise ProgramError(f"program {program.name!r}: missing inputs {missing}")
+        extra = sorted(set(inputs) - set(names))
+        if extra:
+            raise ProgramError(f"program {program.name!r}: unknown inputs {extra}")
+        return names
 
     def run_many(self, jobs: Sequence[tuple[Program, dict[str, Any]]], *,
                  progress: ProgressMeter | None = None) -> list[dict[str, Any]]:
