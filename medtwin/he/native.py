@@ -28,7 +28,8 @@ __all__ = ["NativeExecutor", "NativeBackend", "compile_program", "OPCODES"]
 OPCODES = {
     "input": 0, "add": 1, "sub": 2, "neg": 3, "mul_relin": 4, "mul_plain": 5, "mul_const": 6,
     "add_plain": 7, "add_const": 8, "rotate": 9, "rescale": 10, "level_down": 11, "free": 12,
-    "sub_plain": 13, "copy": 14, "mul": 15, "relin": 16, "mul_const_rescale": 17,
+    "sub_plain": 13, "copy": 14, "mul": 15, "relin": 16, "mul_const_rescale": 17, "rescale_add": 18,
+    "mul_const_rescale_add": 19,
 }
 
 
@@ -49,12 +50,22 @@ class CompiledProgram:
         return int(self.code.size // 4)
 
 
-def compile_program(program: Program, corrections: dict[int, float] | None = None) -> CompiledProgram:
+def compile_program(program: Program, corrections: dict[int, float] | None = None, *,
+                    fuse: bool = True) -> CompiledProgram:
     """Translate a planned program into the engine's instruction array.
 
     ``corrections`` (op id -> factor, from :func:`medtwin.program.bounds.scale_corrections`)
     multiplies the constant / plaintext of those ops exactly as the OpenFHE executor does, so
     both backends compute the same ciphertexts.
+
+    With ``fuse`` (the default) values read by a single op run inside that op, with the same
+    towers as the separate ops (the engine's fused forms are bit-exact):
+
+    * a ``mul_const`` read only by its ``rescale``: ``mul_const_rescale`` (no intermediate product);
+    * a ``rescale`` (or that fused pair) read only by an ``add`` as its second operand, the first
+      at the same level: ``rescale_add`` / ``mul_const_rescale_add``, the sum formed in the
+      rescale's last pass (the rescaled value is never stored). Linear combinations
+      ``sum_i c_i x_i`` of the models are chains of these.
 
     Raises:
         ProgramError: an op kind the native engine does not implement.
@@ -64,46 +75,60 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
     scaled: dict[tuple[int, float], int] = {}
     names = [i.name for i in program.inputs]
     ops = program.ops
-    # A mul_const read only by its rescale runs as one fused op at the rescale (no intermediate
-    # product; the same towers): the pair becomes rescale(x * c) with x read at the rescale.
     uses = [0] * len(ops)
     for op in ops:
         for x in op.args:
             uses[x] += 1
     outs = {o.value for o in program.outputs}
-    fused = {op.out: op.args[0] for op in ops
-             if op.kind == "rescale" and ops[op.args[0]].kind == "mul_const" and uses[op.args[0]] == 1
-             and op.args[0] not in outs}
-    skipped = set(fused.values())
-    last = [-1] * len(ops)  # last reader of each value in the fused order (outputs: never freed)
-    for op in ops:
-        if op.out not in skipped:
-            for x in (ops[fused[op.out]].args if op.out in fused else op.args):
-                last[x] = op.out
-    for o in program.outputs:
-        last[o.value] = len(ops)
-    code: list[int] = []
+
+    def single(x: int) -> bool:  # read by one op only, and not an output
+        return uses[x] == 1 and x not in outs
+
+    fused_mc: dict[int, int] = {}   # rescale -> its mul_const
+    fused_add: dict[int, int] = {}  # add -> its rescale
+    if fuse:
+        fused_mc = {op.out: op.args[0] for op in ops
+                    if op.kind == "rescale" and ops[op.args[0]].kind == "mul_const" and single(op.args[0])}
+        fused_add = {op.out: op.args[1] for op in ops
+                     if op.kind == "add" and len(op.args) == 2 and op.args[0] != op.args[1]
+                     and ops[op.args[1]].kind == "rescale" and single(op.args[1])
+                     and ops[op.args[0]].level == op.level == ops[op.args[1]].level}
+    skipped = set(fused_mc.values()) | set(fused_add.values())
+
+    def const_index(m) -> int:
+        consts.append(float(m.const) * corr.get(m.out, 1.0))
+        return len(consts) - 1
+
+    # (dst, opcode, a, b word, registers read) per instruction, in program order
+    code_ops: list[tuple[int, int, int, int, tuple[int, ...]]] = []
     consts: list[float] = []
     for op in ops:
         k = op.kind
         if op.out in skipped:
             continue
-        if op.out in fused:
-            m = ops[fused[op.out]]
-            consts.append(float(m.const) * corr.get(m.out, 1.0))
-            code.extend((OPCODES["mul_const_rescale"], op.out, m.args[0], len(consts) - 1))
-            for x in set(m.args):
-                if last[x] == op.out:
-                    code.extend((OPCODES["free"], x, 0, 0))
+        if op.out in fused_add:
+            y, r = op.args[0], fused_add[op.out]
+            if r in fused_mc:
+                m = ops[fused_mc[r]]
+                c = const_index(m)
+                code_ops.append((op.out, OPCODES["mul_const_rescale_add"], m.args[0], (c << 32) | y, (m.args[0], y)))
+            else:
+                x = ops[r].args[0]
+                code_ops.append((op.out, OPCODES["rescale_add"], x, y, (x, y)))
+            continue
+        if op.out in fused_mc:
+            m = ops[fused_mc[op.out]]
+            code_ops.append((op.out, OPCODES["mul_const_rescale"], m.args[0], const_index(m), (m.args[0],)))
             continue
         a = op.args[0] if op.args else 0
         b = op.args[1] if len(op.args) > 1 else 0
         if k == "input":
-            ins = (OPCODES["input"], op.out, names.index(op.name), 0)
-        elif k in ("add", "sub", "mul"):
-            ins = (OPCODES[k], op.out, a, b)
+            code_ops.append((op.out, OPCODES["input"], names.index(op.name), 0, ()))
+            continue
+        if k in ("add", "sub", "mul"):
+            ins = (OPCODES[k], a, b)
         elif k in ("neg", "relin", "rescale"):
-            ins = (OPCODES[k], op.out, a, 0)
+            ins = (OPCODES[k], a, 0)
         elif k in ("mul_plain", "add_plain"):
             f = corr.get(op.out, 1.0)
             idx = int(op.plain)
@@ -113,19 +138,28 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
                     plains.append(np.ascontiguousarray(program.plaintexts[idx] * f, dtype=np.float64))
                     scaled[key] = len(plains) - 1
                 idx = scaled[key]
-            ins = (OPCODES[k], op.out, a, idx)
+            ins = (OPCODES[k], a, idx)
         elif k in ("mul_const", "add_const"):
-            consts.append(float(op.const) * corr.get(op.out, 1.0))
-            ins = (OPCODES[k], op.out, a, len(consts) - 1)
+            ins = (OPCODES[k], a, const_index(op))
         elif k == "rotate":
-            ins = (OPCODES[k], op.out, a, int(op.rot))
+            ins = (OPCODES[k], a, int(op.rot))
         elif k == "level_down":
-            ins = (OPCODES[k], op.out, a, int(op.level - ops[a].level))
+            ins = (OPCODES[k], a, int(op.level - ops[a].level))
         else:
             raise ProgramError(f"op {op.out}: the native engine has no op {k!r}")
-        code.extend(ins)
-        for x in set(op.args):
-            if last[x] == op.out:
+        code_ops.append((op.out, ins[0], ins[1], ins[2], tuple(op.args)))
+    # free each value after its last reader (outputs: never)
+    last: dict[int, int] = {}
+    for i, (_, _, _, _, reads) in enumerate(code_ops):
+        for x in reads:
+            last[x] = i
+    for o in program.outputs:
+        last[o.value] = len(code_ops)
+    code: list[int] = []
+    for i, (dst, opc, a, b, reads) in enumerate(code_ops):
+        code.extend((opc, dst, a, b))
+        for x in sorted(set(reads)):
+            if last.get(x) == i:
                 code.extend((OPCODES["free"], x, 0, 0))
     return CompiledProgram(np.asarray(code, dtype=np.int64), np.asarray(consts, dtype=np.float64),
                            plains, len(ops), [o.value for o in program.outputs], names)

@@ -147,6 +147,8 @@ void negate_to(const Context& ctx, const Ciphertext& a, Ciphertext& out);
 void mul_const_to(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out);
 /// out = rescale(a * c) in one pass (no intermediate product): bit-exact with mul_const + rescale.
 void mul_const_rescale(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out);
+/// out = y + rescale(a * c) in one pass: bit-exact with mul_const_rescale followed by add_to(y, .).
+void mul_const_rescale_add(const Context& ctx, const Ciphertext& a, double c, const Ciphertext& y, Ciphertext& out);
 void mul_plain_to(const Context& ctx, const Ciphertext& a, const u64* pt, double pt_scale, Ciphertext& out);
 /// (a0 b0, a0 b1 + a1 b0, a1 b1): noise degrees add, scales multiply.
 void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out);

@@ -37,7 +37,8 @@ class NTTTables {
   /// Returns false, touching nothing, where the vector path does not apply (then centre src into
   /// a and call forward_sub_mul).
   /// xw != 1: x is read as x * xw mod q (a constant multiplication fused into the rescale).
-  bool forward_centred_sub_mul(u64* a, const u64* src, u64 ql, const u64* x, u64 w, u64* out, u64 xw = 1) const;
+  bool forward_centred_sub_mul(u64* a, const u64* src, u64 ql, const u64* x, u64 w, u64* out, u64 xw = 1,
+                               const u64* add = nullptr) const;
 
   // Tables (public for the IFMA/CUDA paths).
   std::vector<u64> w, wp;    // psi^bitrev(i) and Shoup constants

@@ -33,7 +33,18 @@ enum Op : std::int64_t {
   OP_TENSOR = 15,    // dst <- r[a] * r[b] without relinearisation (three elements)
   OP_RELIN = 16,     // dst <- relinearise(r[a])
   OP_MUL_CONST_RESCALE = 17,  // dst <- rescale(r[a] * consts[b]) (no intermediate product)
+  OP_RESCALE_ADD = 18,        // dst <- r[b] + rescale(r[a]) (the rescaled value is never stored)
+  OP_MUL_CONST_RESCALE_ADD = 19,  // dst <- r[b & 0xffffffff] + rescale(r[a] * consts[b >> 32])
 };
+/// The addend register of an instruction that reads a second register (b itself, or b's low
+/// 32 bits for OP_MUL_CONST_RESCALE_ADD), or -1 when it reads none.
+inline std::int64_t second_register(std::int64_t op, std::int64_t b) {
+  switch (op) {
+    case OP_ADD: case OP_SUB: case OP_MUL: case OP_TENSOR: case OP_RESCALE_ADD: return b;
+    case OP_MUL_CONST_RESCALE_ADD: return b & 0xffffffffLL;
+    default: return -1;
+  }
+}
 
 struct Program {
   std::vector<std::int64_t> code;          // 4 words per instruction

@@ -217,12 +217,22 @@ void mul_const_core(const Context& ctx, const Ciphertext& a, double c, Ciphertex
 
 }  // namespace
 
-void mul_const_rescale(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out) {
+namespace {
+std::vector<u64> const_towers(const Context& ctx, const Ciphertext& a, double c) {
   const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
   std::vector<u64> k(a.towers);
   for (std::uint32_t t = 0; t < a.towers; ++t)  // the constants of mul_const_core, exactly
     k[t] = scaled_mod(static_cast<long double>(c) * sf, ctx.modulus(t), true);
-  rescale_scaled(ctx, a, k.data(), out);
+  return k;
+}
+}  // namespace
+
+void mul_const_rescale(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out) {
+  rescale_scaled(ctx, a, const_towers(ctx, a, c).data(), out);
+}
+
+void mul_const_rescale_add(const Context& ctx, const Ciphertext& a, double c, const Ciphertext& y, Ciphertext& out) {
+  rescale_add(ctx, a, const_towers(ctx, a, c).data(), y, out);
 }
 
 namespace {

@@ -93,10 +93,10 @@ void NTTTables::forward_sub_mul(u64* a, const u64* x, u64 mult, u64* out, const 
 void NTTTables::inverse(u64* a) const { inverse_mul(a, 1); }
 
 bool NTTTables::forward_centred_sub_mul(u64* a, const u64* src, u64 ql, const u64* x, u64 mult, u64* out,
-                                        u64 xw) const {
+                                        u64 xw, const u64* add) const {
   if (!ifma_enabled() || ql >= 2 * q_) return false;
   NTTEpilogue ep = make_epilogue(*this, mult);
-  ep.x = x; ep.out = out; ep.centre_src = src; ep.centre_ql = ql;
+  ep.x = x; ep.out = out; ep.centre_src = src; ep.centre_ql = ql; ep.add = add;
   if (xw != 1) {
     const NTTEpilogue m = make_epilogue(*this, xw);
     ep.x_mul = true; ep.xw = m.w; ep.xw_shoup = m.w_shoup; ep.xw52 = m.w52;

@@ -50,11 +50,19 @@ std::vector<char> check_and_liveness(const Program& prog) {
   for (std::size_t k = 0; k < ni; ++k) {
     const std::int64_t* ins = prog.code.data() + 4 * k;
     std::int64_t op = ins[0];
-    if (op < 0 || op > OP_MUL_CONST_RESCALE) throw ProgramFault("unknown opcode " + std::to_string(op));
+    if (op < 0 || op > OP_MUL_CONST_RESCALE_ADD) throw ProgramFault("unknown opcode " + std::to_string(op));
     reg_ok(ins[1]);
     switch (op) {
       case OP_INPUT: break;
-      case OP_ADD: case OP_SUB: case OP_MUL: case OP_TENSOR: reg_ok(ins[2]); reg_ok(ins[3]); break;
+      case OP_ADD: case OP_SUB: case OP_MUL: case OP_TENSOR: case OP_RESCALE_ADD: reg_ok(ins[2]); reg_ok(ins[3]); break;
+      case OP_MUL_CONST_RESCALE_ADD: {
+        reg_ok(ins[2]);
+        if (ins[3] < 0) throw ProgramFault("negative operand word");
+        reg_ok(ins[3] & 0xffffffffLL);
+        const std::int64_t c = ins[3] >> 32;
+        if (static_cast<std::size_t>(c) >= prog.consts.size()) throw ProgramFault("constant index out of range");
+        break;
+      }
       case OP_MUL_PLAIN: case OP_ADD_PLAIN: case OP_SUB_PLAIN:
         reg_ok(ins[2]);
         if (ins[3] < 0 || static_cast<std::size_t>(ins[3]) >= prog.plains.size()) throw ProgramFault("plaintext index out of range");
@@ -76,9 +84,9 @@ std::vector<char> check_and_liveness(const Program& prog) {
     for (auto o : prog.outputs) live[static_cast<std::size_t>(o)] = 1;
     for (std::size_t k = ni; k-- > 0;) {
       const std::int64_t* ins = prog.code.data() + 4 * k;
-      const std::int64_t op = ins[0], d = ins[1], a = ins[2], b = ins[3];
+      const std::int64_t op = ins[0], d = ins[1], a = ins[2], b = second_register(op, ins[3]);
       const bool reads_a = op != OP_INPUT && op != OP_FREE;
-      const bool reads_b = op == OP_ADD || op == OP_SUB || op == OP_MUL || op == OP_TENSOR;
+      const bool reads_b = b >= 0;
       if (reads_a) dead_a[k] = (!live[a] || d == a) && !(reads_b && b == a);
       live[d] = 0;
       if (reads_a) live[a] = 1;
@@ -184,6 +192,21 @@ std::vector<CtPtr> run_item(const Context& ctx, const KeySet& keys, const Progra
         out = std::make_shared<Ciphertext>();
         mul_const_rescale(ctx, get(a), prog.consts[b], *out);
         break;
+      case OP_RESCALE_ADD: case OP_MUL_CONST_RESCALE_ADD: {
+        const Ciphertext& x = get(a);
+        const Ciphertext& y = get(second_register(op, b));
+        const double c = op == OP_MUL_CONST_RESCALE_ADD ? prog.consts[static_cast<std::size_t>(b >> 32)] : 0.0;
+        out = std::make_shared<Ciphertext>();
+        if (x.n == y.n && y.towers + 1 == x.towers && y.elems == x.elems) {
+          if (op == OP_MUL_CONST_RESCALE_ADD) mul_const_rescale_add(ctx, x, c, y, *out);
+          else rescale_add(ctx, x, nullptr, y, *out);
+        } else {  // operands the fused form does not take (levels or elements differ): in two steps
+          Ciphertext t;
+          if (op == OP_MUL_CONST_RESCALE_ADD) mul_const_rescale(ctx, x, c, t); else rescale(ctx, x, t);
+          add_to(ctx, y, t, *out);
+        }
+        break;
+      }
       case OP_LEVEL_DOWN: {
         if (b < 0) throw ProgramFault("negative level drop");
         const std::uint32_t k = static_cast<std::uint32_t>(b);

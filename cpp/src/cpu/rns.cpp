@@ -40,21 +40,47 @@ void copy_towers(const Ciphertext& ct, std::uint32_t T, Ciphertext& out) {
     std::memcpy(out.poly(e, 0), ct.poly(e, 0), 8 * std::size_t(T) * ct.n);
 }
 
+namespace {
+void rescale_core(const Context& ctx, const Ciphertext& in, const u64* k, const Ciphertext* y, Ciphertext& out);
+}  // namespace
+
 void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out) { rescale_scaled(ctx, in, nullptr, out); }
 
 void rescale_scaled(const Context& ctx, const Ciphertext& in, const u64* k, Ciphertext& out) {
+  rescale_core(ctx, in, k, nullptr, out);
+}
+
+void rescale_add(const Context& ctx, const Ciphertext& in, const u64* k, const Ciphertext& y, Ciphertext& out) {
+  if (&y == &out) throw std::invalid_argument("rescale_add: the addend and the output must differ");
+  rescale_core(ctx, in, k, &y, out);
+}
+
+namespace {
+void rescale_core(const Context& ctx, const Ciphertext& in, const u64* k, const Ciphertext* y, Ciphertext& out) {
   if (in.towers < 2) throw std::invalid_argument("cannot rescale a ciphertext with one tower");
   if (&in == &out) throw std::invalid_argument("rescale: input and output must differ");
   const std::uint32_t l = in.towers - 1, n = in.n, E = in.elems;
   const u64 ql = ctx.modulus(l), half = ql >> 1;
+  // with k: the rescale of the product k * in (noise degree + 1, scale * 2^p), i.e. in's own
+  const std::uint32_t deg = in.noise_deg + (k ? 1 : 0);
+  const std::uint32_t out_deg = deg > 0 ? deg - 1 : 0;
+  if (y) {  // the checks of add_to(y, rescaled), which this op replaces
+    if (y->n != n) throw std::invalid_argument("ciphertexts have different ring dimensions");
+    if (y->key_tag != in.key_tag) throw std::invalid_argument("ciphertexts belong to different key pairs");
+    if (y->noise_deg != out_deg) throw std::invalid_argument("ciphertexts have different noise-scale degrees (rescale first)");
+    if (y->towers != l || y->elems != E) throw std::invalid_argument("rescale_add: the addend must have the rescaled towers and elements");
+  }
   out.n = n;
   out.resize(E, l);
   out.slots = in.slots; out.level = in.level + 1; out.hops = in.hops;
-  // with k: the rescale of the product k * in (noise degree + 1, scale * 2^p), i.e. in's own
-  const std::uint32_t deg = in.noise_deg + (k ? 1 : 0);
-  out.noise_deg = deg > 0 ? deg - 1 : 0;
+  out.noise_deg = out_deg;
   out.scale = k ? in.scale : in.scale / std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
   out.scheme_id = in.scheme_id; out.encoding = in.encoding; out.header = in.header; out.key_tag = in.key_tag;
+  if (y) {  // add_to(y, .) gives the sum y's metadata
+    out.slots = y->slots; out.level = y->level; out.hops = y->hops; out.noise_deg = y->noise_deg;
+    out.scale = y->scale; out.scheme_id = y->scheme_id; out.encoding = y->encoding; out.header = y->header;
+    out.key_tag = y->key_tag;
+  }
   u64* x = scratch(0, std::size_t(E) * n);
   const std::int64_t jobs = std::int64_t(E) * l;
 #pragma omp parallel if (medtwin::parallel_worth(std::size_t(jobs) * n))
@@ -71,8 +97,9 @@ void rescale_scaled(const Context& ctx, const Ciphertext& in, const u64* k, Ciph
       const u64 qi = mi.q, qlmod = ql % qi;
       u64* t = scratch(1, n);
       const u64* xe = x + std::size_t(e) * n;
+      const u64* add = y ? y->poly(e, i) : nullptr;
       if (ctx.ntt(i).forward_centred_sub_mul(t, xe, ql, in.poly(e, i), ctx.rescale_inv(l, i), out.poly(e, i),
-                                             k ? k[i] : 1))
+                                             k ? k[i] : 1, add))
         continue;
       const u64* xi = in.poly(e, i);
       if (k) {  // the product's tower, in the output (forward_sub_mul's out may alias its x)
@@ -97,10 +124,11 @@ void rescale_scaled(const Context& ctx, const Ciphertext& in, const u64* k, Ciph
           }
         }
       }
-      ctx.ntt(i).forward_sub_mul(t, xi, ctx.rescale_inv(l, i), out.poly(e, i), nullptr);
+      ctx.ntt(i).forward_sub_mul(t, xi, ctx.rescale_inv(l, i), out.poly(e, i), add);
     }
   }
 }
+}  // namespace
 
 void rescale_inplace(const Context& ctx, Ciphertext& ct) {
   Ciphertext r;
