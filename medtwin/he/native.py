@@ -62,10 +62,13 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
     towers as the separate ops (the engine's fused forms are bit-exact):
 
     * a ``mul_const`` read only by its ``rescale``: ``mul_const_rescale`` (no intermediate product);
-    * a ``rescale`` (or that fused pair) read only by an ``add`` as its second operand, the first
-      at the same level: ``rescale_add`` / ``mul_const_rescale_add``, the sum formed in the
-      rescale's last pass (the rescaled value is never stored). Linear combinations
-      ``sum_i c_i x_i`` of the models are chains of these.
+    * a ``rescale`` (or that fused pair) read only by an ``add`` as its second operand:
+      ``rescale_add`` / ``mul_const_rescale_add``, the sum formed in the rescale's last pass (the
+      rescaled value is never stored). Linear combinations ``sum_i c_i x_i`` of the models are
+      chains of these;
+    * a ``level_down`` read only by an ``add``, ``sub`` or ``mul``: dropped, the op reads the
+      value itself (the engine's binary ops and tensor product use the operands' common towers,
+      which is what the level drop keeps, so nothing is copied).
 
     Raises:
         ProgramError: an op kind the native engine does not implement.
@@ -86,14 +89,24 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
 
     fused_mc: dict[int, int] = {}   # rescale -> its mul_const
     fused_add: dict[int, int] = {}  # add -> its rescale
+    elided: dict[int, int] = {}     # level_down -> the value it drops towers of
     if fuse:
+        reader: dict[int, int] = {}
+        for op in ops:
+            for x in op.args:
+                reader[x] = op.out
+        elided = {op.out: op.args[0] for op in ops
+                  if op.kind == "level_down" and single(op.out) and ops[reader[op.out]].kind in ("add", "sub", "mul")}
         fused_mc = {op.out: op.args[0] for op in ops
                     if op.kind == "rescale" and ops[op.args[0]].kind == "mul_const" and single(op.args[0])}
         fused_add = {op.out: op.args[1] for op in ops
                      if op.kind == "add" and len(op.args) == 2 and op.args[0] != op.args[1]
                      and ops[op.args[1]].kind == "rescale" and single(op.args[1])
-                     and ops[op.args[0]].level == op.level == ops[op.args[1]].level}
-    skipped = set(fused_mc.values()) | set(fused_add.values())
+                     and ops[op.args[1]].level == op.level}
+    skipped = set(fused_mc.values()) | set(fused_add.values()) | set(elided)
+
+    def src(x: int) -> int:  # the register an op reads for value x
+        return elided.get(x, x)
 
     def const_index(m) -> int:
         consts.append(float(m.const) * corr.get(m.out, 1.0))
@@ -107,7 +120,7 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
         if op.out in skipped:
             continue
         if op.out in fused_add:
-            y, r = op.args[0], fused_add[op.out]
+            y, r = src(op.args[0]), fused_add[op.out]
             if r in fused_mc:
                 m = ops[fused_mc[r]]
                 c = const_index(m)
@@ -120,8 +133,8 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
             m = ops[fused_mc[op.out]]
             code_ops.append((op.out, OPCODES["mul_const_rescale"], m.args[0], const_index(m), (m.args[0],)))
             continue
-        a = op.args[0] if op.args else 0
-        b = op.args[1] if len(op.args) > 1 else 0
+        a = src(op.args[0]) if op.args else 0
+        b = src(op.args[1]) if len(op.args) > 1 else 0
         if k == "input":
             code_ops.append((op.out, OPCODES["input"], names.index(op.name), 0, ()))
             continue
@@ -147,7 +160,7 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
             ins = (OPCODES[k], a, int(op.level - ops[a].level))
         else:
             raise ProgramError(f"op {op.out}: the native engine has no op {k!r}")
-        code_ops.append((op.out, ins[0], ins[1], ins[2], tuple(op.args)))
+        code_ops.append((op.out, ins[0], ins[1], ins[2], tuple(src(x) for x in op.args)))
     # free each value after its last reader (outputs: never)
     last: dict[int, int] = {}
     for i, (_, _, _, _, reads) in enumerate(code_ops):

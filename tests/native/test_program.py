@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 
 from medtwin import _core
 from medtwin.errors import ProgramError
+from medtwin.he import bridge
 from medtwin.he.native import NativeExecutor, compile_program
 from medtwin.program import NoiseModel, OpenFHEExecutor, PlanParams, ProgramBuilder, get_executor
 from tests.native.conftest import make_setup
@@ -183,9 +184,45 @@ def test_rescale_read_only_by_an_add_is_fused(setup):
     (k,), = setup.engine.run_program(np.array([0, 0, 0, 0, 0, 1, 1, 0, 6, 3, 0, 0, 18, 2, 3, 1], dtype=np.int64),
                                      np.array([0.75]), [], [[a, low]], 4, [2])
     np.testing.assert_array_equal(k.data, setup.engine.add(low, setup.engine.rescale(mc)).data)
+    high = setup.imp(cts["y"])             # one tower more than the rescaled value: its first towers are read
+    (m,), = setup.engine.run_program(np.array([0, 0, 0, 0, 0, 1, 1, 0, 6, 3, 0, 0, 18, 2, 3, 1], dtype=np.int64),
+                                     np.array([0.75]), [], [[a, high]], 4, [2])
+    ref = setup.engine.add(high, setup.engine.rescale(mc))
+    np.testing.assert_array_equal(m.data, ref.data)
+    assert bridge.export_ciphertext(setup.engine, m) == bridge.export_ciphertext(setup.engine, ref)
     with pytest.raises(Exception, match="constant index"):
         setup.engine.run_program(np.array([0, 0, 0, 0, 0, 1, 1, 0, 19, 2, 0, (5 << 32) | 1], dtype=np.int64),
                                  np.array([0.5]), [], [[a, yb]], 3, [2])
+
+
+def test_level_drop_read_by_one_binary_op_is_elided(setup):
+    """A level_down read only by an add, sub or mul is not run: the op reads the value itself and
+    uses the common towers (what the drop keeps). No opcode 11 remains for such drops, nothing
+    is copied, and the towers equal OpenFHE's (which runs the drops)."""
+    rng = np.random.default_rng(19)
+    b = ProgramBuilder("elide", SLOTS)
+    x, y, z = b.input("x", (-1.0, 1.0)), b.input("y", (-1.0, 1.0)), b.input("z", (-1.0, 1.0))
+    xy = x * y
+    b.output("s", xy + x)          # x dropped one level for the add
+    b.output("d", xy - y)          # y for the sub
+    b.output("p", xy * z)          # z for the tensor product
+    b.output("xs", x)              # x itself stays an output
+    prog = b.build(PARAMS)
+    kinds = [o.kind for o in prog.ops]
+    assert kinds.count("level_down") >= 2
+    fused = compile_program(prog).code.reshape(-1, 4)
+    assert (fused[:, 0] == 11).sum() == 0
+    assert (compile_program(prog, fuse=False).code.reshape(-1, 4)[:, 0] == 11).sum() == kinds.count("level_down")
+    cts = {k: setup.encrypt(rng.uniform(-1, 1, SLOTS)) for k in "xyz"}
+    before = setup.imp(cts["x"]).data.copy()
+    for corr in (False, True):
+        ours = NativeExecutor(engine=setup.engine, correct_scale=corr).run(prog, cts)
+        theirs = OpenFHEExecutor(setup.cc, correct_scale=corr).run(prog, cts)
+        for k in ("s", "d", "p", "xs"):
+            o, t = setup.imp(ours[k]), setup.imp(theirs[k])
+            assert o.data.shape == t.data.shape
+            np.testing.assert_array_equal(o.data, t.data)
+    np.testing.assert_array_equal(setup.imp(cts["x"]).data, before)
 
 
 def test_fused_rescale_add_matches_openfhe_on_the_large_ring_path():

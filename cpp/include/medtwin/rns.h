@@ -23,8 +23,9 @@ void rescale(const Context& ctx, const Ciphertext& in, Ciphertext& out);
 void rescale_scaled(const Context& ctx, const Ciphertext& in, const u64* k, Ciphertext& out);
 /// out = y + rescale(in) (with k: y + rescale(k * in), see rescale_scaled): the sum is formed in
 /// the rescale's last pass, so the rescaled value is never written. The same towers and metadata
-/// as rescale_scaled followed by add_to(y, .): y must have the rescaled value's towers, elements
-/// and ring dimension (std::invalid_argument otherwise).
+/// as rescale_scaled followed by add_to(y, .): y must have the rescaled value's elements and ring
+/// dimension and at least its towers (its first ones are read, as add_to aligns the levels;
+/// std::invalid_argument otherwise).
 void rescale_add(const Context& ctx, const Ciphertext& in, const u64* k, const Ciphertext& y, Ciphertext& out);
 /// Drop the top k towers (level + k) without scaling.
 void drop_towers(Ciphertext& ct, std::uint32_t k);

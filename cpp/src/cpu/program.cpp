@@ -197,10 +197,10 @@ std::vector<CtPtr> run_item(const Context& ctx, const KeySet& keys, const Progra
         const Ciphertext& y = get(second_register(op, b));
         const double c = op == OP_MUL_CONST_RESCALE_ADD ? prog.consts[static_cast<std::size_t>(b >> 32)] : 0.0;
         out = std::make_shared<Ciphertext>();
-        if (x.n == y.n && y.towers + 1 == x.towers && y.elems == x.elems) {
+        if (x.n == y.n && y.towers + 1 >= x.towers && y.elems == x.elems) {
           if (op == OP_MUL_CONST_RESCALE_ADD) mul_const_rescale_add(ctx, x, c, y, *out);
           else rescale_add(ctx, x, nullptr, y, *out);
-        } else {  // operands the fused form does not take (levels or elements differ): in two steps
+        } else {  // operands the fused form does not take (addend below the level, elements differ): two steps
           Ciphertext t;
           if (op == OP_MUL_CONST_RESCALE_ADD) mul_const_rescale(ctx, x, c, t); else rescale(ctx, x, t);
           add_to(ctx, y, t, *out);

@@ -68,7 +68,8 @@ void rescale_core(const Context& ctx, const Ciphertext& in, const u64* k, const 
     if (y->n != n) throw std::invalid_argument("ciphertexts have different ring dimensions");
     if (y->key_tag != in.key_tag) throw std::invalid_argument("ciphertexts belong to different key pairs");
     if (y->noise_deg != out_deg) throw std::invalid_argument("ciphertexts have different noise-scale degrees (rescale first)");
-    if (y->towers != l || y->elems != E) throw std::invalid_argument("rescale_add: the addend must have the rescaled towers and elements");
+    if (y->towers < l || y->elems != E)
+      throw std::invalid_argument("rescale_add: the addend needs the rescaled value's elements and at least its towers");
   }
   out.n = n;
   out.resize(E, l);
@@ -76,8 +77,8 @@ void rescale_core(const Context& ctx, const Ciphertext& in, const u64* k, const 
   out.noise_deg = out_deg;
   out.scale = k ? in.scale : in.scale / std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
   out.scheme_id = in.scheme_id; out.encoding = in.encoding; out.header = in.header; out.key_tag = in.key_tag;
-  if (y) {  // add_to(y, .) gives the sum y's metadata
-    out.slots = y->slots; out.level = y->level; out.hops = y->hops; out.noise_deg = y->noise_deg;
+  if (y) {  // add_to(y, .) gives the sum y's metadata (its level once aligned to the l towers)
+    out.slots = y->slots; out.level = y->level + (y->towers - l); out.hops = y->hops; out.noise_deg = y->noise_deg;
     out.scale = y->scale; out.scheme_id = y->scheme_id; out.encoding = y->encoding; out.header = y->header;
     out.key_tag = y->key_tag;
   }
