@@ -280,8 +280,7 @@ PYBIND11_MODULE(_core, m) {
         e.check_ct(a); e.check_ct(b);
         py::gil_scoped_release rel;
         auto r = std::make_shared<Ciphertext>();
-        tensor(e.ctx(), a, b, *r);
-        relinearize_inplace(e.ctx(), *r, *e.ks_.relin);
+        mul_relin(e.ctx(), a, b, *e.ks_.relin, *r);
         return r;
       })
       .def("rescale", [](const Engine& e, const Ciphertext& a) {

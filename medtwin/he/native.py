@@ -66,6 +66,8 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
       ``rescale_add`` / ``mul_const_rescale_add``, the sum formed in the rescale's last pass (the
       rescaled value is never stored). Linear combinations ``sum_i c_i x_i`` of the models are
       chains of these;
+    * a ``mul`` (tensor product) read only by its ``relin``: ``mul_relin``, the third element kept
+      in scratch memory (the product then occupies two elements, not three);
     * a ``level_down`` read only by an ``add``, ``sub`` or ``mul``: dropped, the op reads the
       value itself (the engine's binary ops and tensor product use the operands' common towers,
       which is what the level drop keeps, so nothing is copied).
@@ -90,7 +92,10 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
     fused_mc: dict[int, int] = {}   # rescale -> its mul_const
     fused_add: dict[int, int] = {}  # add -> its rescale
     elided: dict[int, int] = {}     # level_down -> the value it drops towers of
+    fused_mr: dict[int, int] = {}   # relin -> its tensor product
     if fuse:
+        fused_mr = {op.out: op.args[0] for op in ops
+                    if op.kind == "relin" and ops[op.args[0]].kind == "mul" and single(op.args[0])}
         reader: dict[int, int] = {}
         for op in ops:
             for x in op.args:
@@ -103,7 +108,7 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
                      if op.kind == "add" and len(op.args) == 2 and op.args[0] != op.args[1]
                      and ops[op.args[1]].kind == "rescale" and single(op.args[1])
                      and ops[op.args[1]].level == op.level}
-    skipped = set(fused_mc.values()) | set(fused_add.values()) | set(elided)
+    skipped = set(fused_mc.values()) | set(fused_add.values()) | set(elided) | set(fused_mr.values())
 
     def src(x: int) -> int:  # the register an op reads for value x
         return elided.get(x, x)
@@ -128,6 +133,11 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
             else:
                 x = ops[r].args[0]
                 code_ops.append((op.out, OPCODES["rescale_add"], x, y, (x, y)))
+            continue
+        if op.out in fused_mr:
+            t = ops[fused_mr[op.out]]
+            xa, xb = src(t.args[0]), src(t.args[1])
+            code_ops.append((op.out, OPCODES["mul_relin"], xa, xb, (xa, xb)))
             continue
         if op.out in fused_mc:
             m = ops[fused_mc[op.out]]

@@ -162,6 +162,9 @@ def test_rescale_read_only_by_an_add_is_fused(setup):
     plain = compile_program(prog, fuse=False).code.reshape(-1, 4)
     assert (fused[:, 0] == 19).sum() >= 2 and (fused[:, 0] == 18).sum() >= 1
     assert (fused[:, 0] == 1).sum() < (plain[:, 0] == 1).sum()
+    # the tensor product read only by its relinearisation runs as mul_relin (opcode 4)
+    assert (fused[:, 0] == 4).sum() == 1 and (fused[:, 0] == 15).sum() == 0
+    assert (plain[:, 0] == 15).sum() == 1 and (plain[:, 0] == 16).sum() == 1
     cts = {"x": setup.encrypt(rng.uniform(-1, 1, SLOTS)), "y": setup.encrypt(rng.uniform(-1, 1, SLOTS))}
     for corr in (False, True):
         ours = NativeExecutor(engine=setup.engine, correct_scale=corr).run(prog, cts)

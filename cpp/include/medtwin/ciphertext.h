@@ -152,5 +152,8 @@ void mul_const_rescale_add(const Context& ctx, const Ciphertext& a, double c, co
 void mul_plain_to(const Context& ctx, const Ciphertext& a, const u64* pt, double pt_scale, Ciphertext& out);
 /// (a0 b0, a0 b1 + a1 b0, a1 b1): noise degrees add, scales multiply.
 void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out);
+/// The tensor product with its third element written to d2 ([tower][n], the common towers)
+/// instead of into out, which gets two elements (for a relinearisation right after it).
+void tensor_split(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out, u64* d2);
 
 }  // namespace medtwin

@@ -29,6 +29,10 @@ void key_inner(const Context& ctx, const u64* ext, std::uint32_t T, const Switch
 void modup_inner(const Context& ctx, const u64* d, std::uint32_t T, const SwitchKey& key, u64* acc0, u64* acc1);
 /// (c0, c1, c2) -> (c0 + ModDown(acc0), c1 + ModDown(acc1)) with d = c2. Throws std::invalid_argument.
 void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& key);
+/// out = relinearize(tensor(a, b)) without a three-element intermediate: the third element goes to
+/// scratch memory and out holds two elements only (a three-element buffer would stay 1.5x the
+/// size of the result for as long as the product lives). Same towers as the two steps.
+void mul_relin(const Context& ctx, const Ciphertext& a, const Ciphertext& b, const SwitchKey& key, Ciphertext& out);
 /// Rotation by automorphism k: out0 = sigma_k(c0) + ModDown(sigma_k(acc0)), out1 = ModDown(sigma_k(acc1)).
 void rotate(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& key, Ciphertext& out);
 /// Several rotations of one input sharing one ModUp (hoisting).

@@ -346,13 +346,19 @@ void mul_plain_to(const Context& ctx, const Ciphertext& a, const u64* pt, double
 }
 
 void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out) {
+  Ciphertext r;
+  tensor_split(ctx, a, b, r, nullptr);
+  out = std::move(r);
+}
+
+void tensor_split(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& r, u64* d2) {
   if (a.elems != 2 || b.elems != 2) throw std::invalid_argument("tensor product needs two-element ciphertexts (relinearise first)");
   if (a.n != b.n) throw std::invalid_argument("ciphertexts have different ring dimensions");
   if (a.key_tag != b.key_tag) throw std::invalid_argument("ciphertexts belong to different key pairs");
+  if (&r == &a || &r == &b) throw std::invalid_argument("tensor: the output aliases an input");
   const std::uint32_t T = std::min(a.towers, b.towers), n = a.n;
-  Ciphertext r;
   r.n = n;
-  r.resize(3, T);
+  r.resize(d2 ? 2 : 3, T);
   r.slots = a.slots; r.level = std::max(a.level, b.level); r.hops = a.hops;
   r.noise_deg = a.noise_deg + b.noise_deg;
   r.scale = a.scale * b.scale;
@@ -361,7 +367,7 @@ void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Cipher
   for (std::int64_t t = 0; t < T; ++t) {
     const Modulus& m = ctx.mod(t);
     const u64 *a0 = a.poly(0, t), *a1 = a.poly(1, t), *b0 = b.poly(0, t), *b1 = b.poly(1, t);
-    u64 *c0 = r.poly(0, t), *c1 = r.poly(1, t), *c2 = r.poly(2, t);
+    u64 *c0 = r.poly(0, t), *c1 = r.poly(1, t), *c2 = d2 ? d2 + std::size_t(t) * n : r.poly(2, t);
     if (ifma::tensor_tower(a0, a1, b0, b1, c0, c1, c2, n, m.q, ctx.mont_neg_inv(t), ctx.mont_r2(t))) continue;
     for (std::uint32_t i = 0; i < n; ++i) {
       c0[i] = barrett128(static_cast<u128>(a0[i]) * b0[i], m);
@@ -369,7 +375,6 @@ void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Cipher
       c2[i] = barrett128(static_cast<u128>(a1[i]) * b1[i], m);
     }
   }
-  out = std::move(r);
 }
 
 }  // namespace medtwin

@@ -196,6 +196,17 @@ void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& ke
   ct.data.resize(std::size_t(2) * T * n);
 }
 
+void mul_relin(const Context& ctx, const Ciphertext& a, const Ciphertext& b, const SwitchKey& key, Ciphertext& out) {
+  const std::uint32_t T = std::min(a.towers, b.towers), n = a.n, TK = T + ctx.num_p();
+  check_keys(ctx, T);
+  u64* d2 = scratch(7, std::size_t(T) * n);
+  tensor_split(ctx, a, b, out, d2);
+  u64* acc0 = scratch(4, std::size_t(TK) * n);
+  u64* acc1 = scratch(5, std::size_t(TK) * n);
+  modup_inner(ctx, d2, T, key, acc0, acc1);
+  moddown2(ctx, T, acc0, out.poly(0, 0), out.poly(0, 0), acc1, out.poly(1, 0), out.poly(1, 0));
+}
+
 namespace {
 void finish_rotation(const Context& ctx, const Ciphertext& in, u64 k, u64* acc0, u64* acc1, Ciphertext& out) {
   const std::uint32_t T = in.towers, n = in.n, K = ctx.num_p();

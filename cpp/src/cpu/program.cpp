@@ -142,8 +142,7 @@ std::vector<CtPtr> run_item(const Context& ctx, const KeySet& keys, const Progra
         break;
       case OP_MUL:
         out = std::make_shared<Ciphertext>();
-        tensor(ctx, get(a), get(b), *out);
-        relinearize_inplace(ctx, *out, *keys.relin);
+        mul_relin(ctx, get(a), get(b), *keys.relin, *out);
         break;
       case OP_TENSOR:
         out = std::make_shared<Ciphertext>();
