@@ -156,8 +156,9 @@ def test_planned_segments_bootstrap_on_the_compute_node_with_a_stated_bound():
     from medtwin.program.executors import get_executor
 
     b = bootstrap_context(8, levels_after=12, scaling="fixedmanual", scaling_mod_size=55, first_mod_size=60,
-                          iterations=2, calibration_trials=2)
-    assert b.boot_bound is not None and b.boot_bound < 1e-6  # measured ~4e-9 per bootstrap, x4
+                          iterations=2, calibration_trials=16)
+    # one bootstrap errs by up to ~1.6e-7 (see bootstrap_context), the bound is 16x the worst seen
+    assert b.boot_bound is not None and 0 < b.boot_bound < 1e-5
     vals = {"n": np.array([5.0, 40.0]), "r": np.array([0.3, 0.2]), "kill": np.array([0.05, 0.1])}
     steps = 14
     ref = LOG.reference(vals, h=0.5, steps=steps, method="euler")
