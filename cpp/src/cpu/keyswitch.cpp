@@ -174,37 +174,38 @@ void check_keys(const Context& ctx, std::uint32_t T) {
 }
 }  // namespace
 
+namespace {
+// (c0, c1) += ModDown(ModUp(d2) . key) in place: the key switch of relinearisation, shared by
+// relinearize_inplace and mul_relin. MEDTWIN_PROFILE=1 prints its two phases.
+void relin_into(const Context& ctx, const u64* d2, std::uint32_t T, const SwitchKey& key, u64* c0, u64* c1) {
+  const std::size_t TK = std::size_t(T) + ctx.num_p(), n = ctx.n();
+  check_keys(ctx, T);
+  u64* acc0 = scratch(4, TK * n);
+  u64* acc1 = scratch(5, TK * n);
+  static const bool prof = std::getenv("MEDTWIN_PROFILE") != nullptr;
+  auto ms = []() { timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6; };
+  const double t0 = prof ? ms() : 0.0;
+  modup_inner(ctx, d2, T, key, acc0, acc1);
+  const double t1 = prof ? ms() : 0.0;
+  moddown2(ctx, T, acc0, c0, c0, acc1, c1, c1);
+  if (prof) std::fprintf(stderr, "relin T=%u wall-ms modup+inner %.2f moddown %.2f\n", T, t1 - t0, ms() - t1);
+}
+}  // namespace
+
 void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& key) {
   if (ct.elems != 3) throw std::invalid_argument("relinearisation needs a three-element ciphertext");
-  const std::uint32_t T = ct.towers, n = ct.n, K = ctx.num_p(), TK = T + K;
-  check_keys(ctx, T);
-  u64* acc0 = scratch(4, std::size_t(TK) * n);
-  u64* acc1 = scratch(5, std::size_t(TK) * n);
-  static const bool prof = std::getenv("MEDTWIN_PROFILE") != nullptr;
-  auto cpu = []() { timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6; };
-  double t0 = cpu();
-  modup_inner(ctx, ct.poly(2, 0), T, key, acc0, acc1);
-  double t1 = cpu();
-  double t2 = cpu();
-  moddown2(ctx, T, acc0, ct.poly(0, 0), ct.poly(0, 0), acc1, ct.poly(1, 0), ct.poly(1, 0));
-  double t3 = cpu();
-  if (prof) {
-    auto ms = [](double a, double b) { return b - a; };
-    std::fprintf(stderr, "relin T=%u wall-ms modup %.2f inner %.2f moddown %.2f\n", T, ms(t0, t1), ms(t1, t2), ms(t2, t3));
-  }
+  const std::uint32_t T = ct.towers;
+  relin_into(ctx, ct.poly(2, 0), T, key, ct.poly(0, 0), ct.poly(1, 0));
   ct.elems = 2;
-  ct.data.resize(std::size_t(2) * T * n);
+  ct.data.resize(std::size_t(2) * T * ct.n);
 }
 
 void mul_relin(const Context& ctx, const Ciphertext& a, const Ciphertext& b, const SwitchKey& key, Ciphertext& out) {
-  const std::uint32_t T = std::min(a.towers, b.towers), n = a.n, TK = T + ctx.num_p();
-  check_keys(ctx, T);
-  u64* d2 = scratch(7, std::size_t(T) * n);
+  const std::uint32_t T = std::min(a.towers, b.towers);
+  check_keys(ctx, T);  // before the tensor product: no work for a context without evaluation keys
+  u64* d2 = scratch(7, std::size_t(T) * a.n);
   tensor_split(ctx, a, b, out, d2);
-  u64* acc0 = scratch(4, std::size_t(TK) * n);
-  u64* acc1 = scratch(5, std::size_t(TK) * n);
-  modup_inner(ctx, d2, T, key, acc0, acc1);
-  moddown2(ctx, T, acc0, out.poly(0, 0), out.poly(0, 0), acc1, out.poly(1, 0), out.poly(1, 0));
+  relin_into(ctx, d2, T, key, out.poly(0, 0), out.poly(1, 0));
 }
 
 namespace {
