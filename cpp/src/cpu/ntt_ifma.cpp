@@ -165,10 +165,10 @@ inline __m512i fwd_in(__m512i x, __m512i q2) {
   else return csub(x, q2);
 }
 // [0, q) for 52-bit products: x < 2^52 -> x - floor(x floor(2^52/q) / 2^52) q in [0, 2q) -> [0, q).
+// hi q <= x < 2^52, so the 52-bit product hi q is exact and the difference needs no mask.
 inline __m512i reduce_full52(__m512i x, __m512i q, __m512i r52) {
   __m512i hi = _mm512_madd52hi_epu64(_mm512_setzero_si512(), x, r52);
-  __m512i r = _mm512_and_si512(_mm512_sub_epi64(x, _mm512_madd52lo_epu64(_mm512_setzero_si512(), hi, q)),
-                               _mm512_set1_epi64((1LL << 52) - 1));
+  __m512i r = _mm512_sub_epi64(x, _mm512_madd52lo_epu64(_mm512_setzero_si512(), hi, q));
   return csub(r, q);
 }
 // [0, B) -> [0, q) for the multiplier's output bound B (2q or 4q).
@@ -233,9 +233,10 @@ struct Centre {
 
 template <class M, bool kCentre = false>
 inline void fwd_stage2(const NTTTables& tb, u64* a, std::size_t m, std::size_t t, __m512i q, __m512i q2,
-                       const Centre* ce = nullptr) {
+                       const Centre* ce = nullptr, std::size_t i0 = 0, std::size_t i1 = ~std::size_t(0)) {
   const std::size_t h = t >> 1;
-  for (std::size_t i = 0; i < m; ++i) {
+  if (i1 > m) i1 = m;
+  for (std::size_t i = i0; i < i1; ++i) {
     const __m512i W1 = _mm512_set1_epi64(tb.w[m + i]), W1p = _mm512_set1_epi64(M::fw(tb)[m + i]);
     const __m512i W2 = _mm512_set1_epi64(tb.w[2 * m + 2 * i]), W2p = _mm512_set1_epi64(M::fw(tb)[2 * m + 2 * i]);
     const __m512i W3 = _mm512_set1_epi64(tb.w[2 * m + 2 * i + 1]), W3p = _mm512_set1_epi64(M::fw(tb)[2 * m + 2 * i + 1]);
@@ -361,11 +362,13 @@ inline __m512i ep_x(const NTTEpilogue* ep, std::size_t p, __m512i q) {
                             _mm512_set1_epi64(static_cast<long long>(m52 ? ep->xw52 : ep->xw_shoup)), q), q);
 }
 
-// The last three forward stages (t = 4, 2, 1) over [b, b + B), 16 elements at a time in registers,
-// with the full reduction and the epilogue (if any) applied before the store.
-template <class M>
+// The last three forward stages (t = 4, 2, 1) over [b, b + B), 16 elements per step in registers,
+// with the full reduction and the epilogue (if any) applied before the store. K independent steps
+// are interleaved (K divides B / 16), so that their long dependency chains (permute, multiply, add,
+// three times, then the reduction) overlap in the scheduler.
+template <class M, int K>
 inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B, const NTTEpilogue* ep, __m512i q,
-                      __m512i q2) {
+                       __m512i q2) {
   const Merged3& L = merged_fwd();
   const std::size_t n = tb.n();
   const u64* w = tb.w.data();
@@ -375,82 +378,129 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
   const __m512i EW = _mm512_set1_epi64(ep ? ep->w : 0);
   const __m512i EWp = _mm512_set1_epi64(ep ? (m52 ? ep->w52 : ep->w_shoup) : 0);
   const __m512i R52 = _mm512_set1_epi64(m52 ? static_cast<long long>((u64(1) << 52) / tb.q()) : 0);
-  for (std::size_t p = b; p < b + B; p += 16) {
-    __m512i v0 = _mm512_loadu_si512(a + p), v1 = _mm512_loadu_si512(a + p + 8);
-    __m512i X = _mm512_permutex2var_epi64(v0, L.in_x, v1);
-    __m512i Y = _mm512_permutex2var_epi64(v0, L.in_y, v1);
-    // t = 4
-    __m512i W = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4 + p / 8));
-    __m512i Wp = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4p + p / 8));
-    __m512i u = fwd_in<M>(X, q2), v = M::mul(Y, W, Wp, q);
-    X = _mm512_add_epi64(u, v); Y = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
-    __m512i X2 = _mm512_permutex2var_epi64(X, L.ab_x, Y), Y2 = _mm512_permutex2var_epi64(X, L.ab_y, Y);
-    // t = 2
-    W = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2 + p / 4));
-    Wp = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2p + p / 4));
-    u = fwd_in<M>(X2, q2); v = M::mul(Y2, W, Wp, q);
-    X = _mm512_add_epi64(u, v); Y = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
-    X2 = _mm512_permutex2var_epi64(X, L.bc_x, Y); Y2 = _mm512_permutex2var_epi64(X, L.bc_y, Y);
-    // t = 1
-    u = fwd_in<M>(X2, q2); v = M::mul(Y2, _mm512_loadu_si512(w1 + p / 2), _mm512_loadu_si512(w1p + p / 2), q);
-    if constexpr (M::lazy) {
-      X = reduce_full52(_mm512_add_epi64(u, v), q, R52);
-      Y = reduce_full52(_mm512_sub_epi64(_mm512_add_epi64(u, q2), v), q, R52);
-    } else {
-      X = reduce_b<M>(csub(_mm512_add_epi64(u, v), q2), q);
-      Y = reduce_b<M>(csub(_mm512_sub_epi64(_mm512_add_epi64(u, q2), v), q2), q);
+  for (std::size_t p0 = b; p0 < b + B; p0 += 16 * K) {
+    __m512i X[K], Y[K], U[K], V[K];
+    for (int k = 0; k < K; ++k) {
+      const std::size_t p = p0 + 16 * k;
+      __m512i v0 = _mm512_loadu_si512(a + p), v1 = _mm512_loadu_si512(a + p + 8);
+      X[k] = _mm512_permutex2var_epi64(v0, L.in_x, v1);
+      Y[k] = _mm512_permutex2var_epi64(v0, L.in_y, v1);
     }
-    v0 = _mm512_permutex2var_epi64(X, L.out0, Y);
-    v1 = _mm512_permutex2var_epi64(X, L.out1, Y);
+    for (int k = 0; k < K; ++k) {  // t = 4
+      const std::size_t p = p0 + 16 * k;
+      __m512i W = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4 + p / 8));
+      __m512i Wp = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4p + p / 8));
+      U[k] = fwd_in<M>(X[k], q2); V[k] = M::mul(Y[k], W, Wp, q);
+    }
+    for (int k = 0; k < K; ++k) {
+      __m512i x = _mm512_add_epi64(U[k], V[k]), y = _mm512_sub_epi64(_mm512_add_epi64(U[k], q2), V[k]);
+      X[k] = _mm512_permutex2var_epi64(x, L.ab_x, y); Y[k] = _mm512_permutex2var_epi64(x, L.ab_y, y);
+    }
+    for (int k = 0; k < K; ++k) {  // t = 2
+      const std::size_t p = p0 + 16 * k;
+      __m512i W = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2 + p / 4));
+      __m512i Wp = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2p + p / 4));
+      U[k] = fwd_in<M>(X[k], q2); V[k] = M::mul(Y[k], W, Wp, q);
+    }
+    for (int k = 0; k < K; ++k) {
+      __m512i x = _mm512_add_epi64(U[k], V[k]), y = _mm512_sub_epi64(_mm512_add_epi64(U[k], q2), V[k]);
+      X[k] = _mm512_permutex2var_epi64(x, L.bc_x, y); Y[k] = _mm512_permutex2var_epi64(x, L.bc_y, y);
+    }
+    for (int k = 0; k < K; ++k) {  // t = 1
+      const std::size_t p = p0 + 16 * k;
+      U[k] = fwd_in<M>(X[k], q2);
+      V[k] = M::mul(Y[k], _mm512_loadu_si512(w1 + p / 2), _mm512_loadu_si512(w1p + p / 2), q);
+    }
+    for (int k = 0; k < K; ++k) {
+      if constexpr (M::lazy) {
+        X[k] = reduce_full52(_mm512_add_epi64(U[k], V[k]), q, R52);
+        Y[k] = reduce_full52(_mm512_sub_epi64(_mm512_add_epi64(U[k], q2), V[k]), q, R52);
+      } else {
+        X[k] = reduce_b<M>(csub(_mm512_add_epi64(U[k], V[k]), q2), q);
+        Y[k] = reduce_b<M>(csub(_mm512_sub_epi64(_mm512_add_epi64(U[k], q2), V[k]), q2), q);
+      }
+    }
+    for (int k = 0; k < K; ++k) {
+      U[k] = _mm512_permutex2var_epi64(X[k], L.out0, Y[k]);
+      V[k] = _mm512_permutex2var_epi64(X[k], L.out1, Y[k]);
+    }
     if (!ep) {
-      _mm512_storeu_si512(a + p, v0);
-      _mm512_storeu_si512(a + p + 8, v1);
+      for (int k = 0; k < K; ++k) {
+        _mm512_storeu_si512(a + p0 + 16 * k, U[k]);
+        _mm512_storeu_si512(a + p0 + 16 * k + 8, V[k]);
+      }
       continue;
     }
-    __m512i r0 = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, p, q), q), v0);
-    __m512i r1 = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, p + 8, q), q), v1);
-    r0 = reduce_b<M>(M::mul(r0, EW, EWp, q), q);
-    r1 = reduce_b<M>(M::mul(r1, EW, EWp, q), q);
-    if (ep->add) {
-      r0 = csub(_mm512_add_epi64(r0, ep_load(ep->add, ep->perm, p)), q);
-      r1 = csub(_mm512_add_epi64(r1, ep_load(ep->add, ep->perm, p + 8)), q);
+    for (int k = 0; k < K; ++k) {
+      const std::size_t p = p0 + 16 * k;
+      X[k] = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, p, q), q), U[k]);
+      Y[k] = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, p + 8, q), q), V[k]);
     }
-    _mm512_storeu_si512(ep->out + p, r0);
-    _mm512_storeu_si512(ep->out + p + 8, r1);
+    for (int k = 0; k < K; ++k) {
+      X[k] = reduce_b<M>(M::mul(X[k], EW, EWp, q), q);
+      Y[k] = reduce_b<M>(M::mul(Y[k], EW, EWp, q), q);
+    }
+    if (ep->add)
+      for (int k = 0; k < K; ++k) {
+        const std::size_t p = p0 + 16 * k;
+        X[k] = csub(_mm512_add_epi64(X[k], ep_load(ep->add, ep->perm, p)), q);
+        Y[k] = csub(_mm512_add_epi64(Y[k], ep_load(ep->add, ep->perm, p + 8)), q);
+      }
+    for (int k = 0; k < K; ++k) {
+      _mm512_storeu_si512(ep->out + p0 + 16 * k, X[k]);
+      _mm512_storeu_si512(ep->out + p0 + 16 * k + 8, Y[k]);
+    }
   }
 }
 
-// The first three inverse stages (t = 1, 2, 4) over [b, b + B), 16 elements at a time in registers.
-template <class M>
+// The first three inverse stages (t = 1, 2, 4) over [b, b + B), 16 elements per step in
+// registers, K steps interleaved (as fwd_last3).
+template <class M, int K>
 inline void inv_first3(const NTTTables& tb, const u64* src, u64* a, std::size_t b, std::size_t B, __m512i q,
-                       __m512i q2) {
+                        __m512i q2) {
   const Merged3& L = merged_inv();
   const std::size_t n = tb.n();
   const u64* w = tb.iw.data();
   const u64* wp = M::iw(tb);
   const u64 *w4 = w + n / 8, *w4p = wp + n / 8, *w2 = w + n / 4, *w2p = wp + n / 4, *w1 = w + n / 2, *w1p = wp + n / 2;
-  for (std::size_t p = b; p < b + B; p += 16) {
-    __m512i v0 = _mm512_loadu_si512(src + p), v1 = _mm512_loadu_si512(src + p + 8);
-    __m512i X = _mm512_permutex2var_epi64(v0, L.in_x, v1);
-    __m512i Y = _mm512_permutex2var_epi64(v0, L.in_y, v1);
-    // t = 1
-    __m512i S = csub(_mm512_add_epi64(X, Y), q2);
-    __m512i D = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X, q2), Y), _mm512_loadu_si512(w1 + p / 2),
-                       _mm512_loadu_si512(w1p + p / 2), q);
-    X = _mm512_permutex2var_epi64(S, L.ab_x, D); Y = _mm512_permutex2var_epi64(S, L.ab_y, D);
-    // t = 2
-    __m512i W = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2 + p / 4));
-    __m512i Wp = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2p + p / 4));
-    S = csub(_mm512_add_epi64(X, Y), q2);
-    D = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X, q2), Y), W, Wp, q);
-    X = _mm512_permutex2var_epi64(S, L.bc_x, D); Y = _mm512_permutex2var_epi64(S, L.bc_y, D);
-    // t = 4
-    W = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4 + p / 8));
-    Wp = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4p + p / 8));
-    S = csub(_mm512_add_epi64(X, Y), q2);
-    D = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X, q2), Y), W, Wp, q);
-    _mm512_storeu_si512(a + p, _mm512_permutex2var_epi64(S, L.out0, D));
-    _mm512_storeu_si512(a + p + 8, _mm512_permutex2var_epi64(S, L.out1, D));
+  for (std::size_t p0 = b; p0 < b + B; p0 += 16 * K) {
+    __m512i X[K], Y[K], S[K], D[K];
+    for (int k = 0; k < K; ++k) {
+      const std::size_t p = p0 + 16 * k;
+      __m512i v0 = _mm512_loadu_si512(src + p), v1 = _mm512_loadu_si512(src + p + 8);
+      X[k] = _mm512_permutex2var_epi64(v0, L.in_x, v1);
+      Y[k] = _mm512_permutex2var_epi64(v0, L.in_y, v1);
+    }
+    for (int k = 0; k < K; ++k) {  // t = 1
+      const std::size_t p = p0 + 16 * k;
+      S[k] = csub(_mm512_add_epi64(X[k], Y[k]), q2);
+      D[k] = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X[k], q2), Y[k]), _mm512_loadu_si512(w1 + p / 2),
+                    _mm512_loadu_si512(w1p + p / 2), q);
+    }
+    for (int k = 0; k < K; ++k) {
+      X[k] = _mm512_permutex2var_epi64(S[k], L.ab_x, D[k]); Y[k] = _mm512_permutex2var_epi64(S[k], L.ab_y, D[k]);
+    }
+    for (int k = 0; k < K; ++k) {  // t = 2
+      const std::size_t p = p0 + 16 * k;
+      __m512i W = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2 + p / 4));
+      __m512i Wp = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2p + p / 4));
+      S[k] = csub(_mm512_add_epi64(X[k], Y[k]), q2);
+      D[k] = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X[k], q2), Y[k]), W, Wp, q);
+    }
+    for (int k = 0; k < K; ++k) {
+      X[k] = _mm512_permutex2var_epi64(S[k], L.bc_x, D[k]); Y[k] = _mm512_permutex2var_epi64(S[k], L.bc_y, D[k]);
+    }
+    for (int k = 0; k < K; ++k) {  // t = 4
+      const std::size_t p = p0 + 16 * k;
+      __m512i W = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4 + p / 8));
+      __m512i Wp = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4p + p / 8));
+      S[k] = csub(_mm512_add_epi64(X[k], Y[k]), q2);
+      D[k] = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X[k], q2), Y[k]), W, Wp, q);
+    }
+    for (int k = 0; k < K; ++k) {
+      _mm512_storeu_si512(a + p0 + 16 * k, _mm512_permutex2var_epi64(S[k], L.out0, D[k]));
+      _mm512_storeu_si512(a + p0 + 16 * k + 8, _mm512_permutex2var_epi64(S[k], L.out1, D[k]));
+    }
   }
 }
 
@@ -509,12 +559,15 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
     const std::size_t B = std::min(kBlock, n);
     for (std::size_t b = 0; b < n; b += B) {
       std::size_t mm = m, tt = t;
+      if (M::is52)
+        for (; tt >= 16; mm <<= 2, tt >>= 2) fwd_stage2<M>(tb, a, mm, tt, q, q2, nullptr, b / (2 * tt), (b + B) / (2 * tt));
       for (; tt >= 8; mm <<= 1, tt >>= 1) {
         const std::size_t g0 = b / (2 * tt), g1 = (b + B) / (2 * tt);
         fwd_stage<M>(tb, a, mm, tt, g0, g1, q, q2);
       }
       if (tt == 4 && !std::is_same<M, Mul64>::value) {  // (not for the exact 64-bit product: registers)
-        fwd_last3<M>(tb, a, b, B, ep, q, q2);
+        if (B % 32 == 0) fwd_last3<M, 2>(tb, a, b, B, ep, q, q2);
+        else fwd_last3<M, 1>(tb, a, b, B, ep, q, q2);
       } else {
         for (; mm < n; mm <<= 1, tt >>= 1) fwd_stage<M>(tb, a, mm, tt, b / (2 * tt), (b + B) / (2 * tt), q, q2);
         fwd_finish<M>(a, b, B, ep, q, q2, r52);
@@ -552,7 +605,8 @@ void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep, const u64*
   for (std::size_t b = 0; b < n; b += B) {
     std::size_t t = 1, mm = n;
     if (!std::is_same<M, Mul64>::value) {
-      inv_first3<M>(tb, src, a, b, B, q, q2);
+      if (B % 32 == 0) inv_first3<M, 2>(tb, src, a, b, B, q, q2);
+      else inv_first3<M, 1>(tb, src, a, b, B, q, q2);
       t = 8;
       mm = n >> 3;
     }
