@@ -10,16 +10,21 @@ def write_json(records: list[dict], path: Path, meta: dict) -> None:
 
 
 def study_table(records: list[dict]) -> str:
-    """The end-to-end study: throughput per backend and the native/OpenFHE throughput ratio."""
-    out = ["| study | N | depth | patients x scenarios x times | backend | simulate s | results/s | max |conc dev| (bound) |",
-           "|---|---:|---:|---:|---|---:|---:|---:|"]
+    """The end-to-end study: throughput per backend and hand-over mode (objects in one process,
+    or ciphertext bytes in and out as on a separate compute node), and the native/OpenFHE ratios."""
+    out = ["| study | N | depth | patients x scenarios x times | node gets | backend | simulate s | results/s | "
+           "max |conc dev| (bound) |",
+           "|---|---:|---:|---:|---|---|---:|---:|---:|"]
     for r in records:
         out.append(f"| theophylline | 2^{r['n'].bit_length() - 1} | {r['depth']} | {r['patients']}x{r['scenarios']}x"
-                   f"{r['time_points']} | {r['backend']} | {r['seconds_simulate']:.2f} | {r['results_per_s']:.1f} | "
-                   f"{r['conc_abs_dev']:.2g} ({r['conc_bound']:.2g}) |")
-    by = {r["backend"]: r for r in records}
-    if "native" in by and "openfhe" in by:
-        out.append(f"\nnative/OpenFHE throughput: {by['native']['results_per_s'] / by['openfhe']['results_per_s']:.2f}x")
+                   f"{r['time_points']} | {r.get('mode', 'objects')} | {r['backend']} | {r['seconds_simulate']:.2f} | "
+                   f"{r['results_per_s']:.1f} | {r['conc_abs_dev']:.2g} ({r['conc_bound']:.2g}) |")
+    out.append("")
+    for mode in ("objects", "wire"):
+        by = {r["backend"]: r for r in records if r.get("mode", "objects") == mode}
+        if "native" in by and "openfhe" in by:
+            out.append(f"native/OpenFHE throughput, node gets {mode}: "
+                       f"{by['native']['results_per_s'] / by['openfhe']['results_per_s']:.2f}x")
     return "\n".join(out)
 
 

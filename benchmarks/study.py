@@ -1,6 +1,15 @@
 """End-to-end encrypted study (theophylline, three scenarios) on both backends: throughput in
 (patient, scenario, time point) results per second of encrypted simulation, and agreement of the
-decrypted outcomes with the plaintext reference."""
+decrypted outcomes with the plaintext reference.
+
+Two ways of handing the cohort to the compute node, each timed on both backends:
+
+* ``objects``: client and node share one process, the node gets live OpenFHE ciphertext objects
+  (the desktop app's path); the native backend pays its bridge through OpenFHE's serialiser.
+* ``wire``: the node gets the ciphertexts' bytes and returns bytes, as a node on another machine
+  (and the CLI's ``simulate`` on a bundle) does; the OpenFHE backend deserialises and serialises,
+  the native engine imports and exports the bytes itself.
+"""
 from __future__ import annotations
 
 import os
@@ -28,12 +37,13 @@ def run_study_benchmark(n_patients: int = 25, preset: str = "test-insecure", hor
     ids = [f"tw-{i:03d}" for i in range(len(recs))]
     ctx, _ = workflow.make_keys(preset)
     out = []
-    for backend in ("openfhe", "native"):
-        res = run_study(spec, cov, ids, ctx, backend=backend)
+    jobs = [(mode, backend) for mode in ("objects", "wire") for backend in ("openfhe", "native")]
+    for mode, backend in jobs:
+        res = run_study(spec, cov, ids, ctx, backend=backend, wire=mode == "wire")
         dev = res.deviations()
         n_results = len(ids) * len(scen) * len(spec.times)
         sim = float(res.seconds_simulate)
-        out.append({"op": "study", "backend": backend, "n": int(ctx.ring_dim), "depth": int(ctx.depth),
+        out.append({"op": "study", "mode": mode, "backend": backend, "n": int(ctx.ring_dim), "depth": int(ctx.depth),
                     "patients": len(ids), "scenarios": len(scen), "time_points": len(spec.times),
                     "seconds_total": float(res.seconds_total), "seconds_simulate": sim,
                     "results_per_s": n_results / sim,

@@ -230,7 +230,25 @@ class EncryptedCohort:
     twin_ids: list[str]
     layout: SlotLayout
     key_tag: str
-    inputs: dict[str, list]  # covariate -> ciphertext per chunk
+    inputs: dict[str, list]  # covariate -> ciphertext per chunk (OpenFHE objects, or their bytes)
+
+    def is_wire(self) -> bool:
+        """Whether the inputs are BINARY bytes (as sent to a compute node) rather than objects.
+
+        Raises:
+            ValidationError: a mixture of both.
+        """
+        kinds = {isinstance(x, (bytes, bytearray, memoryview)) for v in self.inputs.values() for x in v}
+        if len(kinds) > 1:
+            raise ValidationError("the cohort mixes ciphertext objects and ciphertext bytes")
+        return kinds == {True}
+
+    def to_wire(self, ctx) -> EncryptedCohort:
+        """Client side: the same cohort with every input serialised (what goes to the compute node)."""
+        if self.is_wire():
+            return self
+        return EncryptedCohort(self.spec, list(self.twin_ids), self.layout, self.key_tag,
+                               {k: [ctx.serialize(c) for c in v] for k, v in self.inputs.items()})
 
 
 def encrypt_cohort(spec: StudySpec, covariates: dict[str, np.ndarray], twin_ids: Sequence[str], ctx,
@@ -288,6 +306,20 @@ def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads:
 
     ``on_chunk(index, {output: ciphertext})`` is called after each ciphertext chunk (whole
     patients, see :class:`SlotLayout`); :func:`decrypt_chunk` turns it into partial results.
+
+    A cohort whose inputs are bytes (:meth:`EncryptedCohort.to_wire`, or a bundle read by a
+    compute node) is simulated bytes in, bytes out, as a node that receives and returns
+    ciphertexts over the wire: the OpenFHE backend deserialises the inputs (validated, see
+    :meth:`HEContext.deserialize`) and serialises the outputs; the native engine imports and
+    exports the bytes itself after the cheap header and metadata checks of
+    :meth:`HEContext.check_wire` and never builds OpenFHE ciphertext objects. Either way the
+    conversions count in ``seconds``, and the outputs are bytes that the client's
+    :meth:`HEContext.decrypt` accepts.
+
+    Raises:
+        KeyMismatchError, CiphertextFormatError: inputs of another key pair, or bytes that are
+            not ciphertexts of this context.
+        ProgramError: the keys lack the depth or rotations the study needs.
     """
     from medtwin.program import get_executor
     from medtwin.program.executors import run_chunked
@@ -324,11 +356,18 @@ def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads:
     noise = ex.noise_model() if hasattr(ex, "noise_model") else None
     outputs: dict[str, list] = {}
     t0 = time.perf_counter()
+    wire = cohort.is_wire()
+    inputs = cohort.inputs
+    if wire:
+        convert = ctx.check_wire if backend == "native" else ctx.deserialize
+        inputs = {k: [convert(x) for x in cohort.inputs[k]] for k in COVARIATES}
     n = cs.layout.n_ciphertexts
     # Chunks one at a time, or side by side on the native engine (a group per call): progress
     # (and a cancel raised from the progress callback) per chunk, and ``on_chunk`` lets a client
     # decrypt and draw partial results as they arrive.
     def done(c: int, res: dict) -> None:
+        if wire and backend != "native":
+            res = {name: ctx.serialize(ct) for name, ct in res.items()}
         for name, ct in res.items():
             outputs.setdefault(name, [None] * n)[c] = ct
         if on_chunk is not None:
@@ -336,8 +375,7 @@ def simulate(cohort: EncryptedCohort, ctx, *, backend: str = "openfhe", threads:
         if progress:
             progress("simulate", (c + 1) / n)
 
-    run_chunked(ex, [(prog, {k: cohort.inputs[k][c] for k in COVARIATES}) for c, prog in enumerate(cs.programs)],
-                done)
+    run_chunked(ex, [(prog, {k: inputs[k][c] for k in COVARIATES}) for c, prog in enumerate(cs.programs)], done)
     seconds = time.perf_counter() - t0
     prog0 = cs.programs[0]
     bounds = {name: max(float(p.error_bound(name, noise=noise)) for p in cs.programs) for name in outputs}
@@ -638,10 +676,17 @@ def reference_outcome(spec: StudySpec, covariates: dict[str, np.ndarray], taken=
 
 def run_study(spec: StudySpec, covariates: dict[str, np.ndarray], twin_ids: Sequence[str], client_ctx,
               compute_ctx=None, *, backend: str = "openfhe", reference: bool = True,
-              progress: ProgressFn | None = None, audit: Callable[..., None] | None = None) -> StudyResult:
-    """Encrypt, simulate and decrypt in one process (client and compute roles kept apart)."""
+              progress: ProgressFn | None = None, audit: Callable[..., None] | None = None,
+              wire: bool = False) -> StudyResult:
+    """Encrypt, simulate and decrypt in one process (client and compute roles kept apart).
+
+    ``wire=True``: the client serialises the encrypted cohort and the compute node works bytes in,
+    bytes out (see :func:`simulate`), as when the two are different machines.
+    """
     t0 = time.perf_counter()
     enc = encrypt_cohort(spec, covariates, twin_ids, client_ctx, progress)
+    if wire:
+        enc = enc.to_wire(client_ctx)
     node = compute_ctx if compute_ctx is not None else client_ctx
     out = simulate(enc, node, backend=backend, progress=progress)
     if audit:
