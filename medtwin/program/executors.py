@@ -153,6 +153,11 @@ class Executor:
     def _is_batch(self, v) -> bool:
         return isinstance(v, (list, tuple))
 
+    def chunk_group(self) -> int:
+        """How many chunk jobs :func:`run_chunked` hands to :meth:`run_many` at a time where the
+        executor runs them side by side: one per CPU core unless the executor knows better."""
+        return os.cpu_count() or 1
+
     def run_batch(self, program: Program, elems: list[dict[str, Any]], meter) -> list[dict[str, Any]]:
         return [self.run_one(program, e, meter) for e in elems]
 
@@ -165,7 +170,7 @@ def run_chunked(ex: Executor, jobs: Sequence[tuple[Program, dict[str, Any]]],
                 group: int | None = None) -> list[dict[str, Any]]:
     """Run a study's chunk jobs ``(program, inputs)`` (one value per input) and return their
     outputs in order. Where the executor runs jobs side by side (it overrides
-    :meth:`Executor.run_many`), they go ``group`` at a time (default: one per CPU core);
+    :meth:`Executor.run_many`), they go ``group`` at a time (default: :meth:`Executor.chunk_group`);
     otherwise one at a time. ``on_result(i, outputs)`` is called for every job, in order, as
     soon as its group is done: progress, cancellation (raise from it) and partial display.
 
@@ -174,7 +179,9 @@ def run_chunked(ex: Executor, jobs: Sequence[tuple[Program, dict[str, Any]]],
     """
     jobs = list(jobs)
     side_by_side = type(ex).run_many is not Executor.run_many
-    g = max(1, int(group if group is not None else (os.cpu_count() or 1))) if side_by_side else 1
+    if group is None:
+        group = ex.chunk_group() if side_by_side else 1
+    g = max(1, int(group)) if side_by_side else 1
     out: list[dict[str, Any]] = []
     for start in range(0, len(jobs), g):
         part = jobs[start:start + g]

@@ -2,6 +2,8 @@
 (bit-exact towers) and against numpy within the program's stated error bound."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import openfhe
 import pytest
@@ -329,3 +331,22 @@ def test_run_many_matches_run_bit_for_bit(setup):
         ex.run_many([(progs[0], {"x": [jobs[0][1]["x"]], "y": [jobs[0][1]["y"]]}), jobs[1]])
     with pytest.raises(ProgramError, match="missing inputs"):
         ex.run_many([(progs[0], {"x": jobs[0][1]["x"]}), jobs[1]])
+    # the default grouping: this ring is small, so the chunks go side by side (one per core) ...
+    calls = []
+    real = ex.run_many
+    ex.run_many = lambda js, **kw: calls.append(len(js)) or real(js, **kw)
+    res = run_chunked(ex, jobs)
+    c = os.cpu_count() or 1
+    assert calls == [min(c, 3 - s) for s in range(0, 3, c) if min(c, 3 - s) > 1]
+    for a, r in zip(alone, res):
+        np.testing.assert_array_equal(setup.imp(a).data, setup.imp(r["z"]).data)
+
+
+def test_large_rings_run_chunks_one_at_a_time():
+    """From N = 2^14 the native executor runs a study's chunks one at a time with every thread on
+    each op (measured faster at 2^16); small rings keep them side by side."""
+    from types import SimpleNamespace
+
+    assert NativeExecutor(engine=SimpleNamespace(n=1 << 16)).chunk_group() == 1
+    assert NativeExecutor(engine=SimpleNamespace(n=1 << 14)).chunk_group() == 1
+    assert NativeExecutor(engine=SimpleNamespace(n=1 << 12)).chunk_group() == (os.cpu_count() or 1)
