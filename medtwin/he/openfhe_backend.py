@@ -311,7 +311,11 @@ class HEContext:
         except ImportError:  # the native module is optional; checks 1 and 3 still apply
             return
         if self._engine is None:
-            self._engine = bridge.engine_from_public(self.public)
+            # The parse needs the context's moduli, which the relinearisation key carries: an engine
+            # without the rotation keys. Loading those (GBs at N = 2^16) only to check a ciphertext's
+            # shape cost a client seconds per process and evicted a compute node's cached engine
+            # (bridge.engine_from_public keeps one key set): the main job's decryption took 9.4 s.
+            self._engine = bridge.load_engine(self.public.eval_mult_key, b"")
         bridge.import_ciphertext(self._engine, data)  # raises CiphertextFormatError on any mismatch
 
     def _check_tail(self, data: bytes) -> None:
