@@ -132,3 +132,51 @@ def test_deserialised_inputs_keep_their_towers(setup):
     for c in (ctx, node):
         assert _towers(ctx, c.deserialize(b)) == _towers(ctx, ct)
 
+
+
+@pytest.mark.parametrize("backend", ["openfhe", "native"])
+def test_node_bundle_path_bytes_in_bytes_out_and_bad_blobs_write_nothing(tmp_path, backend):
+    """``simulate_bundle`` (the CLI's compute node) keeps the bundle's ciphertexts as bytes: the
+    outcome bundle decrypts to the reference within its bound; a cohort bundle whose blob is not
+    a ciphertext of the keys (digest intact, so only the ciphertext checks can catch it) is
+    refused with a clear error and no outcome is written."""
+    import json
+
+    from medtwin.custody.audit import AuditLog
+    from medtwin.custody.kdf import TEST_KDF
+    from medtwin.custody.users import UserStore, authenticate
+    from medtwin.errors import MedTwinError
+    from medtwin.twin.store import Bundle, read_bundle, write_bundle
+
+    pw = "violet tundra kettle 93 marching"
+    d = tmp_path
+    import csv
+    rows = list(csv.reader(open(cohort_csv_path(), newline="")))
+    (d / "patients.csv").write_text("\n".join(",".join(r) for r in rows[:5]) + "\n")
+    (d / "study.json").write_text(json.dumps(workflow.demo_spec(horizon=12.0, step=4.0, preset="test-insecure").to_dict()))
+    log = AuditLog(d / "audit.db")
+    store = UserStore(d / "users.db", kdf=TEST_KDF, allow_weak=True)
+    store.bootstrap_admin("root", pw)
+    store.add_user(authenticate(store, "root", pw), "dr.a", "clinician", pw)
+    me = authenticate(store, "dr.a", pw, audit=log)
+    workflow.create_keys(d / "ks", pw, preset="test-insecure", session=me, log=log, kdf=TEST_KDF, allow_weak=True)
+    workflow.encrypt_files([d / "patients.csv"], d / "ks", pw, d / "study.json", d / "cohort", session=me, log=log)
+    workflow.simulate_bundle(d / "cohort", d / "ks", d / "outcome", session=me, log=log, backend=backend)
+    out = read_bundle(d / "outcome", kind="encrypted-outcome")
+    assert out.blobs and all(isinstance(b, bytes) for v in out.blobs.values() for b in v)
+    workflow.decrypt_bundle(d / "outcome", d / "ks", pw, d / "report", session=me, log=log)
+    assert (d / "report" / "metrics.csv").exists()
+    # a resealed cohort bundle with one blob cut short, then one from other keys
+    b = read_bundle(d / "cohort", kind="encrypted-cohort")
+    name = next(iter(b.blobs))
+    other_ctx, _ = workflow.make_keys("test-insecure")
+    for bad in (b.blobs[name][0][:-10], other_ctx.serialize(other_ctx.encrypt([1.0]))):
+        blobs = {k: list(v) for k, v in b.blobs.items()}
+        blobs[name][0] = bad
+        src = d / f"bad-{len(bad)}"
+        write_bundle(src, Bundle("encrypted-cohort", b.key_tag, b.meta, blobs))
+        dst = d / f"outcome-{len(bad)}"
+        with pytest.raises(MedTwinError) as ei:
+            workflow.simulate_bundle(src, d / "ks", dst, session=me, log=log, backend=backend)
+        assert isinstance(ei.value, (CiphertextFormatError, KeyMismatchError)), ei.value
+        assert not dst.exists()
