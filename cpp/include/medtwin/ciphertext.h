@@ -12,11 +12,12 @@
 
 namespace medtwin {
 
-/// Large-buffer pool: freed ciphertext buffers are kept (up to a cap) and reused, so that an
-/// operation does not pay the kernel's page zeroing for a fresh 20 MB allocation.
+/// Large-buffer arena (see ciphertext.cpp): buffers of 1 MiB and more are cut from memory the
+/// process already touched where possible (best fit, split, coalesced), so that an operation
+/// does not pay the first touch of fresh pages for a 20-40 MB ciphertext.
 void* pool_allocate(std::size_t bytes);
 void pool_deallocate(void* p, std::size_t bytes) noexcept;
-/// Bytes currently cached by the pool; release them all.
+/// Bytes free in the arena (kept mapped for reuse); return their pages to the system.
 std::size_t pool_cached_bytes();
 void pool_release();
 
