@@ -362,6 +362,38 @@ inline __m512i ep_x(const NTTEpilogue* ep, std::size_t p, __m512i q) {
                             _mm512_set1_epi64(static_cast<long long>(m52 ? ep->xw52 : ep->xw_shoup)), q), q);
 }
 
+// Helpers of the register-merged small stages, over K interleaved 16-element steps starting at p0.
+// Lane twiddles of a stage whose table entry for element p is tab[p / div], spread by idx.
+template <int K>
+inline void merged_twiddles(__m512i (&W)[K], __m512i (&Wp)[K], __m512i idx, const u64* w, const u64* wp,
+                            std::size_t p0, std::size_t div) {
+  for (int k = 0; k < K; ++k) {
+    const std::size_t p = p0 + 16 * k;
+    W[k] = _mm512_permutexvar_epi64(idx, _mm512_loadu_si512(w + p / div));
+    Wp[k] = _mm512_permutexvar_epi64(idx, _mm512_loadu_si512(wp + p / div));
+  }
+}
+// Forward butterflies (U = x, V = y w), then the regrouping into the next stage's layout.
+template <class M, int K>
+inline void fwd_merged_stage(__m512i (&X)[K], __m512i (&Y)[K], const __m512i (&W)[K], const __m512i (&Wp)[K],
+                             __m512i nx, __m512i ny, __m512i q, __m512i q2) {
+  __m512i U[K], V[K];
+  for (int k = 0; k < K; ++k) { U[k] = fwd_in<M>(X[k], q2); V[k] = M::mul(Y[k], W[k], Wp[k], q); }
+  for (int k = 0; k < K; ++k) {
+    __m512i x = _mm512_add_epi64(U[k], V[k]), y = _mm512_sub_epi64(_mm512_add_epi64(U[k], q2), V[k]);
+    X[k] = _mm512_permutex2var_epi64(x, nx, y); Y[k] = _mm512_permutex2var_epi64(x, ny, y);
+  }
+}
+// Inverse butterflies: S = x + y, D = (x - y) w.
+template <class M, int K>
+inline void inv_merged_bfly(const __m512i (&X)[K], const __m512i (&Y)[K], const __m512i (&W)[K],
+                            const __m512i (&Wp)[K], __m512i (&S)[K], __m512i (&D)[K], __m512i q, __m512i q2) {
+  for (int k = 0; k < K; ++k) {
+    S[k] = csub(_mm512_add_epi64(X[k], Y[k]), q2);
+    D[k] = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X[k], q2), Y[k]), W[k], Wp[k], q);
+  }
+}
+
 // The last three forward stages (t = 4, 2, 1) over [b, b + B), 16 elements per step in registers,
 // with the full reduction and the epilogue (if any) applied before the store. K independent steps
 // are interleaved (K divides B / 16), so that their long dependency chains (permute, multiply, add,
@@ -386,26 +418,11 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
       X[k] = _mm512_permutex2var_epi64(v0, L.in_x, v1);
       Y[k] = _mm512_permutex2var_epi64(v0, L.in_y, v1);
     }
-    for (int k = 0; k < K; ++k) {  // t = 4
-      const std::size_t p = p0 + 16 * k;
-      __m512i W = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4 + p / 8));
-      __m512i Wp = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4p + p / 8));
-      U[k] = fwd_in<M>(X[k], q2); V[k] = M::mul(Y[k], W, Wp, q);
-    }
-    for (int k = 0; k < K; ++k) {
-      __m512i x = _mm512_add_epi64(U[k], V[k]), y = _mm512_sub_epi64(_mm512_add_epi64(U[k], q2), V[k]);
-      X[k] = _mm512_permutex2var_epi64(x, L.ab_x, y); Y[k] = _mm512_permutex2var_epi64(x, L.ab_y, y);
-    }
-    for (int k = 0; k < K; ++k) {  // t = 2
-      const std::size_t p = p0 + 16 * k;
-      __m512i W = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2 + p / 4));
-      __m512i Wp = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2p + p / 4));
-      U[k] = fwd_in<M>(X[k], q2); V[k] = M::mul(Y[k], W, Wp, q);
-    }
-    for (int k = 0; k < K; ++k) {
-      __m512i x = _mm512_add_epi64(U[k], V[k]), y = _mm512_sub_epi64(_mm512_add_epi64(U[k], q2), V[k]);
-      X[k] = _mm512_permutex2var_epi64(x, L.bc_x, y); Y[k] = _mm512_permutex2var_epi64(x, L.bc_y, y);
-    }
+    __m512i W[K], Wp[K];
+    merged_twiddles<K>(W, Wp, L.w4, w4, w4p, p0, 8);  // t = 4
+    fwd_merged_stage<M, K>(X, Y, W, Wp, L.ab_x, L.ab_y, q, q2);
+    merged_twiddles<K>(W, Wp, L.w2, w2, w2p, p0, 4);  // t = 2
+    fwd_merged_stage<M, K>(X, Y, W, Wp, L.bc_x, L.bc_y, q, q2);
     for (int k = 0; k < K; ++k) {  // t = 1
       const std::size_t p = p0 + 16 * k;
       U[k] = fwd_in<M>(X[k], q2);
@@ -471,32 +488,22 @@ inline void inv_first3(const NTTTables& tb, const u64* src, u64* a, std::size_t 
       X[k] = _mm512_permutex2var_epi64(v0, L.in_x, v1);
       Y[k] = _mm512_permutex2var_epi64(v0, L.in_y, v1);
     }
-    for (int k = 0; k < K; ++k) {  // t = 1
-      const std::size_t p = p0 + 16 * k;
-      S[k] = csub(_mm512_add_epi64(X[k], Y[k]), q2);
-      D[k] = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X[k], q2), Y[k]), _mm512_loadu_si512(w1 + p / 2),
-                    _mm512_loadu_si512(w1p + p / 2), q);
+    __m512i W[K], Wp[K];
+    for (int k = 0; k < K; ++k) {  // t = 1: the table is in lane order
+      W[k] = _mm512_loadu_si512(w1 + (p0 + 16 * k) / 2);
+      Wp[k] = _mm512_loadu_si512(w1p + (p0 + 16 * k) / 2);
     }
+    inv_merged_bfly<M, K>(X, Y, W, Wp, S, D, q, q2);
     for (int k = 0; k < K; ++k) {
       X[k] = _mm512_permutex2var_epi64(S[k], L.ab_x, D[k]); Y[k] = _mm512_permutex2var_epi64(S[k], L.ab_y, D[k]);
     }
-    for (int k = 0; k < K; ++k) {  // t = 2
-      const std::size_t p = p0 + 16 * k;
-      __m512i W = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2 + p / 4));
-      __m512i Wp = _mm512_permutexvar_epi64(L.w2, _mm512_loadu_si512(w2p + p / 4));
-      S[k] = csub(_mm512_add_epi64(X[k], Y[k]), q2);
-      D[k] = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X[k], q2), Y[k]), W, Wp, q);
-    }
+    merged_twiddles<K>(W, Wp, L.w2, w2, w2p, p0, 4);  // t = 2
+    inv_merged_bfly<M, K>(X, Y, W, Wp, S, D, q, q2);
     for (int k = 0; k < K; ++k) {
       X[k] = _mm512_permutex2var_epi64(S[k], L.bc_x, D[k]); Y[k] = _mm512_permutex2var_epi64(S[k], L.bc_y, D[k]);
     }
-    for (int k = 0; k < K; ++k) {  // t = 4
-      const std::size_t p = p0 + 16 * k;
-      __m512i W = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4 + p / 8));
-      __m512i Wp = _mm512_permutexvar_epi64(L.w4, _mm512_loadu_si512(w4p + p / 8));
-      S[k] = csub(_mm512_add_epi64(X[k], Y[k]), q2);
-      D[k] = M::mul(_mm512_sub_epi64(_mm512_add_epi64(X[k], q2), Y[k]), W, Wp, q);
-    }
+    merged_twiddles<K>(W, Wp, L.w4, w4, w4p, p0, 8);  // t = 4
+    inv_merged_bfly<M, K>(X, Y, W, Wp, S, D, q, q2);
     for (int k = 0; k < K; ++k) {
       _mm512_storeu_si512(a + p0 + 16 * k, _mm512_permutex2var_epi64(S[k], L.out0, D[k]));
       _mm512_storeu_si512(a + p0 + 16 * k + 8, _mm512_permutex2var_epi64(S[k], L.out1, D[k]));
