@@ -212,7 +212,7 @@ def cohort_study(patients, *, doses_mg: Sequence[float] = (750, 1000, 1250, 1500
                  mic: float = 1.0, backend: str = "openfhe", preset: str | None = None, keys=None,
                  per_patient: bool = False, aggregates: bool = True, min_cohort: int | None = None, policy=None,
                  twin_ids: Sequence[str] | None = None, reference: bool = False, log=None, session=None,
-                 progress=None, allow_insecure: bool = False, **metrics) -> CohortStudy:
+                 progress=None, allow_insecure: bool = False, wire: bool = False, **metrics) -> CohortStudy:
     """Vancomycin cohort study: every patient x a doses x intervals regimen grid at steady state,
     encrypted; per-regimen PTA, P(trough > 20 mg/L), mean score and mean/SD of AUC24 summed under
     encryption and released as aggregates through the decryption policy
@@ -235,8 +235,10 @@ def cohort_study(patients, *, doses_mg: Sequence[float] = (750, 1000, 1250, 1500
         metrics: ``window_edge``, ``trough_limit``, ``trough_edge``, ``tox_penalty``, ``target``.
         preset: CKKS preset of fresh keys (default ``cohort-128``: 49-bit scaling primes, which
             make the released aggregates' flooding noise about 500x smaller than ``standard-128``;
-            see docs/studies.md). The native backend does not run ``cohort-*`` presets (a 60-bit
-            first prime): use ``backend="openfhe"`` (the default) or ``preset="standard-128"``.
+            see docs/studies.md). Both backends run every preset, bit for bit alike.
+        wire: hand the compute node the cohort's ciphertext bytes and take bytes back, as
+            between two machines (see :func:`medtwin.study.cohort.simulate`); default: objects
+            within this process.
 
     Status ``FLOODING_DOMINATES`` when the flooding sigma of the released PTA exceeds
     :data:`FLOODING_PTA_LIMIT` (0.01).
@@ -271,7 +273,7 @@ def cohort_study(patients, *, doses_mg: Sequence[float] = (750, 1000, 1250, 1500
     node = HEContext.from_public(client.public)
     res = C.run(spec, cov, ids, client, node, backend=backend, per_patient=per_patient, aggregates=aggregates,
                 min_cohort=min_cohort, policy=policy, reference_check=reference, log=log, actor=session,
-                progress=progress)
+                progress=progress, wire=wire)
     status = Status.OK
     if res.aggregates is not None and float(res.aggregates.sigma["pta"]) > FLOODING_PTA_LIMIT:
         status = Status.FLOODING_DOMINATES

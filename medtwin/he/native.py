@@ -350,6 +350,22 @@ class NativeExecutor(Executor):
         names = [o.name for o in program.outputs]
         return [{n: self._export(eng, c, kind) for n, c in zip(names, row)} for row in res]
 
+    def add_outputs(self, a: Any, b: Any) -> Any:
+        """The sum of two outputs in the engine, returned in ``a``'s representation: engine
+        ciphertexts, BINARY bytes (imported, added and exported by the engine, never through
+        OpenFHE) or OpenFHE objects.
+
+        Raises:
+            ProgramError: operands the engine refuses (other levels, scales or degrees).
+            CiphertextFormatError, KeyMismatchError: bytes that are not ciphertexts of the
+                engine's key pair.
+        """
+        eng = self._ensure_engine(a)
+        kind = ("native" if isinstance(a, _core.Ciphertext)
+                else "bytes" if isinstance(a, (bytes, bytearray)) else "openfhe")
+        x, y = self._import(eng, a), self._import(eng, b)
+        return self._export(eng, self._engine_call(lambda: eng.add(x, y), "adding two outputs"), kind)
+
     def chunk_group(self) -> int:
         """Chunks side by side (one thread each) on small rings, one at a time (every thread on
         each op) on large ones. Measured: a ring-2^12 study's two chunks run about 1.8x faster

@@ -158,6 +158,19 @@ class Executor:
         executor runs them side by side: one per CPU core unless the executor knows better."""
         return os.cpu_count() or 1
 
+    def add_outputs(self, a: Any, b: Any) -> Any:
+        """The sum of two outputs of this executor's programs, in the representation the
+        executor returned them (a cohort's chunks add their aggregate sums). This base adds
+        arrays (the plaintext executor).
+
+        Raises:
+            ProgramError: outputs the backend cannot add (other key pairs, other levels).
+        """
+        try:
+            return a + b
+        except (TypeError, ValueError) as exc:
+            raise ProgramError(f"cannot add these outputs: {exc}") from None
+
     def run_batch(self, program: Program, elems: list[dict[str, Any]], meter) -> list[dict[str, Any]]:
         return [self.run_one(program, e, meter) for e in elems]
 
@@ -407,6 +420,21 @@ class OpenFHEExecutor(Executor):
             with self._lock:
                 self._pt[key] = pt
         return pt
+
+    def add_outputs(self, a: Any, b: Any) -> Any:
+        """``EvalAdd`` of two output ciphertexts (the deeper level wins, as in OpenFHE).
+
+        Raises:
+            ProgramError: ciphertexts of different noise-scale degrees (OpenFHE adds those into
+                a ciphertext that no longer decrypts), or that OpenFHE refuses.
+        """
+        da, db = a.GetNoiseScaleDeg(), b.GetNoiseScaleDeg()
+        if da != db:
+            raise ProgramError(f"cannot add outputs of noise-scale degrees {da} and {db} (rescale first)")
+        try:
+            return self.cc.EvalAdd(a, b)
+        except Exception as exc:  # OpenFHE raises RuntimeError/TypeError with its own text
+            raise ProgramError(f"OpenFHE cannot add these outputs: {exc}") from None
 
     def run_batch(self, program, elems, meter):
         if self.threads <= 1 or len(elems) <= 1:

@@ -92,6 +92,7 @@ import numpy as np
 from medtwin.errors import KeyMismatchError, ProgramError, SecurityPolicyError, ValidationError
 from medtwin.models.two_compartment import macro_constants, unit_coefficients
 from medtwin.models.vancomycin import COVARIATES, VANCOMYCIN, VancomycinModel
+from medtwin.study.study import WireInputs
 
 __all__ = ["Regimen", "CohortSpec", "CohortLayout", "CohortPrograms", "EncryptedCohortStudy",
            "CohortOutcome", "CohortAggregates", "CohortResult", "reference", "steady_state_factors",
@@ -558,7 +559,10 @@ def cohort_keys(spec: CohortSpec, *, allow_insecure: bool = False, slots_hint: i
 
 # ------------------------------------------------------------------------------------ roles
 @dataclass
-class EncryptedCohortStudy:
+class EncryptedCohortStudy(WireInputs):
+    """A cohort's encrypted covariates, one ciphertext per chunk: OpenFHE objects, or their
+    BINARY bytes (:meth:`to_wire`) as a compute node on another machine receives them."""
+
     spec: CohortSpec
     twin_ids: list[str]
     layout: CohortLayout
@@ -662,8 +666,16 @@ def simulate(enc: EncryptedCohortStudy, ctx, *, backend: str = "openfhe", thread
              progress: ProgressFn | None = None, aggregates: bool = True) -> CohortOutcome:
     """Compute node: run the chunk programs (public keys only), add the chunks' aggregate sums.
 
+    A cohort whose inputs are bytes (:meth:`EncryptedCohortStudy.to_wire`) is simulated bytes
+    in, bytes out, like :func:`medtwin.study.study.simulate`: the OpenFHE backend deserialises
+    (validated) and serialises, the native engine checks the bytes' header and metadata
+    (:meth:`HEContext.check_wire`), imports them, adds the chunks' aggregates and exports the
+    results itself. The conversions count in ``seconds``; the outcome's ciphertexts are bytes,
+    which the client's decryption accepts.
+
     Raises:
         KeyMismatchError: the cohort was encrypted under other keys.
+        CiphertextFormatError: input bytes that are not ciphertexts of this context.
         ProgramError: the keys lack depth or rotations.
     """
     from medtwin.program import get_executor
@@ -687,16 +699,27 @@ def simulate(enc: EncryptedCohortStudy, ctx, *, backend: str = "openfhe", thread
     pairs: dict[str, list] = {}
     agg: dict[str, object] = {}
     t0 = time.perf_counter()
+    wire = enc.is_wire()
+    inputs = enc.inputs
+    # OpenFHE on bytes: objects inside, bytes out (serialised as they are final). The native
+    # engine takes and returns bytes itself, and adds the aggregates on bytes.
+    reserialise = wire and backend != "native"
+    if wire:
+        convert = ctx.check_wire if backend == "native" else ctx.deserialize
+        inputs = {k: [convert(x) for x in enc.inputs[k]] for k in COVARIATES}
+
     def done(c: int, res: dict) -> None:
         for name, ct in res.items():
             if name in AGGREGATE_OUTPUTS:
-                agg[name] = ct if name not in agg else ctx.cc.EvalAdd(agg[name], ct)
+                agg[name] = ct if name not in agg else ex.add_outputs(agg[name], ct)
             else:
-                pairs.setdefault(name, [None] * n)[c] = ct
+                pairs.setdefault(name, [None] * n)[c] = ctx.serialize(ct) if reserialise else ct
         if progress:
             progress("simulate", (c + 1) / n)
 
-    run_chunked(ex, [(prog, {k: enc.inputs[k][c] for k in COVARIATES}) for c, prog in enumerate(cp.programs)], done)
+    run_chunked(ex, [(prog, {k: inputs[k][c] for k in COVARIATES}) for c, prog in enumerate(cp.programs)], done)
+    if reserialise:
+        agg = {k: ctx.serialize(v) for k, v in agg.items()}
     seconds = time.perf_counter() - t0
     pair_names = [k for k in PAIR_OUTPUTS]
     bounds = {k: max(float(p.error_bound(k, noise=noise)) for p in cp.programs) for k in pair_names}
@@ -906,8 +929,11 @@ class CohortResult:
 def run(spec: CohortSpec, covariates: dict, twin_ids: Sequence[str], client_ctx, compute_ctx=None, *,
         backend: str = "openfhe", per_patient: bool = False, aggregates: bool = True,
         min_cohort: int | None = None, policy=None, reference_check: bool = False,
-        log=None, actor=None, progress: ProgressFn | None = None) -> CohortResult:
+        log=None, actor=None, progress: ProgressFn | None = None, wire: bool = False) -> CohortResult:
     """Encrypt, simulate and release in one process (client and compute roles kept apart).
+
+    ``wire=True``: the client serialises the encrypted cohort and the compute node works bytes
+    in, bytes out (see :func:`simulate`), as when the two are different machines.
 
     Raises:
         SecurityPolicyError: ``aggregates`` with fewer patients than ``min_cohort`` (refused
@@ -932,6 +958,8 @@ def run(spec: CohortSpec, covariates: dict, twin_ids: Sequence[str], client_ctx,
                    n_ciphertexts=enc.layout.n_ciphertexts * len(COVARIATES),
                    details={"duration_s": time.perf_counter() - t0})
     node = compute_ctx if compute_ctx is not None else client_ctx
+    if wire:
+        enc = enc.to_wire(client_ctx)
     out = simulate(enc, node, backend=backend, progress=progress, aggregates=aggregates)
     if log is not None:
         log.append(actor, "simulation.run", model=spec.model, key_tag=enc.key_tag, backend=backend, n_twins=n,

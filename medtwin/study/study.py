@@ -224,13 +224,11 @@ def required_depth(spec: StudySpec, n_patients: int = 1) -> tuple[int, list[int]
 
 
 # ------------------------------------------------------------------------------------------------
-@dataclass
-class EncryptedCohort:
-    spec: StudySpec
-    twin_ids: list[str]
-    layout: SlotLayout
-    key_tag: str
-    inputs: dict[str, list]  # covariate -> ciphertext per chunk (OpenFHE objects, or their bytes)
+class WireInputs:
+    """Encrypted inputs (``self.inputs``: name -> one ciphertext per chunk) that are either
+    OpenFHE objects or their BINARY bytes, the form in which they travel to a compute node."""
+
+    inputs: dict[str, list]
 
     def is_wire(self) -> bool:
         """Whether the inputs are BINARY bytes (as sent to a compute node) rather than objects.
@@ -243,12 +241,23 @@ class EncryptedCohort:
             raise ValidationError("the cohort mixes ciphertext objects and ciphertext bytes")
         return kinds == {True}
 
-    def to_wire(self, ctx) -> EncryptedCohort:
+    def to_wire(self, ctx):
         """Client side: the same cohort with every input serialised (what goes to the compute node)."""
         if self.is_wire():
             return self
-        return EncryptedCohort(self.spec, list(self.twin_ids), self.layout, self.key_tag,
-                               {k: [ctx.serialize(c) for c in v] for k, v in self.inputs.items()})
+        from dataclasses import replace
+
+        return replace(self, twin_ids=list(self.twin_ids),
+                       inputs={k: [ctx.serialize(c) for c in v] for k, v in self.inputs.items()})
+
+
+@dataclass
+class EncryptedCohort(WireInputs):
+    spec: StudySpec
+    twin_ids: list[str]
+    layout: SlotLayout
+    key_tag: str
+    inputs: dict[str, list]  # covariate -> ciphertext per chunk (OpenFHE objects, or their bytes)
 
 
 def encrypt_cohort(spec: StudySpec, covariates: dict[str, np.ndarray], twin_ids: Sequence[str], ctx,

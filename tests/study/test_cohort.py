@@ -13,7 +13,7 @@ from medtwin.custody.audit import AuditLog
 from medtwin.custody.kdf import TEST_KDF
 from medtwin.custody.users import UserStore, authenticate
 from medtwin.data import cohort_csv_path
-from medtwin.errors import RangeError, SecurityPolicyError, ValidationError
+from medtwin.errors import CiphertextFormatError, KeyMismatchError, RangeError, SecurityPolicyError, ValidationError
 from medtwin.models.vancomycin import VANCOMYCIN
 from medtwin.models.two_compartment import Dosing
 from medtwin.study import cohort as C
@@ -206,7 +206,9 @@ def test_api_cohort_study(keys, cohort):
     spec, ctx, _ = keys
     _, cov, _ = cohort
     sub = {k: v[:12] for k, v in cov.items()}
-    res = api.cohort_study(sub, keys=ctx, backend="native", per_patient=True, reference=True, preset="test-insecure")
+    # the node on bytes (as on another machine): per-pair values and aggregates decrypt from bytes
+    res = api.cohort_study(sub, keys=ctx, backend="native", per_patient=True, reference=True, preset="test-insecure",
+                           wire=True)
     assert res.status in (api.Status.OK, api.Status.FLOODING_DOMINATES)
     assert res.aggregates.regimens[:2] == ["750 mg q8h", "750 mg q12h"] and len(res.aggregates.regimens) == 16
     assert res.per_patient["auc24"].shape == (12, 16)
@@ -290,23 +292,94 @@ def test_cohort_preset_two_chunks_within_bounds_and_flooding_small(keys49, cohor
     assert agg.sigma["pta"] < 1e-3 and agg.sigma["p_tox"] < 0.05 and agg.sigma["mean_auc24"] < 0.05
 
 
-def test_native_matches_openfhe_bit_for_bit_at_49_60_bits(keys49, cohort):
-    """cohort-128's moduli (49-bit scaling primes, 60-bit first prime), 136 patients in two
-    chunks (the second padded): every output ciphertext of both chunks, and every aggregate sum,
-    has the same towers on the native engine as on OpenFHE. An add_const whose |c| 2^49 lay in
-    [2^52, 2^53) once made every later tower differ (OpenFHE's double-precision tie rounding)."""
-    from medtwin.he import bridge
-
+@pytest.fixture(scope="module")
+def two_chunks(keys49, cohort):
+    """136 patients in two chunks (the second padded) on cohort-128's moduli, simulated from
+    OpenFHE objects on both backends."""
     spec, ctx, node = keys49
     _, cov, _ = cohort
     idx = np.arange(136) % N
     cov2 = {k: v[idx] for k, v in cov.items()}
     enc = C.encrypt(spec, cov2, [f"p{i}" for i in range(136)], ctx)
-    a = C.simulate(enc, node, backend="openfhe")
-    b = C.simulate(enc, node, backend="native")
+    return enc, C.simulate(enc, node, backend="openfhe"), C.simulate(enc, node, backend="native")
+
+
+def _same_towers(node, a, b) -> None:
+    """Every per-pair output and aggregate of outcomes ``a`` and ``b`` (objects or bytes) has the
+    same towers, read by the engine's parser (OpenFHE's BINARY encoding is not canonical)."""
+    from medtwin.he import bridge
+
     eng = bridge.engine_from_public(node.public)
     assert set(a.pairs) == set(b.pairs) and set(a.aggregates) == set(b.aggregates) and a.aggregates
     pairs = [(k, i, x, y) for k in a.pairs for i, (x, y) in enumerate(zip(a.pairs[k], b.pairs[k]))]
     assert len(pairs) == 2 * len(a.pairs)
     for k, i, x, y in pairs + [(k, 0, a.aggregates[k], b.aggregates[k]) for k in a.aggregates]:
         assert np.array_equal(bridge.import_ciphertext(eng, x).data, bridge.import_ciphertext(eng, y).data), (k, i)
+
+
+def test_native_matches_openfhe_bit_for_bit_at_49_60_bits(keys49, two_chunks):
+    """cohort-128's moduli (49-bit scaling primes, 60-bit first prime), 136 patients in two
+    chunks (the second padded): every output ciphertext of both chunks, and every aggregate sum,
+    has the same towers on the native engine as on OpenFHE. An add_const whose |c| 2^49 lay in
+    [2^52, 2^53) once made every later tower differ (OpenFHE's double-precision tie rounding)."""
+    _, a, b = two_chunks
+    _same_towers(keys49[2], a, b)
+
+
+@pytest.mark.parametrize("backend", ["openfhe", "native"])
+def test_bytes_in_bytes_out_matches_the_object_path(keys49, two_chunks, backend):
+    """A node that gets the cohort's bytes returns bytes (per-pair outputs and the chunks'
+    aggregate sums, added by the engine itself on the native backend) with the same towers as
+    the object path, and the client decrypts the released aggregates within their bounds."""
+    spec, ctx, node = keys49
+    enc, a, _ = two_chunks
+    wire = enc.to_wire(ctx)
+    assert wire.is_wire() and not enc.is_wire() and wire.twin_ids == enc.twin_ids
+    out = C.simulate(wire, node, backend=backend)
+    assert all(isinstance(x, bytes) for v in out.pairs.values() for x in v)
+    assert all(isinstance(x, bytes) for x in out.aggregates.values())
+    assert out.bounds == a.bounds
+    _same_towers(node, a, out)
+    raw, bounds, _ = C.decrypt_aggregates(out, ctx)
+    want, _, _ = C.decrypt_aggregates(a, ctx)
+    for k in raw:  # the same ciphertexts: only the decryptions' fresh noise differs
+        assert float(np.abs(raw[k] - want[k]).max()) <= bounds[k], k
+
+
+@pytest.mark.parametrize("backend", ["openfhe", "native"])
+def test_bad_bytes_are_refused_and_the_cohort_is_untouched(keys49, two_chunks, backend):
+    spec, ctx, node = keys49
+    enc, _, _ = two_chunks
+    wire = enc.to_wire(ctx)
+    good = wire.inputs["crcl_ml_min"][1]
+    other, _ = C.cohort_keys(spec, allow_insecure=True)  # same parameters, another key pair
+    for bad, err in ((good[: len(good) // 3], CiphertextFormatError),
+                     (other.serialize(other.encrypt([1.0])), KeyMismatchError)):
+        inputs = {k: list(v) for k, v in wire.inputs.items()}
+        inputs["crcl_ml_min"][1] = bad
+        with pytest.raises(err):
+            C.simulate(C.EncryptedCohortStudy(spec, wire.twin_ids, wire.layout, wire.key_tag, inputs), node,
+                       backend=backend)
+    assert wire.inputs["crcl_ml_min"][1] == good
+
+
+def test_adding_outputs_on_both_backends(keys49):
+    """The executors' ``add_outputs`` (a cohort's chunk sums): objects, and bytes on the native
+    engine, added with the levels aligned; operands of different noise-scale degrees refused
+    with a clear error (OpenFHE itself would add them into a ciphertext that fails to decrypt)."""
+    from medtwin.errors import ProgramError
+    from medtwin.program import get_executor
+
+    _, ctx, node = keys49
+    a = ctx.encrypt([1.0, 2.0])
+    deeper = ctx.cc.Rescale(ctx.cc.EvalMult(ctx.encrypt([1.0, 2.0]), 0.5))
+    unscaled = ctx.cc.EvalMult(ctx.encrypt([1.0, 2.0]), 0.5)
+    for be, wire in (("openfhe", False), ("native", False), ("native", True)):
+        ex = get_executor(be, ctx=node)
+        conv = ctx.serialize if wire else (lambda c: c)
+        s = ex.add_outputs(conv(a), conv(deeper))
+        assert isinstance(s, bytes) == wire
+        assert np.allclose(ctx.decrypt(s, 2), [1.5, 3.0], atol=1e-6)
+        with pytest.raises(ProgramError, match="degree"):
+            ex.add_outputs(conv(a), conv(unscaled))
+    assert np.allclose(get_executor("numpy").add_outputs(np.ones(2), np.ones(2)), 2.0)

@@ -20,7 +20,9 @@ def test_vancomycin_cohort_benchmark_smoke(tmp_path):
 
     assert main(["--preset", "test-insecure", "--patients", "12", "--backends", "native", "--out", str(tmp_path)]) == 0
     r = json.loads((tmp_path / "cohort_vancomycin.json").read_text())
-    b = r["backends"]["native"]
     assert r["model"] == "vancomycin" and r["scenarios"] == 16 and r["results"] == 12 * 16 * 2
-    assert b["within_bound"] and b["aggregate_within_bound"]
-    assert "| native |" in (tmp_path / "cohort_vancomycin.md").read_text()
+    assert [(b["mode"], b["backend"]) for b in r["runs"]] == [("objects", "native"), ("wire", "native")]
+    for b in r["runs"]:
+        assert b["within_bound"] and b["aggregate_within_bound"]
+    md = (tmp_path / "cohort_vancomycin.md").read_text()
+    assert "| objects | native |" in md and "| wire | native |" in md
