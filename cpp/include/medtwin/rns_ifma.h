@@ -37,8 +37,10 @@ bool center_mod(u64* out, const u64* x, std::size_t n, u64 q, u64 ql);
 /// r2 = 2^104 mod q.
 bool mul_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q, u64 qneg, u64 r2);
 /// Tensor of one tower: c0 = a0 b0, c1 = a0 b1 + a1 b0, c2 = a1 b1 (mod q < 2^50).
+/// stream01: write c0 and c1 with non-temporal stores (when they are read back only after much
+/// other traffic, as in a multiplication's key switch; 64-byte aligned outputs only).
 bool tensor_tower(const u64* a0, const u64* a1, const u64* b0, const u64* b1, u64* c0, u64* c1, u64* c2,
-                  std::size_t n, u64 q, u64 qneg, u64 r2);
+                  std::size_t n, u64 q, u64 qneg, u64 r2, bool stream01 = false);
 
 /// Element-wise out = a + b, a - b, -a mod q (inputs < q < 2^63; AVX-512F).
 bool add_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 q);

@@ -403,12 +403,20 @@ void tensor_split(const Context& ctx, const Ciphertext& a, const Ciphertext& b, 
   r.noise_deg = a.noise_deg + b.noise_deg;
   r.scale = a.scale * b.scale;
   r.scheme_id = a.scheme_id; r.encoding = a.encoding; r.header = a.header; r.key_tag = a.key_tag;
+  // Before a relinearisation (d2), c0 and c1 are read again only at its very end, after the key
+  // has streamed through the caches: where the key is much larger than the last-level cache's
+  // share this VM gives a process (about 32 MiB measured), they are written past the caches
+  // (saves reading their lines in first). Measured at N = 2^16, depth 20 (HMult, five
+  // alternating runs of both builds): median 33.8 ms against 34.8 ms with plain stores; no
+  // difference measurable on a main-job chunk (noise of a few percent).
+  const std::size_t key_bytes = d2 ? std::size_t(16) * ctx.num_digits(T) * (T + ctx.num_p()) * n : 0;
+  const bool stream = key_bytes >= (std::size_t(32) << 20);
 #pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(T) * n))
   for (std::int64_t t = 0; t < T; ++t) {
     const Modulus& m = ctx.mod(t);
     const u64 *a0 = a.poly(0, t), *a1 = a.poly(1, t), *b0 = b.poly(0, t), *b1 = b.poly(1, t);
     u64 *c0 = r.poly(0, t), *c1 = r.poly(1, t), *c2 = d2 ? d2 + std::size_t(t) * n : r.poly(2, t);
-    if (ifma::tensor_tower(a0, a1, b0, b1, c0, c1, c2, n, m.q, ctx.mont_neg_inv(t), ctx.mont_r2(t))) continue;
+    if (ifma::tensor_tower(a0, a1, b0, b1, c0, c1, c2, n, m.q, ctx.mont_neg_inv(t), ctx.mont_r2(t), stream)) continue;
     for (std::uint32_t i = 0; i < n; ++i) {
       c0[i] = barrett128(static_cast<u128>(a0[i]) * b0[i], m);
       c1[i] = barrett128(static_cast<u128>(a0[i]) * b1[i] + static_cast<u128>(a1[i]) * b0[i], m);

@@ -3,6 +3,8 @@
 #if defined(MEDTWIN_HAVE_IFMA)
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace medtwin {
 namespace ifma {
 namespace {
@@ -53,8 +55,9 @@ bool mul_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 qs, u64 qn
 }
 
 bool tensor_tower(const u64* a0, const u64* a1, const u64* b0, const u64* b1, u64* c0, u64* c1, u64* c2,
-                  std::size_t n, u64 qs, u64 qneg, u64 r2s) {
+                  std::size_t n, u64 qs, u64 qneg, u64 r2s, bool stream01) {
   if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
+  const bool nt = stream01 && ((reinterpret_cast<std::uintptr_t>(c0) | reinterpret_cast<std::uintptr_t>(c1)) & 63) == 0;
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs), qn = _mm512_set1_epi64(qneg),
                 r2 = _mm512_set1_epi64(r2s);
   for (std::size_t c = 0; c < n; c += 8) {
@@ -62,10 +65,17 @@ bool tensor_tower(const u64* a0, const u64* a1, const u64* b0, const u64* b1, u6
     __m512i y0 = _mm512_loadu_si512(b0 + c), y1 = _mm512_loadu_si512(b1 + c);
     __m512i p00 = mont(x0, y0, q, qn), p11 = mont(x1, y1, q, qn);
     __m512i p01 = csub(_mm512_add_epi64(mont(x0, y1, q, qn), mont(x1, y0, q, qn)), q2);
-    _mm512_storeu_si512(c0 + c, csub(mont(p00, r2, q, qn), q));
-    _mm512_storeu_si512(c1 + c, csub(mont(p01, r2, q, qn), q));
+    const __m512i r0 = csub(mont(p00, r2, q, qn), q), r1 = csub(mont(p01, r2, q, qn), q);
+    if (nt) {
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(c0 + c), r0);
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(c1 + c), r1);
+    } else {
+      _mm512_storeu_si512(c0 + c, r0);
+      _mm512_storeu_si512(c1 + c, r1);
+    }
     _mm512_storeu_si512(c2 + c, csub(mont(p11, r2, q, qn), q));
   }
+  if (nt) _mm_sfence();  // the streamed lines are visible before another thread reads them
   return true;
 }
 
@@ -257,7 +267,9 @@ bool center_mod(u64*, const u64*, std::size_t, u64, u64) { return false; }
 bool conv_large52(const u64* const*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool inner_shoup(const u64* const*, const u64* const*, const u64* const*, const u64* const*, const u64* const*,
                  std::size_t, u64, u64*, u64*, std::size_t) { return false; }
-bool tensor_tower(const u64*, const u64*, const u64*, const u64*, u64*, u64*, u64*, std::size_t, u64, u64, u64) { return false; }
+bool tensor_tower(const u64*, const u64*, const u64*, const u64*, u64*, u64*, u64*, std::size_t, u64, u64, u64, bool) {
+  return false;
+}
 bool inner_mont(const u64* const*, const u64* const*, const u64* const*, std::size_t, u64, u64, u64*, u64*, std::size_t) { return false; }
 bool add_vec(u64*, const u64*, const u64*, std::size_t, u64) { return false; }
 bool sub_vec(u64*, const u64*, const u64*, std::size_t, u64) { return false; }
