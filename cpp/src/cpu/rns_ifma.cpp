@@ -79,8 +79,50 @@ bool tensor_tower(const u64* a0, const u64* a1, const u64* b0, const u64* b1, u6
   return true;
 }
 
+namespace {
+// [L + H 2^52]_q in [0, q) for L < 2^52 and H < 2^52 (q < 2^50): L through a 52-bit Barrett step
+// (r52 = floor(2^52 / q)), H times R = 2^52 mod q by a Shoup product (Rp its 52-bit constant).
+inline __m512i fold2(__m512i L, __m512i H, __m512i q, __m512i q2, __m512i r52, __m512i R, __m512i Rp) {
+  const __m512i lq = _mm512_madd52hi_epu64(Z0, L, r52);
+  const __m512i l = _mm512_sub_epi64(L, _mm512_madd52lo_epu64(Z0, lq, q));  // [0, 2q): lq q <= L, exact
+  return csub(csub(_mm512_add_epi64(l, mul_lazy(H, R, Rp, q)), q2), q);
+}
+struct Fold {  // the constants of fold2 and of 2^104 mod q for one modulus q < 2^50
+  __m512i q, q2, r52, R, Rp, R2, R2p;
+  explicit Fold(u64 qs) {
+    const u64 r = static_cast<u64>((u128(1) << 52) % qs), r2 = static_cast<u64>((u128(r) << 52) % qs);
+    q = _mm512_set1_epi64(static_cast<long long>(qs));
+    q2 = _mm512_set1_epi64(static_cast<long long>(2 * qs));
+    r52 = _mm512_set1_epi64(static_cast<long long>((u64(1) << 52) / qs));
+    R = _mm512_set1_epi64(static_cast<long long>(r));
+    Rp = _mm512_set1_epi64(static_cast<long long>(static_cast<u64>((u128(r) << 52) / qs)));
+    R2 = _mm512_set1_epi64(static_cast<long long>(r2));
+    R2p = _mm512_set1_epi64(static_cast<long long>(static_cast<u64>((u128(r2) << 52) / qs)));
+  }
+};
+}  // namespace
+
 bool conv_small(const u64* const* in, const u64* w, const u64* w52, std::size_t cnt, u64 qs, u64* out, std::size_t n) {
   if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
+  if (cnt <= 15) {
+    // Exact: sum x w = L + H 2^52 with L the low and H the high 52-bit halves of the products
+    // (x, w < 2^50: each high half < 2^48), reduced once. After the carry L >> 52 moves into H,
+    // H < 15 (2^48 + 1) < 2^52, as fold2 needs.
+    const Fold f(qs);
+    __m512i wv[15];
+    for (std::size_t i = 0; i < cnt; ++i) wv[i] = _mm512_set1_epi64(static_cast<long long>(w[i]));
+    for (std::size_t c = 0; c < n; c += 8) {
+      __m512i L = Z0, H = Z0;
+      for (std::size_t i = 0; i < cnt; ++i) {
+        const __m512i x = _mm512_loadu_si512(in[i] + c);
+        L = _mm512_madd52lo_epu64(L, x, wv[i]);
+        H = _mm512_madd52hi_epu64(H, x, wv[i]);
+      }
+      H = _mm512_add_epi64(H, _mm512_srli_epi64(L, 52));
+      _mm512_storeu_si512(out + c, fold2(_mm512_and_si512(L, M52), H, f.q, f.q2, f.r52, f.R, f.Rp));
+    }
+    return true;
+  }
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
   for (std::size_t c = 0; c < n; c += 8) {
     __m512i acc = Z0;
@@ -168,6 +210,29 @@ bool inner_shoup(const u64* const* e, const u64* const* b, const u64* const* bs,
 bool conv_wide(const u64* const* in, const u64* w, const u64* w52, const u64* wh, const u64* wh52,
                std::size_t cnt, u64 qs, u64* out, std::size_t n) {
   if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
+  if (cnt <= 64) {
+    // Exact: x = xh 2^52 + xl (xh < 2^12), so sum x w = L0 + L1 2^52 + L2 2^104 with
+    // L0 = sum lo(xl w), L1 = sum hi(xl w) + lo(xh w), L2 = sum hi(xh w) (lo, hi: the 52-bit halves
+    // of a product; w < 2^50, hi(xl w) < 2^50, xh w < 2^62). With the carries propagated, L0, L1 <
+    // 2^52 and L2 < 64 (2^10 + 2) < 2^52; one reduction per output.
+    const Fold f(qs);
+    for (std::size_t c = 0; c < n; c += 8) {
+      __m512i L0 = Z0, L1 = Z0, L2 = Z0;
+      for (std::size_t i = 0; i < cnt; ++i) {
+        const __m512i x = _mm512_loadu_si512(in[i] + c), wv = _mm512_set1_epi64(static_cast<long long>(w[i]));
+        const __m512i xl = _mm512_and_si512(x, M52), xh = _mm512_srli_epi64(x, 52);
+        L0 = _mm512_madd52lo_epu64(L0, xl, wv);
+        L1 = _mm512_madd52hi_epu64(L1, xl, wv);
+        L1 = _mm512_madd52lo_epu64(L1, xh, wv);
+        L2 = _mm512_madd52hi_epu64(L2, xh, wv);
+      }
+      L1 = _mm512_add_epi64(L1, _mm512_srli_epi64(L0, 52));
+      L2 = _mm512_add_epi64(L2, _mm512_srli_epi64(L1, 52));
+      const __m512i r01 = fold2(_mm512_and_si512(L0, M52), _mm512_and_si512(L1, M52), f.q, f.q2, f.r52, f.R, f.Rp);
+      _mm512_storeu_si512(out + c, csub(csub(_mm512_add_epi64(r01, mul_lazy(L2, f.R2, f.R2p, f.q)), f.q2), f.q));
+    }
+    return true;
+  }
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
   for (std::size_t c = 0; c < n; c += 8) {
     __m512i acc = Z0;
