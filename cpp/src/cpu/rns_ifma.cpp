@@ -251,6 +251,35 @@ bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, s
                 u64* o0, u64* o1, std::size_t n) {
   if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs), qn = _mm512_set1_epi64(qneg);
+  if (cnt <= 15) {
+    // Exact: T = sum x y = L + H 2^52 (52-bit halves of the products, x, y < 2^50: H < 15 2^48
+    // after the carry), then one Montgomery reduction t = (T + m q) / 2^52 = H + hi52(m q) + (L != 0)
+    // with m = L qneg mod 2^52: t < 2^52 + q, brought to [0, q) by a 52-bit Barrett step.
+    const __m512i r52 = _mm512_set1_epi64(static_cast<long long>((u64(1) << 52) / qs));
+    auto finish = [&](__m512i L, __m512i H) {
+      H = _mm512_add_epi64(H, _mm512_srli_epi64(L, 52));
+      L = _mm512_and_si512(L, M52);
+      const __m512i m = _mm512_and_si512(_mm512_madd52lo_epu64(Z0, L, qn), M52);
+      __m512i t = _mm512_madd52hi_epu64(H, m, q);
+      t = _mm512_mask_add_epi64(t, _mm512_test_epi64_mask(L, L), t, _mm512_set1_epi64(1));
+      const __m512i tq = _mm512_madd52hi_epu64(Z0, t, r52);
+      return csub(csub(_mm512_sub_epi64(t, _mm512_madd52lo_epu64(Z0, tq, q)), q2), q);
+    };
+    for (std::size_t c = 0; c < n; c += 8) {
+      __m512i L0 = Z0, H0 = Z0, L1 = Z0, H1 = Z0;
+      for (std::size_t j = 0; j < cnt; ++j) {
+        const __m512i x = _mm512_loadu_si512(e[j] + c);
+        const __m512i kb = _mm512_loadu_si512(b[j] + c), ka = _mm512_loadu_si512(a[j] + c);
+        L0 = _mm512_madd52lo_epu64(L0, x, kb);
+        H0 = _mm512_madd52hi_epu64(H0, x, kb);
+        L1 = _mm512_madd52lo_epu64(L1, x, ka);
+        H1 = _mm512_madd52hi_epu64(H1, x, ka);
+      }
+      _mm512_storeu_si512(o0 + c, finish(L0, H0));
+      _mm512_storeu_si512(o1 + c, finish(L1, H1));
+    }
+    return true;
+  }
   // Montgomery product x*y*2^-52 mod q in [0, 2q): T = x*y = hi 2^52 + lo; m = lo*qneg mod 2^52;
   // (T + m q) / 2^52 = hi + hi52(m q) + (lo != 0).
   auto mont = [&](__m512i x, __m512i y) {
