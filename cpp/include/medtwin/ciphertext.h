@@ -105,16 +105,12 @@ struct Ciphertext {
 /// Hybrid key-switching key over Q*P: per digit j, polynomials a_j, b_j with L+1+K towers each.
 /// After prepare_switch_key, the towers whose modulus is below 2^50 hold the Montgomery form
 /// x 2^52 mod q (for the IFMA inner product; mont_tower[t] >= 0 marks them), the others x itself
-/// with 64-bit Shoup constants floor(x 2^64 / q) beside them (a_shoup/b_shoup, indexed by
-/// shoup_tower[t]) for the AVX-512 inner product.
+/// (their IFMA inner product needs no constants beside the key).
 struct SwitchKey {
   std::uint32_t digits = 0, towers = 0, n = 0;
   KeyBuffer a, b;  // [digit][tower][n]
   std::vector<std::int32_t> mont_tower;
   std::uint32_t mont_count = 0;
-  KeyBuffer a_shoup, b_shoup;
-  std::vector<std::int32_t> shoup_tower;
-  std::uint32_t shoup_count = 0;
   std::vector<u64> mont_inv;  // per tower: 2^-52 mod q (Montgomery towers; undoes the form)
   const u64* a_poly(std::uint32_t j, std::uint32_t t) const { return a.data() + (std::size_t(j) * towers + t) * n; }
   const u64* b_poly(std::uint32_t j, std::uint32_t t) const { return b.data() + (std::size_t(j) * towers + t) * n; }

@@ -26,10 +26,11 @@ bool conv_wide(const u64* const* in, const u64* w, const u64* w52, const u64* wh
 bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, std::size_t cnt, u64 q, u64 qneg,
                 u64* o0, u64* o1, std::size_t n);
 
-/// Inner product for moduli of 50 to 61 bits (AVX-512F/DQ): o0 = sum_j e[j] * b[j], o1 likewise
-/// with a; bs, as are the per-coefficient 64-bit Shoup constants of b, a. Inputs e < q.
-bool inner_shoup(const u64* const* e, const u64* const* b, const u64* const* bs, const u64* const* a,
-                 const u64* const* as, std::size_t cnt, u64 q, u64* o0, u64* o1, std::size_t n);
+/// Inner product for moduli of 50 to 61 bits (IFMA and AVX-512DQ): o0 = sum_j e[j] * b[j], o1
+/// likewise with a, accumulated exactly in 52-bit limbs and reduced once. Inputs e, a, b < q,
+/// cnt <= 32.
+bool inner_wide(const u64* const* e, const u64* const* b, const u64* const* a, std::size_t cnt, u64 q, u64* o0,
+                u64* o1, std::size_t n);
 /// out[c] = centred(x[c]) mod q: x < ql, values above ql/2 stand for x - ql (ql < 2q, AVX-512F).
 bool center_mod(u64* out, const u64* x, std::size_t n, u64 q, u64 ql);
 

@@ -28,49 +28,34 @@ void prepare_switch_key(const Context& ctx, SwitchKey& key) {
   const std::uint32_t n = key.n;
   if (!key.mont_tower.empty()) throw std::logic_error("switch key prepared twice");
   key.mont_tower.assign(key.towers, -1);
-  key.shoup_tower.assign(key.towers, -1);
   key.mont_inv.assign(key.towers, 0);
-  key.mont_count = key.shoup_count = 0;
-  const bool ifma = cpu_has_ifma(), dq = cpu_has_avx512dq();
+  key.mont_count = 0;
+  if (!cpu_has_ifma()) return;
   for (std::uint32_t t = 0; t < key.towers; ++t) {  // key tower t: Q towers then P towers, as in the context
     const u64 q = ctx.modulus(t);
     if (q < (u64(1) << 50)) {
-      if (ifma) {
-        key.mont_tower[t] = static_cast<std::int32_t>(key.mont_count++);
-        // 2^-52 mod q = (2^52 mod q)^(q-2) mod q (q prime)
-        const Modulus& m = ctx.mod(t);
-        u64 base = static_cast<u64>((u128(1) << 52) % q), r = 1;
-        for (u64 e = q - 2; e; e >>= 1, base = mulmod(base, base, m))
-          if (e & 1) r = mulmod(r, base, m);
-        key.mont_inv[t] = r;
-      }
-    } else if (dq) {
-      key.shoup_tower[t] = static_cast<std::int32_t>(key.shoup_count++);
+      key.mont_tower[t] = static_cast<std::int32_t>(key.mont_count++);
+      // 2^-52 mod q = (2^52 mod q)^(q-2) mod q (q prime)
+      const Modulus& m = ctx.mod(t);
+      u64 base = static_cast<u64>((u128(1) << 52) % q), r = 1;
+      for (u64 e = q - 2; e; e >>= 1, base = mulmod(base, base, m))
+        if (e & 1) r = mulmod(r, base, m);
+      key.mont_inv[t] = r;
     }
   }
-  key.a_shoup.resize(std::size_t(key.digits) * key.shoup_count * n);
-  key.b_shoup.resize(std::size_t(key.digits) * key.shoup_count * n);
   const std::int64_t jobs = std::int64_t(key.digits) * key.towers;
 #pragma omp parallel for schedule(dynamic) if (medtwin::parallel_worth(std::size_t(jobs) * n))
   for (std::int64_t jb = 0; jb < jobs; ++jb) {
     const std::uint32_t j = static_cast<std::uint32_t>(jb / key.towers), t = static_cast<std::uint32_t>(jb % key.towers);
+    if (key.mont_tower[t] < 0) continue;
     const u64 q = ctx.modulus(t);
     u64* sa = key.a.data() + (std::size_t(j) * key.towers + t) * n;
     u64* sb = key.b.data() + (std::size_t(j) * key.towers + t) * n;
-    if (key.mont_tower[t] >= 0) {  // in place: x -> x 2^52 mod q (Shoup multiplication by 2^52 mod q)
-      const u64 r = static_cast<u64>((u128(1) << 52) % q), rp = shoup(r, q);
-      for (std::uint32_t c = 0; c < n; ++c) {
-        sa[c] = mul_shoup(sa[c], r, rp, q);
-        sb[c] = mul_shoup(sb[c], r, rp, q);
-      }
-    } else if (key.shoup_tower[t] >= 0) {
-      const std::size_t st = static_cast<std::size_t>(key.shoup_tower[t]);
-      u64* da = key.a_shoup.data() + (std::size_t(j) * key.shoup_count + st) * n;
-      u64* db = key.b_shoup.data() + (std::size_t(j) * key.shoup_count + st) * n;
-      for (std::uint32_t c = 0; c < n; ++c) {
-        da[c] = shoup(sa[c], q);
-        db[c] = shoup(sb[c], q);
-      }
+    // in place: x -> x 2^52 mod q (Shoup multiplication by 2^52 mod q)
+    const u64 r = static_cast<u64>((u128(1) << 52) % q), rp = shoup(r, q);
+    for (std::uint32_t c = 0; c < n; ++c) {
+      sa[c] = mul_shoup(sa[c], r, rp, q);
+      sb[c] = mul_shoup(sb[c], r, rp, q);
     }
   }
 }
@@ -89,16 +74,7 @@ void inner_tower(const Context& ctx, const SwitchKey& key, std::uint32_t beta, s
   }
   const bool mont = !key.mont_tower.empty() && key.mont_tower[idx] >= 0;
   if (mont && ifma::inner_mont(e, b, a, beta, mm.q, ctx.mont_neg_inv(idx), o0, o1, n)) return;
-  if (!key.shoup_tower.empty() && key.shoup_tower[idx] >= 0) {
-    const u64* bs[64];
-    const u64* as[64];
-    const std::size_t st = static_cast<std::size_t>(key.shoup_tower[idx]);
-    for (std::uint32_t j = 0; j < beta; ++j) {
-      bs[j] = key.b_shoup.data() + (std::size_t(j) * key.shoup_count + st) * n;
-      as[j] = key.a_shoup.data() + (std::size_t(j) * key.shoup_count + st) * n;
-    }
-    if (ifma::inner_shoup(e, b, bs, a, as, beta, mm.q, o0, o1, n)) return;
-  }
+  if (!mont && ifma::inner_wide(e, b, a, beta, mm.q, o0, o1, n)) return;
   // accumulate beta products in 128 bits, reduce once (beta * 2^122 < 2^128 for beta <= 32)
   for (std::uint32_t c = 0; c < n; ++c) {
     u128 s0 = 0, s1 = 0;

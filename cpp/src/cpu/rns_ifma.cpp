@@ -190,19 +190,51 @@ bool conv_large52(const u64* const* in, const u64* w, std::size_t cnt, u64 qs, u
   return true;
 }
 
-bool inner_shoup(const u64* const* e, const u64* const* b, const u64* const* bs, const u64* const* a,
-                 const u64* const* as, std::size_t cnt, u64 qs, u64* o0, u64* o1, std::size_t n) {
-  if (!ifma_enabled() || !cpu_has_avx512dq() || qs >= (u64(1) << 62) || n % 8) return false;
-  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
+bool inner_wide(const u64* const* e, const u64* const* b, const u64* const* a, std::size_t cnt, u64 qs, u64* o0,
+                u64* o1, std::size_t n) {
+  if (!ifma_enabled() || !cpu_has_avx512dq() || qs >= (u64(1) << 62) || cnt > 32 || n % 8) return false;
+  // Exact, in 52-bit limbs: with x = xh 2^52 + xl and k = kh 2^52 + kl (xh, kh < 2^10),
+  // x k = xl kl + (xl kh + xh kl) 2^52 + xh kh 2^104, so sum x k = L0 + L1 2^52 + L2 2^104 with
+  // L0 = sum lo(xl kl) < 32 2^52, L1 = sum hi(xl kl) + lo(xl kh) + lo(xh kl) < 96 2^52,
+  // L2 = sum hi(xl kh) + hi(xh kl) + xh kh < 32 (2^11 + 2^20) (lo, hi: the 52-bit halves of a
+  // product). After the carries, [L0 + L1 R1 + L2 R2]_q with R1 = 2^52, R2 = 2^104 mod q: two
+  // 64-bit Shoup products. No per-coefficient constants beside the key.
+  const u64 r1 = static_cast<u64>((u128(1) << 52) % qs), r2 = static_cast<u64>((u128(r1) << 52) % qs);
+  const __m512i q = _mm512_set1_epi64(static_cast<long long>(qs)), q2 = _mm512_set1_epi64(static_cast<long long>(2 * qs));
+  const __m512i R1 = _mm512_set1_epi64(static_cast<long long>(r1)), R1p = _mm512_set1_epi64(static_cast<long long>(shoup(r1, qs)));
+  const __m512i R2 = _mm512_set1_epi64(static_cast<long long>(r2)), R2p = _mm512_set1_epi64(static_cast<long long>(shoup(r2, qs)));
+  auto finish = [&](__m512i L0, __m512i L1, __m512i L2) {
+    L1 = _mm512_add_epi64(L1, _mm512_srli_epi64(L0, 52));
+    L2 = _mm512_add_epi64(L2, _mm512_srli_epi64(L1, 52));
+    __m512i l0 = csub(csub(_mm512_and_si512(L0, M52), q2), q);  // < 2^52 <= 4q: to [0, q)
+    __m512i s = csub(_mm512_add_epi64(mul_lazy64(_mm512_and_si512(L1, M52), R1, R1p, q), mul_lazy64(L2, R2, R2p, q)), q2);
+    return csub(csub(_mm512_add_epi64(s, l0), q2), q);  // < 3q < 2^64
+  };
   for (std::size_t c = 0; c < n; c += 8) {
-    __m512i s0 = Z0, s1 = Z0;
+    __m512i A0 = Z0, A1 = Z0, A2 = Z0, B0 = Z0, B1 = Z0, B2 = Z0;
     for (std::size_t j = 0; j < cnt; ++j) {
-      __m512i x = _mm512_loadu_si512(e[j] + c);
-      s0 = csub(_mm512_add_epi64(s0, mul_lazy64(x, _mm512_loadu_si512(b[j] + c), _mm512_loadu_si512(bs[j] + c), q)), q2);
-      s1 = csub(_mm512_add_epi64(s1, mul_lazy64(x, _mm512_loadu_si512(a[j] + c), _mm512_loadu_si512(as[j] + c), q)), q2);
+      const __m512i x = _mm512_loadu_si512(e[j] + c);
+      const __m512i xl = _mm512_and_si512(x, M52), xh = _mm512_srli_epi64(x, 52);
+      const __m512i kb = _mm512_loadu_si512(b[j] + c), ka = _mm512_loadu_si512(a[j] + c);
+      const __m512i bl = _mm512_and_si512(kb, M52), bh = _mm512_srli_epi64(kb, 52);
+      const __m512i al = _mm512_and_si512(ka, M52), ah = _mm512_srli_epi64(ka, 52);
+      A0 = _mm512_madd52lo_epu64(A0, xl, bl);
+      A1 = _mm512_madd52hi_epu64(A1, xl, bl);
+      A1 = _mm512_madd52lo_epu64(A1, xl, bh);
+      A1 = _mm512_madd52lo_epu64(A1, xh, bl);
+      A2 = _mm512_madd52hi_epu64(A2, xl, bh);
+      A2 = _mm512_madd52hi_epu64(A2, xh, bl);
+      A2 = _mm512_madd52lo_epu64(A2, xh, bh);
+      B0 = _mm512_madd52lo_epu64(B0, xl, al);
+      B1 = _mm512_madd52hi_epu64(B1, xl, al);
+      B1 = _mm512_madd52lo_epu64(B1, xl, ah);
+      B1 = _mm512_madd52lo_epu64(B1, xh, al);
+      B2 = _mm512_madd52hi_epu64(B2, xl, ah);
+      B2 = _mm512_madd52hi_epu64(B2, xh, al);
+      B2 = _mm512_madd52lo_epu64(B2, xh, ah);
     }
-    _mm512_storeu_si512(o0 + c, csub(s0, q));
-    _mm512_storeu_si512(o1 + c, csub(s1, q));
+    _mm512_storeu_si512(o0 + c, finish(A0, A1, A2));
+    _mm512_storeu_si512(o1 + c, finish(B0, B1, B2));
   }
   return true;
 }
@@ -359,8 +391,9 @@ bool conv_wide(const u64* const*, const u64*, const u64*, const u64*, const u64*
 bool mul_vec(u64*, const u64*, const u64*, std::size_t, u64, u64, u64) { return false; }
 bool center_mod(u64*, const u64*, std::size_t, u64, u64) { return false; }
 bool conv_large52(const u64* const*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
-bool inner_shoup(const u64* const*, const u64* const*, const u64* const*, const u64* const*, const u64* const*,
-                 std::size_t, u64, u64*, u64*, std::size_t) { return false; }
+bool inner_wide(const u64* const*, const u64* const*, const u64* const*, std::size_t, u64, u64*, u64*, std::size_t) {
+  return false;
+}
 bool tensor_tower(const u64*, const u64*, const u64*, const u64*, u64*, u64*, u64*, std::size_t, u64, u64, u64, bool) {
   return false;
 }
