@@ -104,3 +104,13 @@ def test_ops_match_openfhe_portable_path(n, depth, dnum):
         _run_all(make_setup(n, depth, dnum))
     finally:
         _core.set_ifma_enabled(True)
+
+
+@pytest.mark.parametrize("n,depth,dnum", [(1024, 33, 2), (1024, 20, 21)])
+def test_ops_match_openfhe_extreme_digit_shapes(n, depth, dnum):
+    """Digits of 17 towers (ModUp converts from more than 15 towers into the other digit's) and
+    21 digits of one tower (an inner product over more than 15 digits): the exact-accumulation
+    kernels hand these to their per-product fallbacks, which must agree with OpenFHE bit for bit."""
+    s = make_setup(n, depth, dnum)
+    assert s.engine.dnum == dnum
+    _run_all(s)
