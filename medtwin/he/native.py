@@ -356,7 +356,8 @@ class NativeExecutor(Executor):
         OpenFHE) or OpenFHE objects.
 
         Raises:
-            ProgramError: operands the engine refuses (other levels, scales or degrees).
+            ProgramError: operands the engine refuses (other noise-scale degrees, other key pairs);
+                levels are aligned, as in OpenFHE.
             CiphertextFormatError, KeyMismatchError: bytes that are not ciphertexts of the
                 engine's key pair.
         """

@@ -164,7 +164,8 @@ class Executor:
         arrays (the plaintext executor).
 
         Raises:
-            ProgramError: outputs the backend cannot add (other key pairs, other levels).
+            ProgramError: outputs the backend cannot add (here: arrays of other shapes; the
+                encrypted backends: other noise-scale degrees or key pairs).
         """
         try:
             return a + b
