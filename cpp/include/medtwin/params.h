@@ -70,11 +70,6 @@ class Context {
   u64 pinv_mod_q(std::size_t i) const { return pinv_modq_[i]; }
   u64 pinv_mod_q_p(std::size_t i) const { return pinv_modq_p_[i]; }
   u64 p_mod_q(std::size_t i) const { return p_modq_[i]; }
-  // IFMA constants for ModDown into q_i (valid when q_i < 2^50): [k * L1 + i]
-  const u64* phat_mod_q52() const { return phat_modq52_.data(); }
-  const u64* phat_mod_q_hi() const { return phat_modq_hi_.data(); }
-  const u64* phat_mod_q_hi52() const { return phat_modq_hi52_.data(); }
-  const u64* phat_mod_q_ptr() const { return phat_modq_.data(); }
   /// -m^-1 mod 2^52 for Montgomery products (moduli below 2^50; 0 otherwise).
   u64 mont_neg_inv(std::size_t m) const { return mont_qneg_[m]; }
   /// 2^104 mod m (Montgomery R^2 for R = 2^52; moduli below 2^50).
@@ -93,7 +88,7 @@ class Context {
   bool below50_ = false;
   std::vector<std::vector<u64>> qlinv_, qlinvp_;
   std::vector<u64> phat_inv_, phat_inv_p_, phat_modq_, pinv_modq_, pinv_modq_p_, p_modq_;
-  std::vector<u64> phat_modq52_, phat_modq_hi_, phat_modq_hi52_, mont_qneg_, mont_r2_;
+  std::vector<u64> mont_qneg_, mont_r2_;
   mutable std::mutex mu_;
   mutable std::map<std::pair<std::uint32_t, std::uint32_t>, std::unique_ptr<ModUpTable>> modup_;
   mutable std::map<u64, std::unique_ptr<std::vector<std::uint32_t>>> auto_;

@@ -18,9 +18,9 @@ bool conv_large(const u64* const* in, const u64* w, const u64* wp, std::size_t c
 /// The same with IFMA products for inputs below 2^50 and 2^56 <= q < 2^62, cnt <= 8: the sum is
 /// accumulated exactly in three 52-bit limbs and reduced once (declines otherwise).
 bool conv_large52(const u64* const* in, const u64* w, std::size_t cnt, u64 q, u64* out, std::size_t n);
-/// Same for inputs below 2^64 split as hi*2^52 + lo: wh[i] = w[i] 2^52 mod q (with whp its constant).
-bool conv_wide(const u64* const* in, const u64* w, const u64* w52, const u64* wh, const u64* wh52,
-               std::size_t cnt, u64 q, u64* out, std::size_t n);
+/// Same for inputs below 2^64 (q < 2^50, cnt <= 64): the products of the inputs' 52-bit halves
+/// accumulated exactly in three limbs, reduced once per output.
+bool conv_wide(const u64* const* in, const u64* w, std::size_t cnt, u64 q, u64* out, std::size_t n);
 /// o0[c] = sum_j e[j][c] * b[j][c], o1 likewise with a, where a and b are in Montgomery form
 /// (x 2^52 mod q); qneg = -q^-1 mod 2^52. Inputs e < q.
 bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, std::size_t cnt, u64 q, u64 qneg,

@@ -57,17 +57,6 @@ Context::Context(Params p) : prm_(std::move(p)) {
         phat_modq_[k * L1 + i] = v;
       }
     }
-    phat_modq52_.resize(K * L1); phat_modq_hi_.resize(K * L1); phat_modq_hi52_.resize(K * L1);
-    for (std::size_t k = 0; k < K; ++k) {
-      for (std::size_t i = 0; i < L1; ++i) {
-        u64 qi = prm_.q[i], w = phat_modq_[k * L1 + i];
-        if (qi >= (u64(1) << 50)) continue;
-        u64 wh = static_cast<u64>((static_cast<u128>(w) << 52) % qi);
-        phat_modq52_[k * L1 + i] = static_cast<u64>((static_cast<u128>(w) << 52) / qi);
-        phat_modq_hi_[k * L1 + i] = wh;
-        phat_modq_hi52_[k * L1 + i] = static_cast<u64>((static_cast<u128>(wh) << 52) / qi);
-      }
-    }
     pinv_modq_.resize(L1); pinv_modq_p_.resize(L1); p_modq_.resize(L1);
     for (std::size_t i = 0; i < L1; ++i) {
       u64 qi = prm_.q[i], v = 1;

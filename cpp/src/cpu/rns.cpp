@@ -225,20 +225,16 @@ namespace {
 // scaled INTT.
 void moddown_conv(const Context& ctx, const u64* acc, std::uint32_t T, std::uint32_t i, u64* out, std::size_t c0,
                   std::size_t len) {
-  const std::uint32_t n = ctx.n(), K = ctx.num_p(), L1 = ctx.num_q();
+  const std::uint32_t n = ctx.n(), K = ctx.num_p();
   const Modulus& mi = ctx.mod(i);
-  u64 coef[64], c52[64], ch[64], ch52[64];
+  u64 coef[64];
   const u64* ins[64];
   for (std::uint32_t k = 0; k < K; ++k) {
-    const std::size_t ix = std::size_t(k) * L1 + i;
     coef[k] = ctx.phat_mod_q(k, i);
-    c52[k] = ctx.phat_mod_q52()[ix];
-    ch[k] = ctx.phat_mod_q_hi()[ix];
-    ch52[k] = ctx.phat_mod_q_hi52()[ix];
     ins[k] = acc + std::size_t(T + k) * n + c0;
   }
   out += c0;
-  if (!ifma::conv_wide(ins, coef, c52, ch, ch52, K, mi.q, out, len)) {
+  if (!ifma::conv_wide(ins, coef, K, mi.q, out, len)) {
     for (std::size_t c = 0; c < len; ++c) {
       u128 s = 0;
       for (std::uint32_t k = 0; k < K; ++k) s += static_cast<u128>(ins[k][c]) * coef[k];

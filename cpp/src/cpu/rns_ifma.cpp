@@ -239,42 +239,27 @@ bool inner_wide(const u64* const* e, const u64* const* b, const u64* const* a, s
   return true;
 }
 
-bool conv_wide(const u64* const* in, const u64* w, const u64* w52, const u64* wh, const u64* wh52,
-               std::size_t cnt, u64 qs, u64* out, std::size_t n) {
-  if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
-  if (cnt <= 64) {
-    // Exact: x = xh 2^52 + xl (xh < 2^12), so sum x w = L0 + L1 2^52 + L2 2^104 with
-    // L0 = sum lo(xl w), L1 = sum hi(xl w) + lo(xh w), L2 = sum hi(xh w) (lo, hi: the 52-bit halves
-    // of a product; w < 2^50, hi(xl w) < 2^50, xh w < 2^62). With the carries propagated, L0, L1 <
-    // 2^52 and L2 < 64 (2^10 + 2) < 2^52; one reduction per output.
-    const Fold f(qs);
-    for (std::size_t c = 0; c < n; c += 8) {
-      __m512i L0 = Z0, L1 = Z0, L2 = Z0;
-      for (std::size_t i = 0; i < cnt; ++i) {
-        const __m512i x = _mm512_loadu_si512(in[i] + c), wv = _mm512_set1_epi64(static_cast<long long>(w[i]));
-        const __m512i xl = _mm512_and_si512(x, M52), xh = _mm512_srli_epi64(x, 52);
-        L0 = _mm512_madd52lo_epu64(L0, xl, wv);
-        L1 = _mm512_madd52hi_epu64(L1, xl, wv);
-        L1 = _mm512_madd52lo_epu64(L1, xh, wv);
-        L2 = _mm512_madd52hi_epu64(L2, xh, wv);
-      }
-      L1 = _mm512_add_epi64(L1, _mm512_srli_epi64(L0, 52));
-      L2 = _mm512_add_epi64(L2, _mm512_srli_epi64(L1, 52));
-      const __m512i r01 = fold2(_mm512_and_si512(L0, M52), _mm512_and_si512(L1, M52), f.q, f.q2, f.r52, f.R, f.Rp);
-      _mm512_storeu_si512(out + c, csub(csub(_mm512_add_epi64(r01, mul_lazy(L2, f.R2, f.R2p, f.q)), f.q2), f.q));
-    }
-    return true;
-  }
-  const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs);
+bool conv_wide(const u64* const* in, const u64* w, std::size_t cnt, u64 qs, u64* out, std::size_t n) {
+  if (!ifma_enabled() || qs >= (u64(1) << 50) || cnt > 64 || n % 8) return false;
+  // Exact: x = xh 2^52 + xl (xh < 2^12), so sum x w = L0 + L1 2^52 + L2 2^104 with
+  // L0 = sum lo(xl w), L1 = sum hi(xl w) + lo(xh w), L2 = sum hi(xh w) (lo, hi: the 52-bit halves
+  // of a product; w < 2^50, hi(xl w) < 2^50, xh w < 2^62). With the carries propagated, L0, L1 <
+  // 2^52 and L2 < 64 (2^10 + 2) < 2^52; one reduction per output.
+  const Fold f(qs);
   for (std::size_t c = 0; c < n; c += 8) {
-    __m512i acc = Z0;
+    __m512i L0 = Z0, L1 = Z0, L2 = Z0;
     for (std::size_t i = 0; i < cnt; ++i) {
-      __m512i x = _mm512_loadu_si512(in[i] + c);
-      __m512i lo = _mm512_and_si512(x, M52), hi = _mm512_srli_epi64(x, 52);
-      acc = csub(_mm512_add_epi64(acc, mul_lazy(lo, _mm512_set1_epi64(w[i]), _mm512_set1_epi64(w52[i]), q)), q2);
-      acc = csub(_mm512_add_epi64(acc, mul_lazy(hi, _mm512_set1_epi64(wh[i]), _mm512_set1_epi64(wh52[i]), q)), q2);
+      const __m512i x = _mm512_loadu_si512(in[i] + c), wv = _mm512_set1_epi64(static_cast<long long>(w[i]));
+      const __m512i xl = _mm512_and_si512(x, M52), xh = _mm512_srli_epi64(x, 52);
+      L0 = _mm512_madd52lo_epu64(L0, xl, wv);
+      L1 = _mm512_madd52hi_epu64(L1, xl, wv);
+      L1 = _mm512_madd52lo_epu64(L1, xh, wv);
+      L2 = _mm512_madd52hi_epu64(L2, xh, wv);
     }
-    _mm512_storeu_si512(out + c, csub(acc, q));
+    L1 = _mm512_add_epi64(L1, _mm512_srli_epi64(L0, 52));
+    L2 = _mm512_add_epi64(L2, _mm512_srli_epi64(L1, 52));
+    const __m512i r01 = fold2(_mm512_and_si512(L0, M52), _mm512_and_si512(L1, M52), f.q, f.q2, f.r52, f.R, f.Rp);
+    _mm512_storeu_si512(out + c, csub(csub(_mm512_add_epi64(r01, mul_lazy(L2, f.R2, f.R2p, f.q)), f.q2), f.q));
   }
   return true;
 }
@@ -387,7 +372,7 @@ namespace medtwin {
 namespace ifma {
 bool conv_small(const u64* const*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool conv_large(const u64* const*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
-bool conv_wide(const u64* const*, const u64*, const u64*, const u64*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
+bool conv_wide(const u64* const*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool mul_vec(u64*, const u64*, const u64*, std::size_t, u64, u64, u64) { return false; }
 bool center_mod(u64*, const u64*, std::size_t, u64, u64) { return false; }
 bool conv_large52(const u64* const*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
