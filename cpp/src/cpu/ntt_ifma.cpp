@@ -363,6 +363,16 @@ inline __m512i ep_x(const NTTEpilogue* ep, std::size_t p, __m512i q) {
 }
 
 // Helpers of the register-merged small stages, over K interleaved 16-element steps starting at p0.
+// The K steps' 16 elements from src, split into the two halves of the first merged butterfly.
+template <int K>
+inline void merged_load(__m512i (&X)[K], __m512i (&Y)[K], const u64* src, std::size_t p0, const Merged3& L) {
+  for (int k = 0; k < K; ++k) {
+    const std::size_t p = p0 + 16 * k;
+    __m512i v0 = _mm512_loadu_si512(src + p), v1 = _mm512_loadu_si512(src + p + 8);
+    X[k] = _mm512_permutex2var_epi64(v0, L.in_x, v1);
+    Y[k] = _mm512_permutex2var_epi64(v0, L.in_y, v1);
+  }
+}
 // Lane twiddles of a stage whose table entry for element p is tab[p / div], spread by idx.
 template <int K>
 inline void merged_twiddles(__m512i (&W)[K], __m512i (&Wp)[K], __m512i idx, const u64* w, const u64* wp,
@@ -412,12 +422,7 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
   const __m512i R52 = _mm512_set1_epi64(m52 ? static_cast<long long>((u64(1) << 52) / tb.q()) : 0);
   for (std::size_t p0 = b; p0 < b + B; p0 += 16 * K) {
     __m512i X[K], Y[K], U[K], V[K];
-    for (int k = 0; k < K; ++k) {
-      const std::size_t p = p0 + 16 * k;
-      __m512i v0 = _mm512_loadu_si512(a + p), v1 = _mm512_loadu_si512(a + p + 8);
-      X[k] = _mm512_permutex2var_epi64(v0, L.in_x, v1);
-      Y[k] = _mm512_permutex2var_epi64(v0, L.in_y, v1);
-    }
+    merged_load<K>(X, Y, a, p0, L);
     __m512i W[K], Wp[K];
     merged_twiddles<K>(W, Wp, L.w4, w4, w4p, p0, 8);  // t = 4
     fwd_merged_stage<M, K>(X, Y, W, Wp, L.ab_x, L.ab_y, q, q2);
@@ -482,12 +487,7 @@ inline void inv_first3(const NTTTables& tb, const u64* src, u64* a, std::size_t 
   const u64 *w4 = w + n / 8, *w4p = wp + n / 8, *w2 = w + n / 4, *w2p = wp + n / 4, *w1 = w + n / 2, *w1p = wp + n / 2;
   for (std::size_t p0 = b; p0 < b + B; p0 += 16 * K) {
     __m512i X[K], Y[K], S[K], D[K];
-    for (int k = 0; k < K; ++k) {
-      const std::size_t p = p0 + 16 * k;
-      __m512i v0 = _mm512_loadu_si512(src + p), v1 = _mm512_loadu_si512(src + p + 8);
-      X[k] = _mm512_permutex2var_epi64(v0, L.in_x, v1);
-      Y[k] = _mm512_permutex2var_epi64(v0, L.in_y, v1);
-    }
+    merged_load<K>(X, Y, src, p0, L);
     __m512i W[K], Wp[K];
     for (int k = 0; k < K; ++k) {  // t = 1: the table is in lane order
       W[k] = _mm512_loadu_si512(w1 + (p0 + 16 * k) / 2);

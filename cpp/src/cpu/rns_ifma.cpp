@@ -297,22 +297,13 @@ bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, s
     }
     return true;
   }
-  // Montgomery product x*y*2^-52 mod q in [0, 2q): T = x*y = hi 2^52 + lo; m = lo*qneg mod 2^52;
-  // (T + m q) / 2^52 = hi + hi52(m q) + (lo != 0).
-  auto mont = [&](__m512i x, __m512i y) {
-    __m512i lo = _mm512_madd52lo_epu64(Z0, x, y);
-    __m512i hi = _mm512_madd52hi_epu64(Z0, x, y);
-    __m512i m = _mm512_and_si512(_mm512_madd52lo_epu64(Z0, lo, qn), M52);
-    __m512i r = _mm512_madd52hi_epu64(hi, m, q);
-    __mmask8 nz = _mm512_test_epi64_mask(lo, lo);
-    return _mm512_mask_add_epi64(r, nz, r, _mm512_set1_epi64(1));
-  };
+  // more terms: one Montgomery product (mont, in [0, 2q)) and a conditional subtraction each
   for (std::size_t c = 0; c < n; c += 8) {
     __m512i s0 = Z0, s1 = Z0;
     for (std::size_t j = 0; j < cnt; ++j) {
       __m512i x = _mm512_loadu_si512(e[j] + c);
-      s0 = csub(_mm512_add_epi64(s0, mont(x, _mm512_loadu_si512(b[j] + c))), q2);
-      s1 = csub(_mm512_add_epi64(s1, mont(x, _mm512_loadu_si512(a[j] + c))), q2);
+      s0 = csub(_mm512_add_epi64(s0, mont(x, _mm512_loadu_si512(b[j] + c), q, qn)), q2);
+      s1 = csub(_mm512_add_epi64(s1, mont(x, _mm512_loadu_si512(a[j] + c), q, qn)), q2);
     }
     _mm512_storeu_si512(o0 + c, csub(s0, q));
     _mm512_storeu_si512(o1 + c, csub(s1, q));
