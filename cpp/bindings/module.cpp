@@ -283,6 +283,15 @@ PYBIND11_MODULE(_core, m) {
         mul_relin(e.ctx(), a, b, *e.ks_.relin, *r);
         return r;
       })
+      .def("mul_rescale", [](const Engine& e, const Ciphertext& a, const Ciphertext& b, const Ciphertext* y) {
+        e.check_ct(a); e.check_ct(b);
+        if (y) e.check_ct(*y);
+        py::gil_scoped_release rel;
+        auto r = std::make_shared<Ciphertext>();
+        mul_relin_rescale(e.ctx(), a, b, *e.ks_.relin, *r, y);
+        return r;
+      }, py::arg("a"), py::arg("b"), py::arg("add") = nullptr,
+      "rescale(mul(a, b)) (+ add) in one pass: bit-exact with the separate ops.")
       .def("rescale", [](const Engine& e, const Ciphertext& a) {
         e.check_ct(a);
         py::gil_scoped_release rel;

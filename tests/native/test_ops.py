@@ -44,6 +44,9 @@ def _run_all(s):
     r = e.rescale(m)
     cr = cc.Rescale(cc.EvalMult(cx, cy))
     _check(s, r, cr, x * y, tol)
+    # the fused form (ModDown and rescale sharing their transforms), alone and with a sum
+    _check(s, e.mul_rescale(a, b), cr, x * y, tol)
+    _check(s, e.mul_rescale(a, b, r), cc.EvalAdd(cr, cr), 2 * x * y, tol)
     for k in (1, -1, 3):
         _check(s, e.rotate(a, k), cc.EvalRotate(cx, k), np.roll(x, -k), tol)
     for ours, k in zip(e.rotate_many(a, [1, 2, 5]), (1, 2, 5)):
@@ -53,6 +56,7 @@ def _run_all(s):
         _check(s, e.mul(r, r), cc.EvalMult(cr, cr), (x * y) ** 2, tol)
         _check(s, e.rotate(r, 2), cc.EvalRotate(cr, 2), np.roll(x * y, -2), tol)
         _check(s, e.rescale(e.mul(r, r)), cc.Rescale(cc.EvalMult(cr, cr)), (x * y) ** 2, tol)
+        _check(s, e.mul_rescale(r, r), cc.Rescale(cc.EvalMult(cr, cr)), (x * y) ** 2, tol)
         # level alignment: a (level 0) + r (level 1) drops a's top tower like OpenFHE
         _check(s, e.level_down(a, 1), cc.LevelReduce(cx, None, 1), x, tol)
         _check(s, e.add(r, e.level_down(a, 1)), cc.EvalAdd(cr, cc.LevelReduce(cx, None, 1)), x * y + x, tol)

@@ -164,8 +164,9 @@ def test_rescale_read_only_by_an_add_is_fused(setup):
     plain = compile_program(prog, fuse=False).code.reshape(-1, 4)
     assert (fused[:, 0] == 19).sum() >= 2 and (fused[:, 0] == 18).sum() >= 1
     assert (fused[:, 0] == 1).sum() < (plain[:, 0] == 1).sum()
-    # the tensor product read only by its relinearisation runs as mul_relin (opcode 4)
-    assert (fused[:, 0] == 4).sum() == 1 and (fused[:, 0] == 15).sum() == 0
+    # the tensor product, its relinearisation, its rescale and the sum run as one op
+    # (mul_rescale_add, opcode 21; see the mul_rescale test)
+    assert (fused[:, 0] == 21).sum() == 1 and not np.isin(fused[:, 0], (4, 15, 16)).any()
     assert (plain[:, 0] == 15).sum() == 1 and (plain[:, 0] == 16).sum() == 1
     cts = {"x": setup.encrypt(rng.uniform(-1, 1, SLOTS)), "y": setup.encrypt(rng.uniform(-1, 1, SLOTS))}
     for corr in (False, True):
@@ -198,6 +199,94 @@ def test_rescale_read_only_by_an_add_is_fused(setup):
     with pytest.raises(Exception, match="constant index"):
         setup.engine.run_program(np.array([0, 0, 0, 0, 0, 1, 1, 0, 19, 2, 0, (5 << 32) | 1], dtype=np.int64),
                                  np.array([0.5]), [], [[a, yb]], 3, [2])
+
+
+def test_relinearised_product_read_only_by_its_rescale_is_fused(setup):
+    """mul -> relin -> rescale with single readers runs as mul_rescale (opcode 20), and as
+    mul_rescale_add (21) when an add reads the rescale as its second operand: the key switch's
+    ModDown and the rescale share their transforms. Towers equal OpenFHE's and the unfused
+    array's; a product with another reader keeps its own ops."""
+    rng = np.random.default_rng(23)
+    b = ProgramBuilder("fuse_mul", SLOTS)
+    x, y, z = b.input("x", (-1.0, 1.0)), b.input("y", (-1.0, 1.0)), b.input("z", (-1.0, 1.0))
+    xy = x * y
+    b.output("p", xy * z)                 # rescale of a product read only by it
+    b.output("s", x * z + y * z)          # the second product's rescale takes the sum
+    b.output("q", x * x)                  # a square (both operands one register)
+    prog = b.build(PARAMS)
+    fused = compile_program(prog).code.reshape(-1, 4)
+    plain = compile_program(prog, fuse=False).code.reshape(-1, 4)
+    kinds = [o.kind for o in prog.ops]
+    assert (fused[:, 0] == 20).sum() + (fused[:, 0] == 21).sum() == kinds.count("mul")
+    assert (fused[:, 0] == 21).sum() >= 1 and not np.isin(fused[:, 0], (4, 15, 16)).any()
+    assert not np.isin(plain[:, 0], (4, 20, 21)).any()
+    cts = {k: setup.encrypt(rng.uniform(-1, 1, SLOTS)) for k in "xyz"}
+    before = {k: setup.imp(v).data.copy() for k, v in cts.items()}
+    for corr in (False, True):
+        ours = NativeExecutor(engine=setup.engine, correct_scale=corr).run(prog, cts)
+        theirs = OpenFHEExecutor(setup.cc, correct_scale=corr).run(prog, cts)
+        for k in ("p", "s", "q"):
+            np.testing.assert_array_equal(setup.imp(ours[k]).data, setup.imp(theirs[k]).data)
+    for k, v in cts.items():
+        np.testing.assert_array_equal(setup.imp(v).data, before[k])
+    # raw instructions against the separate engine ops (towers and metadata), the addend below
+    # the level (two-step fallback) and above it (its first towers read)
+    e = setup.engine
+    a, c = setup.imp(cts["x"]), setup.imp(cts["y"])
+    ref = e.rescale(e.mul(a, c))
+    yb = e.rescale(e.mul(c, c))
+    raw = np.array([[0, 0, 0, 0], [0, 1, 1, 0], [0, 2, 2, 0], [20, 3, 0, 1], [21, 4, 0, (1 << 32) | 2]],
+                   dtype=np.int64).reshape(-1)
+    zc = setup.imp(cts["z"])
+    for addend in (yb, e.level_down(yb, 1), zc):
+        want = e.add(addend, ref)
+        (f, g), = e.run_program(raw, np.zeros(0), [], [[a, c, addend]], 5, [3, 4])
+        np.testing.assert_array_equal(f.data, ref.data)
+        assert (f.level, f.scale, f.towers) == (ref.level, ref.scale, ref.towers)
+        np.testing.assert_array_equal(g.data, want.data)
+        assert bridge.export_ciphertext(e, g) == bridge.export_ciphertext(e, want)
+        np.testing.assert_array_equal(e.mul_rescale(a, c, addend).data, want.data)
+    for bad in (e.mul_const(zc, 0.5), e.level_down(e.mul_const(zc, 0.5), 2)):  # noise degree 2: refused as add
+        with pytest.raises(Exception, match="noise-scale degree"):
+            e.run_program(raw, np.zeros(0), [], [[a, c, bad]], 5, [4])
+        with pytest.raises(Exception, match="noise-scale degree"):
+            e.mul_rescale(a, c, bad)
+    with pytest.raises(Exception, match="register index"):
+        e.run_program(np.array([0, 0, 0, 0, 21, 1, 0, (7 << 32) | 0], dtype=np.int64), np.zeros(0), [], [[a]], 2, [1])
+    with pytest.raises(Exception, match="negative operand"):
+        e.run_program(np.array([0, 0, 0, 0, 21, 1, 0, -1], dtype=np.int64), np.zeros(0), [], [[a]], 2, [1])
+    one = e.level_down(a, a.towers - 1)
+    with pytest.raises(ValueError, match="one tower"):
+        e.mul_rescale(one, one)
+
+
+@pytest.mark.parametrize("first", [49, 60])
+def test_fused_mul_rescale_on_the_large_ring_path(first):
+    """From N = 2^13 the fused ModDown-and-rescale forms each tower with one transform (the IFMA
+    prologue/epilogue path); a 60-bit first prime takes the two-step path on that tower only.
+    Towers equal OpenFHE's, and the portable build's (IFMA switched off)."""
+    n = 1 << 13
+    st = make_setup(n, 4, 0, first=first, rotations=())
+    rng = np.random.default_rng(first + 1)
+    b = ProgramBuilder("fuse_mul_big", n // 2)
+    x, y = b.input("x", (-1.0, 1.0)), b.input("y", (-1.0, 1.0))
+    b.output("z", x * 0.5 + y * y + (x * y) * x)
+    prog = b.build(PlanParams(40, first, n))
+    code = compile_program(prog).code.reshape(-1, 4)
+    assert (code[:, 0] == 20).sum() >= 1 and (code[:, 0] == 21).sum() >= 1
+    cts = {"x": st.encrypt(rng.uniform(-1, 1, n // 2)), "y": st.encrypt(rng.uniform(-1, 1, n // 2))}
+    theirs = st.imp(OpenFHEExecutor(st.cc).run(prog, cts)["z"]).data
+    np.testing.assert_array_equal(st.imp(NativeExecutor(engine=st.engine).run(prog, cts)["z"]).data, theirs)
+    a, c = st.imp(cts["x"]), st.imp(cts["y"])
+    fused, ref = st.engine.mul_rescale(a, c), st.engine.rescale(st.engine.mul(a, c))
+    np.testing.assert_array_equal(fused.data, ref.data)
+    if _core.ifma_enabled():
+        _core.set_ifma_enabled(False)
+        try:
+            np.testing.assert_array_equal(st.engine.mul_rescale(a, c).data, ref.data)
+            np.testing.assert_array_equal(st.imp(NativeExecutor(engine=st.engine).run(prog, cts)["z"]).data, theirs)
+        finally:
+            _core.set_ifma_enabled(True)
 
 
 def test_level_drop_read_by_one_binary_op_is_elided(setup):

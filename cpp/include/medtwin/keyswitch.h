@@ -33,6 +33,13 @@ void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& ke
 /// scratch memory and out holds two elements only (a three-element buffer would stay 1.5x the
 /// size of the result for as long as the product lives). Same towers as the two steps.
 void mul_relin(const Context& ctx, const Ciphertext& a, const Ciphertext& b, const SwitchKey& key, Ciphertext& out);
+/// out = rescale(mul_relin(a, b)), and with y: y + that, without the intermediate product (the
+/// ModDown and the rescale share their transforms, see moddown_rescale2). Bit-exact with the
+/// separate ops (mul_relin, rescale, add_to(y, .)) and with their metadata; out must be another
+/// object than a, b and y. A y below the rescaled value's level (or of three elements) takes
+/// the two steps (add_to aligns or refuses). Throws std::invalid_argument as those ops do.
+void mul_relin_rescale(const Context& ctx, const Ciphertext& a, const Ciphertext& b, const SwitchKey& key,
+                       Ciphertext& out, const Ciphertext* y = nullptr);
 /// Rotation by automorphism k: out0 = sigma_k(c0) + ModDown(sigma_k(acc0)), out1 = ModDown(sigma_k(acc1)).
 void rotate(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& key, Ciphertext& out);
 /// Several rotations of one input sharing one ModUp (hoisting).

@@ -39,6 +39,14 @@ class NTTTables {
   /// xw != 1: x is read as x * xw mod q (a constant multiplication fused into the rescale).
   bool forward_centred_sub_mul(u64* a, const u64* src, u64 ql, const u64* x, u64 w, u64* out, u64 xw = 1,
                                const u64* add = nullptr) const;
+  /// ModDown fused with the rescale that follows it, for one tower (vector path only):
+  /// out[j] = (x[j] - NTT(a + centred(src) * sm)[j]) * w + add[j] * aw (+ add2[j]) mod q, with a < q
+  /// (the P -> Q conversion), src < ql < 2q, x, add, add2 < q and sm, w, aw < q. out may alias x,
+  /// add or add2 (element-wise), never a. Returns false, touching nothing, where it does not apply.
+  bool forward_centred_add_sub_mul(u64* a, const u64* src, u64 ql, u64 sm, const u64* x, u64 w, u64* out,
+                                   const u64* add, u64 aw, const u64* add2) const;
+  /// Whether forward_centred_sub_mul / forward_centred_add_sub_mul apply for this centring modulus.
+  bool centred_vector_path(u64 ql) const;
 
   // Tables (public for the IFMA/CUDA paths).
   std::vector<u64> w, wp;    // psi^bitrev(i) and Shoup constants
@@ -71,6 +79,11 @@ struct NTTEpilogue {
   const std::uint32_t* perm = nullptr;  // read x and add at perm[j] (null: at j)
   const u64* centre_src = nullptr;      // forward prologue: input = centred(centre_src) mod q
   u64 centre_ql = 0;                    // ... the centring modulus (< 2q)
+  bool centre_mul = false;              // input = a + centred(centre_src) * cm mod q (52-bit Shoup pair)
+  u64 cm = 0, cm52 = 0;
+  bool add_mul = false;                 // read add as add * aw mod q
+  u64 aw = 0, aw_shoup = 0, aw52 = 0;
+  const u64* add2 = nullptr;            // then add add2 (read like add)
   bool x_mul = false;                   // read x as x * xw mod q
   u64 xw = 0, xw_shoup = 0, xw52 = 0;
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <cstdio>
 #include <cstdlib>
@@ -182,6 +183,48 @@ void mul_relin(const Context& ctx, const Ciphertext& a, const Ciphertext& b, con
   u64* d2 = scratch(7, std::size_t(T) * a.n);
   tensor_split(ctx, a, b, out, d2);
   relin_into(ctx, d2, T, key, out.poly(0, 0), out.poly(1, 0));
+}
+
+void mul_relin_rescale(const Context& ctx, const Ciphertext& a, const Ciphertext& b, const SwitchKey& key,
+                       Ciphertext& out, const Ciphertext* y) {
+  const std::uint32_t T = std::min(a.towers, b.towers), n = a.n;
+  check_keys(ctx, T);
+  if (T < 2) throw std::invalid_argument("cannot rescale a ciphertext with one tower");
+  if (&out == &a || &out == &b || &out == y) throw std::invalid_argument("mul_relin_rescale: the output aliases an input");
+  if (y && (y->n != n || y->towers + 1 < T || y->elems != 2)) {
+    // an addend the fused form does not take (below the level, three elements): add_to aligns
+    // the levels or refuses, as the separate ops do
+    Ciphertext t;
+    mul_relin_rescale(ctx, a, b, key, t, nullptr);
+    add_to(ctx, *y, t, out);
+    return;
+  }
+  // the product's c0, c1 in per-thread memory (the result has one tower fewer, written once)
+  thread_local Ciphertext prod;
+  u64* d2 = scratch(7, std::size_t(T) * n);
+  tensor_split(ctx, a, b, prod, d2);
+  const std::uint32_t l = T - 1, out_deg = prod.noise_deg > 0 ? prod.noise_deg - 1 : 0;
+  if (y) {  // the checks of add_to(y, rescaled), which this op replaces (as rescale_add)
+    if (y->key_tag != prod.key_tag) throw std::invalid_argument("ciphertexts belong to different key pairs");
+    if (y->noise_deg != out_deg)
+      throw std::invalid_argument("ciphertexts have different noise-scale degrees (rescale first)");
+  }
+  u64* acc0 = scratch(4, std::size_t(T + ctx.num_p()) * n);
+  u64* acc1 = scratch(5, std::size_t(T + ctx.num_p()) * n);
+  modup_inner(ctx, d2, T, key, acc0, acc1);
+  out.n = n;
+  out.resize(2, l);
+  // metadata: mul_relin's, then the rescale's (rescale_core), or y's for the sum
+  out.slots = prod.slots; out.level = prod.level + 1; out.hops = prod.hops; out.noise_deg = out_deg;
+  out.scale = prod.scale / std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
+  out.scheme_id = prod.scheme_id; out.encoding = prod.encoding; out.header = prod.header; out.key_tag = prod.key_tag;
+  if (y) {
+    out.slots = y->slots; out.level = y->level + (y->towers - l); out.hops = y->hops; out.noise_deg = y->noise_deg;
+    out.scale = y->scale; out.scheme_id = y->scheme_id; out.encoding = y->encoding; out.header = y->header;
+    out.key_tag = y->key_tag;
+  }
+  moddown_rescale2(ctx, T, acc0, acc1, prod.poly(0, 0), prod.poly(1, 0), out.poly(0, 0), out.poly(1, 0),
+                   y ? y->poly(0, 0) : nullptr, y ? y->poly(1, 0) : nullptr);
 }
 
 namespace {

@@ -104,6 +104,23 @@ bool NTTTables::forward_centred_sub_mul(u64* a, const u64* src, u64 ql, const u6
   return ifma::forward(*this, a, &ep);
 }
 
+bool NTTTables::centred_vector_path(u64 ql) const {
+  // the IFMA forward's centring prologue: 52-bit products, a radix-4 first pass over n/2 > 2048
+  return ifma_enabled() && ql < 2 * q_ && q_ < (u64(1) << 50) && !w52.empty() && n_ / 2 > 2048;
+}
+
+bool NTTTables::forward_centred_add_sub_mul(u64* a, const u64* src, u64 ql, u64 sm, const u64* x, u64 w, u64* out,
+                                            const u64* add, u64 aw, const u64* add2) const {
+  if (!centred_vector_path(ql)) return false;
+  NTTEpilogue ep = make_epilogue(*this, w);
+  ep.x = x; ep.out = out; ep.centre_src = src; ep.centre_ql = ql; ep.add = add; ep.add2 = add2;
+  const NTTEpilogue s = make_epilogue(*this, sm % q_);
+  ep.centre_mul = true; ep.cm = s.w; ep.cm52 = s.w52;
+  const NTTEpilogue m = make_epilogue(*this, aw % q_);
+  ep.add_mul = true; ep.aw = m.w; ep.aw_shoup = m.w_shoup; ep.aw52 = m.w52;
+  return ifma::forward(*this, a, &ep);
+}
+
 void NTTTables::inverse_mul(u64* a, u64 mult) const { inverse_mul_from(a, a, mult); }
 
 void NTTTables::inverse_mul_from(const u64* src, u64* a, u64 mult) const {

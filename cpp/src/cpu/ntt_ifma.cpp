@@ -219,14 +219,21 @@ inline void fwd_stage(const NTTTables& tb, u64* a, std::size_t m, std::size_t t,
 // Two forward stages in one pass (t >= 16): stage (m, t), then (2m, t/2); the same butterflies
 // in the same order per element as two radix-2 passes.
 // The rescale's prologue: centred(v) mod q for v < ql < 2q (values above ql/2 stand for v - ql).
+// With mul: a + centred(v) * cm mod q instead, a the array's own value (ModDown's conversion
+// output, to which the rescale's correction term is added before one shared transform).
 struct Centre {
   const u64* src = nullptr;
   __m512i half, adj;
+  bool mul = false;
+  __m512i cm, cm52;
   inline __m512i load(const u64* p, std::size_t off, __m512i q) const {
     __m512i v = _mm512_loadu_si512(src + (p - base) + off);
     __m512i r = csub(v, q);
     r = _mm512_mask_add_epi64(r, _mm512_cmpgt_epu64_mask(v, half), r, adj);
-    return csub(r, q);
+    r = csub(r, q);
+    if (!mul) return r;
+    r = csub(mul_lazy(r, cm, cm52, q), q);
+    return csub(_mm512_add_epi64(r, _mm512_loadu_si512(p + off)), q);
   }
   const u64* base = nullptr;  // the array the stage indexes (src is read at the same offsets)
 };
@@ -362,6 +369,16 @@ inline __m512i ep_x(const NTTEpilogue* ep, std::size_t p, __m512i q) {
                             _mm512_set1_epi64(static_cast<long long>(m52 ? ep->xw52 : ep->xw_shoup)), q), q);
 }
 
+// The addend at p, times aw mod q in [0, q) when the epilogue multiplies it.
+template <class M>
+inline __m512i ep_add(const NTTEpilogue* ep, const u64* src, std::size_t p, __m512i q) {
+  __m512i v = ep_load(src, ep->perm, p);
+  if (!ep->add_mul) return v;
+  const bool m52 = M::is52;
+  return reduce_b<M>(M::mul(v, _mm512_set1_epi64(static_cast<long long>(ep->aw)),
+                            _mm512_set1_epi64(static_cast<long long>(m52 ? ep->aw52 : ep->aw_shoup)), q), q);
+}
+
 // Helpers of the register-merged small stages, over K interleaved 16-element steps starting at p0.
 // The K steps' 16 elements from src, split into the two halves of the first merged butterfly.
 template <int K>
@@ -465,8 +482,14 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
     if (ep->add)
       for (int k = 0; k < K; ++k) {
         const std::size_t p = p0 + 16 * k;
-        X[k] = csub(_mm512_add_epi64(X[k], ep_load(ep->add, ep->perm, p)), q);
-        Y[k] = csub(_mm512_add_epi64(Y[k], ep_load(ep->add, ep->perm, p + 8)), q);
+        X[k] = csub(_mm512_add_epi64(X[k], ep_add<M>(ep, ep->add, p, q)), q);
+        Y[k] = csub(_mm512_add_epi64(Y[k], ep_add<M>(ep, ep->add, p + 8, q)), q);
+      }
+    if (ep->add2)
+      for (int k = 0; k < K; ++k) {
+        const std::size_t p = p0 + 16 * k;
+        X[k] = csub(_mm512_add_epi64(X[k], ep_load(ep->add2, ep->perm, p)), q);
+        Y[k] = csub(_mm512_add_epi64(Y[k], ep_load(ep->add2, ep->perm, p + 8)), q);
       }
     for (int k = 0; k < K; ++k) {
       _mm512_storeu_si512(ep->out + p0 + 16 * k, X[k]);
@@ -534,7 +557,8 @@ inline void fwd_finish(u64* a, std::size_t b, std::size_t B, const NTTEpilogue* 
     __m512i v = fwd_out<M>(_mm512_loadu_si512(a + j), q, q2, r52);
     __m512i r = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, j, q), q), v);
     r = reduce_b<M>(M::mul(r, W, Wp, q), q);
-    if (ep->add) r = csub(_mm512_add_epi64(r, ep_load(ep->add, ep->perm, j)), q);
+    if (ep->add) r = csub(_mm512_add_epi64(r, ep_add<M>(ep, ep->add, j, q)), q);
+    if (ep->add2) r = csub(_mm512_add_epi64(r, ep_load(ep->add2, ep->perm, j)), q);
     _mm512_storeu_si512(ep->out + j, r);
   }
 }
@@ -554,6 +578,9 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
     ce.base = a;
     ce.half = _mm512_set1_epi64(static_cast<long long>(ep->centre_ql >> 1));
     ce.adj = _mm512_set1_epi64(static_cast<long long>(qs - ep->centre_ql % qs));
+    ce.mul = ep->centre_mul;
+    ce.cm = _mm512_set1_epi64(static_cast<long long>(ep->cm));
+    ce.cm52 = _mm512_set1_epi64(static_cast<long long>(ep->cm52));
     fwd_stage2<M, true>(tb, a, m, t, q, q2, &ce);
     m <<= 2;
     t >>= 2;

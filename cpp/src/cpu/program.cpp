@@ -50,11 +50,18 @@ std::vector<char> check_and_liveness(const Program& prog) {
   for (std::size_t k = 0; k < ni; ++k) {
     const std::int64_t* ins = prog.code.data() + 4 * k;
     std::int64_t op = ins[0];
-    if (op < 0 || op > OP_MUL_CONST_RESCALE_ADD) throw ProgramFault("unknown opcode " + std::to_string(op));
+    if (op < 0 || op > OP_MUL_RESCALE_ADD) throw ProgramFault("unknown opcode " + std::to_string(op));
     reg_ok(ins[1]);
     switch (op) {
       case OP_INPUT: break;
-      case OP_ADD: case OP_SUB: case OP_MUL: case OP_TENSOR: case OP_RESCALE_ADD: reg_ok(ins[2]); reg_ok(ins[3]); break;
+      case OP_ADD: case OP_SUB: case OP_MUL: case OP_TENSOR: case OP_RESCALE_ADD: case OP_MUL_RESCALE:
+        reg_ok(ins[2]); reg_ok(ins[3]); break;
+      case OP_MUL_RESCALE_ADD:
+        reg_ok(ins[2]);
+        if (ins[3] < 0) throw ProgramFault("negative operand word");
+        reg_ok(ins[3] & 0xffffffffLL);
+        reg_ok(ins[3] >> 32);
+        break;
       case OP_MUL_CONST_RESCALE_ADD: {
         reg_ok(ins[2]);
         if (ins[3] < 0) throw ProgramFault("negative operand word");
@@ -85,12 +92,14 @@ std::vector<char> check_and_liveness(const Program& prog) {
     for (std::size_t k = ni; k-- > 0;) {
       const std::int64_t* ins = prog.code.data() + 4 * k;
       const std::int64_t op = ins[0], d = ins[1], a = ins[2], b = second_register(op, ins[3]);
+      const std::int64_t c = third_register(op, ins[3]);
       const bool reads_a = op != OP_INPUT && op != OP_FREE;
-      const bool reads_b = b >= 0;
-      if (reads_a) dead_a[k] = (!live[a] || d == a) && !(reads_b && b == a);
+      const bool reads_b = b >= 0, reads_c = c >= 0;
+      if (reads_a) dead_a[k] = (!live[a] || d == a) && !(reads_b && b == a) && !(reads_c && c == a);
       live[d] = 0;
       if (reads_a) live[a] = 1;
       if (reads_b) live[b] = 1;
+      if (reads_c) live[c] = 1;
     }
   }
   return dead_a;
@@ -144,6 +153,18 @@ std::vector<CtPtr> run_item(const Context& ctx, const KeySet& keys, const Progra
         out = std::make_shared<Ciphertext>();
         mul_relin(ctx, get(a), get(b), *keys.relin, *out);
         break;
+      case OP_MUL_RESCALE:
+        out = std::make_shared<Ciphertext>();
+        mul_relin_rescale(ctx, get(a), get(b), *keys.relin, *out);
+        break;
+      case OP_MUL_RESCALE_ADD: {
+        const Ciphertext& x = get(a);
+        const Ciphertext& z = get(third_register(op, b));
+        const Ciphertext& y = get(second_register(op, b));
+        out = std::make_shared<Ciphertext>();
+        mul_relin_rescale(ctx, x, z, *keys.relin, *out, &y);  // (two steps for an addend below the level)
+        break;
+      }
       case OP_TENSOR:
         out = std::make_shared<Ciphertext>();
         tensor(ctx, get(a), get(b), *out);
