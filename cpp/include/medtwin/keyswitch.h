@@ -24,9 +24,6 @@ void prepare_switch_key(const Context& ctx, SwitchKey& key);
 u64 rotation_index(std::uint32_t n, std::int64_t r);
 /// acc0 = sum_j ext_j * b_j, acc1 = sum_j ext_j * a_j over T+K towers.
 void key_inner(const Context& ctx, const u64* ext, std::uint32_t T, const SwitchKey& key, u64* acc0, u64* acc1);
-/// ModUp of d fused with the inner product, one target tower at a time (the extended digits of a
-/// tower live only in per-thread scratch): the same acc0, acc1 as modup + key_inner.
-void modup_inner(const Context& ctx, const u64* d, std::uint32_t T, const SwitchKey& key, u64* acc0, u64* acc1);
 /// (c0, c1, c2) -> (c0 + ModDown(acc0), c1 + ModDown(acc1)) with d = c2. Throws std::invalid_argument.
 void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& key);
 /// out = relinearize(tensor(a, b)) without a three-element intermediate: the third element goes to
@@ -34,7 +31,7 @@ void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& ke
 /// size of the result for as long as the product lives). Same towers as the two steps.
 void mul_relin(const Context& ctx, const Ciphertext& a, const Ciphertext& b, const SwitchKey& key, Ciphertext& out);
 /// out = rescale(mul_relin(a, b)), and with y: y + that, without the intermediate product (the
-/// ModDown and the rescale share their transforms, see moddown_rescale2). Bit-exact with the
+/// ModDown and the rescale share their transforms, see keyswitch_fused in keyswitch.cpp). Bit-exact with the
 /// separate ops (mul_relin, rescale, add_to(y, .)) and with their metadata; out must be another
 /// object than a, b and y. A y below the rescaled value's level (or of three elements) takes
 /// the two steps (add_to aligns or refuses). Throws std::invalid_argument as those ops do.

@@ -109,41 +109,6 @@ void key_inner(const Context& ctx, const u64* ext, std::uint32_t T, const Switch
   }
 }
 
-void modup_inner(const Context& ctx, const u64* d, std::uint32_t T, const SwitchKey& key, u64* acc0, u64* acc1) {
-  const std::uint32_t n = ctx.n(), K = ctx.num_p(), TK = T + K, L1 = ctx.num_q();
-  const std::uint32_t beta = ctx.num_digits(T);
-  if (key.towers != L1 + K || key.digits < beta) throw std::invalid_argument("key does not match the context");
-  const u64* y = modup_prepare(ctx, d, T);
-  const ModUpTable* tabs[64];
-  for (std::uint32_t j = 0; j < beta; ++j) tabs[j] = &ctx.modup(T, j);
-  // Basis conversion of every digit to every other modulus, blocked over coefficients so that
-  // each digit's INTT towers are read once (not once per target): into x[j][m].
-  u64* x = scratch(3, std::size_t(beta) * TK * n);
-  const bool par = medtwin::parallel_worth(std::size_t(TK) * n);
-#pragma omp parallel if (par)
-  {
-    modup_conv_blocks(ctx, tabs, beta, y, T, x);
-    // Per target tower: NTT of its converted digits (in L2), then the inner product with the key.
-    // P towers first (the costliest jobs), so that dynamic scheduling ends balanced.
-#pragma omp for schedule(dynamic)
-    for (std::int64_t jb = 0; jb < TK; ++jb) {
-      const std::uint32_t m = jb < K ? T + static_cast<std::uint32_t>(jb) : static_cast<std::uint32_t>(jb - K);
-      const std::uint32_t idx = m < T ? m : L1 + (m - T);
-      const u64* e[64];
-      for (std::uint32_t j = 0; j < beta; ++j) {
-        if (m < T && m >= tabs[j]->begin && m < tabs[j]->end) {
-          e[j] = d + std::size_t(m) * n;  // the digit's own tower: D_j = d
-        } else {
-          u64* out = x + (std::size_t(j) * TK + m) * n;
-          ctx.ntt(idx).forward(out);
-          e[j] = out;
-        }
-      }
-      inner_tower(ctx, key, beta, idx, e, acc0 + std::size_t(m) * n, acc1 + std::size_t(m) * n);
-    }
-  }
-}
-
 namespace {
 void check_keys(const Context& ctx, std::uint32_t T) {
   if (ctx.num_p() == 0) throw std::invalid_argument("the context has no P moduli (no evaluation key loaded)");
@@ -152,20 +117,141 @@ void check_keys(const Context& ctx, std::uint32_t T) {
 }  // namespace
 
 namespace {
+// Where a key switch's result goes (keyswitch_fused): out_e = c_e + ModDown(acc_e) (c_e null: no
+// addend; out_e may alias c_e), or with rescale the rescale of that (+ y_e, T - 1 towers). perm (a rotation): the P towers are permuted before ModDown's INTT and the
+// Q towers of the accumulators and c_e read permuted (out then aliases no input).
+struct KsOut {
+  const u64* c[2] = {nullptr, nullptr};
+  u64* out[2] = {nullptr, nullptr};
+  const u64* y[2] = {nullptr, nullptr};
+  const std::uint32_t* perm = nullptr;
+  bool rescale = false;
+};
+
+// Hybrid key switch of d (T towers, evaluation form) with ModDown fused into the inner product
+// per Q tower. The P towers (and the last Q tower) go first; after ModDown's P -> Q conversion,
+// each remaining Q tower's job forms its two accumulator towers in per-thread memory (L2) and
+// finishes them at once (ModDown, and the rescale), so the accumulators' Q towers are never
+// written to and read back from a T-tower buffer. Same towers as ModUp, the inner product and
+// moddown2 as separate passes (and the rescale): the same products and reductions, in another
+// order of towers.
+// The rescale: separately, ModDown forms v_i = (acc_i - NTT(z_i)) P^-1 + c_i on every Q tower,
+// and the rescale transforms tower l back and forms (v_i - NTT(w_i)) q_l^-1, w_i = the centred
+// tower l mod q_i. The transforms are linear mod q_i, so
+//   out_i = (acc_i - NTT(z_i + w_i P)) (P^-1 q_l^-1) + c_i q_l^-1 (+ y_i):
+// tower l's ModDown output is formed and transformed back first, then each other tower adds
+// w_i P to its conversion output in the NTT's first pass and takes one transform
+// (NTTTables::forward_centred_add_sub_mul), or, where that vector path does not apply, the two
+// steps on that tower.
+void keyswitch_fused(const Context& ctx, const u64* d, std::uint32_t T, const SwitchKey& key, const KsOut& o) {
+  const std::uint32_t n = ctx.n(), K = ctx.num_p(), TK = T + K, L1 = ctx.num_q();
+  const std::uint32_t beta = ctx.num_digits(T);
+  if (key.towers != L1 + K || key.digits < beta) throw std::invalid_argument("key does not match the context");
+  if (K > 64) throw std::invalid_argument("more than 64 P moduli");
+  if (o.rescale && T < 2) throw std::invalid_argument("cannot rescale a ciphertext with one tower");
+  const std::uint32_t l = T - 1;
+  const u64 ql = ctx.modulus(l);
+  const u64* y = modup_prepare(ctx, d, T);
+  const ModUpTable* tabs[64];
+  for (std::uint32_t j = 0; j < beta; ++j) tabs[j] = &ctx.modup(T, j);
+  u64* x = scratch(3, std::size_t(beta) * TK * n);
+  u64* accs[2] = {scratch(4, std::size_t(TK) * n), scratch(5, std::size_t(TK) * n)};  // P towers and tower l
+  u64* z = scratch(10, std::size_t(2) * T * n);
+  u64* xl = o.rescale ? scratch(11, std::size_t(2) * n) : nullptr;
+  // the inner product of extended tower m into o0, o1 (the digits' NTTs first, in place in x)
+  auto inner = [&](std::uint32_t m, u64* o0, u64* o1) {
+    const std::uint32_t idx = m < T ? m : L1 + (m - T);
+    const u64* e[64];
+    for (std::uint32_t j = 0; j < beta; ++j) {
+      if (m < T && m >= tabs[j]->begin && m < tabs[j]->end) {
+        e[j] = d + std::size_t(m) * n;  // the digit's own tower: D_j = d
+      } else {
+        u64* t = x + (std::size_t(j) * TK + m) * n;
+        ctx.ntt(idx).forward(t);
+        e[j] = t;
+      }
+    }
+    inner_tower(ctx, key, beta, idx, e, o0, o1);
+  };
+  const bool par = medtwin::parallel_worth(std::size_t(TK) * n);
+#pragma omp parallel if (par)
+  {
+    modup_conv_blocks(ctx, tabs, beta, y, T, x);
+    // the P towers and tower l into the accumulator buffers (the costliest jobs, dynamic)
+#pragma omp for schedule(dynamic)
+    for (std::int64_t jb = 0; jb <= K; ++jb) {
+      const std::uint32_t m = jb < K ? T + static_cast<std::uint32_t>(jb) : l;
+      inner(m, accs[0] + std::size_t(m) * n, accs[1] + std::size_t(m) * n);
+    }
+    // (sigma_k on the P towers, as OpenFHE 1.6.1 does,) then the scaled INTT of the P towers
+#pragma omp for schedule(static)
+    for (std::int64_t jb = 0; jb < std::int64_t(2) * K; ++jb) {
+      const std::uint32_t e = static_cast<std::uint32_t>(jb / K), k = static_cast<std::uint32_t>(jb % K);
+      u64* p = accs[e] + std::size_t(T + k) * n;
+      if (o.perm) {
+        u64* tmp = scratch(6, n);
+        for (std::uint32_t j = 0; j < n; ++j) tmp[j] = p[o.perm[j]];
+        std::memcpy(p, tmp, 8 * std::size_t(n));
+      }
+      ctx.ntt(L1 + k).inverse_mul(p, ctx.phat_inv()[k]);
+    }
+    moddown_conv_blocks(ctx, accs, 2, T, z);
+    if (o.rescale) {  // tower l: ModDown's output, then back to coefficients (the rescale's term)
+#pragma omp for schedule(static)
+      for (std::int64_t e = 0; e < 2; ++e) {
+        u64* xe = xl + std::size_t(e) * n;
+        ctx.ntt(l).forward_sub_mul(z + (std::size_t(e) * T + l) * n, accs[e] + std::size_t(l) * n, ctx.pinv_mod_q(l),
+                                   xe, o.c[e] + std::size_t(l) * n);
+        ctx.ntt(l).inverse(xe);
+      }
+    }
+    const std::int64_t nq = o.rescale ? l : T;
+#pragma omp for schedule(dynamic)
+    for (std::int64_t jb = 0; jb < nq; ++jb) {
+      const std::uint32_t i = static_cast<std::uint32_t>(jb);
+      u64* as[2];
+      if (i == l) {  // (without the rescale) formed with the P towers
+        as[0] = accs[0] + std::size_t(l) * n;
+        as[1] = accs[1] + std::size_t(l) * n;
+      } else {
+        as[0] = scratch(12, std::size_t(2) * n);
+        as[1] = as[0] + n;
+        inner(i, as[0], as[1]);
+      }
+      const Modulus& mi = ctx.mod(i);
+      for (std::uint32_t e = 0; e < 2; ++e) {
+        u64* zi = z + (std::size_t(e) * T + i) * n;
+        const u64* ci = o.c[e] ? o.c[e] + std::size_t(i) * n : nullptr;
+        u64* out = o.out[e] + std::size_t(i) * n;
+        if (!o.rescale) {
+          ctx.ntt(i).forward_sub_mul(zi, as[e], ctx.pinv_mod_q(i), out, ci, o.perm);
+          continue;
+        }
+        const u64* xe = xl + std::size_t(e) * n;
+        const u64* yi = o.y[e] ? o.y[e] + std::size_t(i) * n : nullptr;
+        const u64 rinv = ctx.rescale_inv(l, i);
+        if (ctx.ntt(i).forward_centred_add_sub_mul(zi, xe, ql, ctx.p_mod_q(i), as[e], mulmod(ctx.pinv_mod_q(i), rinv, mi),
+                                                   out, ci, rinv, yi))
+          continue;
+        // the two steps on this tower: ModDown into out, then the rescale from it
+        ctx.ntt(i).forward_sub_mul(zi, as[e], ctx.pinv_mod_q(i), out, ci);
+        u64* t = scratch(1, n);
+        centre_tower(ctx, xe, ql, i, t);
+        ctx.ntt(i).forward_sub_mul(t, out, rinv, out, yi);
+      }
+    }
+  }
+}
+}  // namespace
+
+namespace {
 // (c0, c1) += ModDown(ModUp(d2) . key) in place: the key switch of relinearisation, shared by
-// relinearize_inplace and mul_relin. MEDTWIN_PROFILE=1 prints its two phases.
+// relinearize_inplace and mul_relin.
 void relin_into(const Context& ctx, const u64* d2, std::uint32_t T, const SwitchKey& key, u64* c0, u64* c1) {
-  const std::size_t TK = std::size_t(T) + ctx.num_p(), n = ctx.n();
   check_keys(ctx, T);
-  u64* acc0 = scratch(4, TK * n);
-  u64* acc1 = scratch(5, TK * n);
-  static const bool prof = std::getenv("MEDTWIN_PROFILE") != nullptr;
-  auto ms = []() { timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6; };
-  const double t0 = prof ? ms() : 0.0;
-  modup_inner(ctx, d2, T, key, acc0, acc1);
-  const double t1 = prof ? ms() : 0.0;
-  moddown2(ctx, T, acc0, c0, c0, acc1, c1, c1);
-  if (prof) std::fprintf(stderr, "relin T=%u wall-ms modup+inner %.2f moddown %.2f\n", T, t1 - t0, ms() - t1);
+  KsOut o;
+  o.c[0] = c0; o.c[1] = c1; o.out[0] = c0; o.out[1] = c1;
+  keyswitch_fused(ctx, d2, T, key, o);
 }
 }  // namespace
 
@@ -209,9 +295,6 @@ void mul_relin_rescale(const Context& ctx, const Ciphertext& a, const Ciphertext
     if (y->noise_deg != out_deg)
       throw std::invalid_argument("ciphertexts have different noise-scale degrees (rescale first)");
   }
-  u64* acc0 = scratch(4, std::size_t(T + ctx.num_p()) * n);
-  u64* acc1 = scratch(5, std::size_t(T + ctx.num_p()) * n);
-  modup_inner(ctx, d2, T, key, acc0, acc1);
   out.n = n;
   out.resize(2, l);
   // metadata: mul_relin's, then the rescale's (rescale_core), or y's for the sum
@@ -223,8 +306,11 @@ void mul_relin_rescale(const Context& ctx, const Ciphertext& a, const Ciphertext
     out.scale = y->scale; out.scheme_id = y->scheme_id; out.encoding = y->encoding; out.header = y->header;
     out.key_tag = y->key_tag;
   }
-  moddown_rescale2(ctx, T, acc0, acc1, prod.poly(0, 0), prod.poly(1, 0), out.poly(0, 0), out.poly(1, 0),
-                   y ? y->poly(0, 0) : nullptr, y ? y->poly(1, 0) : nullptr);
+  KsOut o;
+  o.c[0] = prod.poly(0, 0); o.c[1] = prod.poly(1, 0); o.out[0] = out.poly(0, 0); o.out[1] = out.poly(1, 0);
+  if (y) { o.y[0] = y->poly(0, 0); o.y[1] = y->poly(1, 0); }
+  o.rescale = true;
+  keyswitch_fused(ctx, d2, T, key, o);
 }
 
 namespace {
@@ -253,10 +339,18 @@ void rotate(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& ke
   if (in.elems != 2) throw std::invalid_argument("rotation needs a two-element ciphertext");
   const std::uint32_t T = in.towers, n = in.n, K = ctx.num_p(), TK = T + K;
   check_keys(ctx, T);
-  u64* acc0 = scratch(4, std::size_t(TK) * n);
-  u64* acc1 = scratch(5, std::size_t(TK) * n);
-  modup_inner(ctx, in.poly(1, 0), T, key, acc0, acc1);
-  finish_rotation(ctx, in, k, acc0, acc1, out);
+  (void)n; (void)TK;
+  if (&out == &in) throw std::invalid_argument("rotate: the output aliases the input");
+  const auto& perm = ctx.automorphism(k);
+  out.n = in.n;
+  out.resize(2, T);
+  out.slots = in.slots; out.level = in.level; out.hops = in.hops; out.noise_deg = in.noise_deg;
+  out.scale = in.scale; out.scheme_id = in.scheme_id; out.encoding = in.encoding;
+  out.header = in.header; out.key_tag = in.key_tag;
+  KsOut o;
+  o.c[0] = in.poly(0, 0); o.out[0] = out.poly(0, 0); o.out[1] = out.poly(1, 0);
+  o.perm = perm.data();
+  keyswitch_fused(ctx, in.poly(1, 0), T, key, o);
 }
 
 void rotate_hoisted(const Context& ctx, const Ciphertext& in, const std::vector<u64>& ks,

@@ -1,6 +1,10 @@
 #include "medtwin/program.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <string>
 #include <cstring>
 #include <exception>
 #include <map>
@@ -116,9 +120,21 @@ std::vector<CtPtr> run_item(const Context& ctx, const KeySet& keys, const Progra
     if (!r[i]) throw ProgramFault("register " + std::to_string(i) + " read before it was written");
     return *r[i];
   };
+  // MEDTWIN_PROFILE=1: per-opcode calls and wall time of this item, printed at its end
+  static const bool prof = std::getenv("MEDTWIN_PROFILE") != nullptr;
+  double prof_ms[32] = {0};
+  int prof_n[32] = {0};
+  auto now_ms = []() { timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6; };
+  double t_op = prof ? now_ms() : 0.0;
   for (std::size_t k = 0; k < ni; ++k) {
     const std::int64_t* ins = prog.code.data() + 4 * k;
     const std::int64_t op = ins[0], d = ins[1], a = ins[2], b = ins[3];
+    if (prof && k > 0) {
+      const double t = now_ms();
+      const std::int64_t prev = prog.code[4 * (k - 1)];
+      prof_ms[prev & 31] += t - t_op; prof_n[prev & 31] += 1;
+      t_op = t;
+    }
     CtPtr out;
     // r[a] itself when it is dead after this instruction and held by no one else (not an input,
     // not shared by a copy), else a copy of it
@@ -245,6 +261,14 @@ std::vector<CtPtr> run_item(const Context& ctx, const KeySet& keys, const Progra
       default: throw ProgramFault("unknown opcode");
     }
     r[d] = std::move(out);
+  }
+  if (prof && ni > 0) {
+    const std::int64_t last = prog.code[4 * (ni - 1)];
+    prof_ms[last & 31] += now_ms() - t_op; prof_n[last & 31] += 1;
+    std::string line = "program item (opcode: calls ms)";
+    for (int o = 0; o < 32; ++o)
+      if (prof_n[o]) line += " " + std::to_string(o) + ": " + std::to_string(prof_n[o]) + " " + std::to_string(static_cast<long>(prof_ms[o]));
+    std::fprintf(stderr, "%s\n", line.c_str());
   }
   std::vector<CtPtr> outs;
   for (auto o : prog.outputs) {

@@ -249,6 +249,17 @@ void moddown_conv(const Context& ctx, const u64* acc, std::uint32_t T, std::uint
 }
 }  // namespace
 
+void moddown_conv_blocks(const Context& ctx, u64* const* accs, std::uint32_t E, std::uint32_t T, u64* z) {
+  const std::uint32_t n = ctx.n();
+  const std::int64_t blocks = static_cast<std::int64_t>((n + kConvBlock - 1) / kConvBlock);
+#pragma omp for schedule(static)
+  for (std::int64_t bl = 0; bl < blocks; ++bl) {
+    const std::size_t c0 = std::size_t(bl) * kConvBlock, len = std::min<std::size_t>(kConvBlock, n - c0);
+    for (std::uint32_t e = 0; e < E; ++e)
+      for (std::uint32_t i = 0; i < T; ++i) moddown_conv(ctx, accs[e], T, i, z + (std::size_t(e) * T + i) * n, c0, len);
+  }
+}
+
 void moddown2(const Context& ctx, std::uint32_t T, u64* acc0, u64* out0, const u64* add0, u64* acc1, u64* out1,
               const u64* add1, const std::uint32_t* perm) {
   const std::uint32_t n = ctx.n(), K = ctx.num_p(), L1 = ctx.num_q();
@@ -281,67 +292,6 @@ void moddown2(const Context& ctx, std::uint32_t T, u64* acc0, u64* out0, const u
       const u64* ad = adds[e] ? adds[e] + std::size_t(i) * n : nullptr;
       ctx.ntt(i).forward_sub_mul(z + std::size_t(jb) * n, accs[e] + std::size_t(i) * n, ctx.pinv_mod_q(i),
                                  outs[e] + std::size_t(i) * n, ad, perm);
-    }
-  }
-}
-
-void moddown_rescale2(const Context& ctx, std::uint32_t T, u64* acc0, u64* acc1, const u64* c0, const u64* c1,
-                      u64* out0, u64* out1, const u64* y0, const u64* y1) {
-  const std::uint32_t n = ctx.n(), K = ctx.num_p(), L1 = ctx.num_q();
-  if (K > 64) throw std::invalid_argument("more than 64 P moduli");
-  if (T < 2) throw std::invalid_argument("cannot rescale a ciphertext with one tower");
-  const std::uint32_t l = T - 1;
-  const u64 ql = ctx.modulus(l);
-  u64* accs[2] = {acc0, acc1};
-  const u64* cs[2] = {c0, c1};
-  u64* outs[2] = {out0, out1};
-  const u64* ys[2] = {y0, y1};
-  const std::int64_t pj = std::int64_t(2) * K, qj = std::int64_t(2) * l;
-  u64* z = scratch(10, std::size_t(2) * T * n);
-  u64* xl = scratch(11, std::size_t(2) * n);  // the last tower's ModDown output, then its INTT
-  const std::int64_t blocks = static_cast<std::int64_t>((n + kConvBlock - 1) / kConvBlock);
-#pragma omp parallel if (medtwin::parallel_worth(std::size_t(qj) * n))
-  {
-#pragma omp for schedule(static)
-    for (std::int64_t jb = 0; jb < pj; ++jb) {
-      const std::uint32_t e = static_cast<std::uint32_t>(jb / K), k = static_cast<std::uint32_t>(jb % K);
-      ctx.ntt(L1 + k).inverse_mul(accs[e] + std::size_t(T + k) * n, ctx.phat_inv()[k]);
-    }
-    // basis conversion P -> Q, blocked over coefficients (as moddown2): z[e][i]
-#pragma omp for schedule(static)
-    for (std::int64_t bl = 0; bl < blocks; ++bl) {
-      const std::size_t s0 = std::size_t(bl) * kConvBlock, len = std::min<std::size_t>(kConvBlock, n - s0);
-      for (std::uint32_t e = 0; e < 2; ++e)
-        for (std::uint32_t i = 0; i < T; ++i) moddown_conv(ctx, accs[e], T, i, z + (std::size_t(e) * T + i) * n, s0, len);
-    }
-    // the last tower: ModDown's output (as moddown2 forms it), then back to coefficients
-#pragma omp for schedule(static)
-    for (std::int64_t e = 0; e < 2; ++e) {
-      u64* x = xl + std::size_t(e) * n;
-      ctx.ntt(l).forward_sub_mul(z + (std::size_t(e) * T + l) * n, accs[e] + std::size_t(l) * n, ctx.pinv_mod_q(l), x,
-                                 cs[e] + std::size_t(l) * n);
-      ctx.ntt(l).inverse(x);
-    }
-    // every other tower: (acc_i - NTT(z_i + centred(x_l) P)) P^-1 q_l^-1 + c_i q_l^-1 (+ y_i)
-#pragma omp for schedule(static)
-    for (std::int64_t jb = 0; jb < qj; ++jb) {
-      const std::uint32_t e = static_cast<std::uint32_t>(jb / l), i = static_cast<std::uint32_t>(jb % l);
-      const Modulus& mi = ctx.mod(i);
-      u64* zi = z + (std::size_t(e) * T + i) * n;
-      const u64* xe = xl + std::size_t(e) * n;
-      const u64* acc = accs[e] + std::size_t(i) * n;
-      const u64* ci = cs[e] + std::size_t(i) * n;
-      const u64* yi = ys[e] ? ys[e] + std::size_t(i) * n : nullptr;
-      u64* out = outs[e] + std::size_t(i) * n;
-      const u64 rinv = ctx.rescale_inv(l, i);
-      if (ctx.ntt(i).forward_centred_add_sub_mul(zi, xe, ql, ctx.p_mod_q(i), acc,
-                                                 mulmod(ctx.pinv_mod_q(i), rinv, mi), out, ci, rinv, yi))
-        continue;
-      // the two steps on this tower: ModDown into out, then the rescale from it
-      ctx.ntt(i).forward_sub_mul(zi, acc, ctx.pinv_mod_q(i), out, ci);
-      u64* t = scratch(1, n);
-      centre_tower(ctx, xe, ql, i, t);
-      ctx.ntt(i).forward_sub_mul(t, out, rinv, out, yi);
     }
   }
 }
