@@ -109,6 +109,8 @@ def run_primitives(n: int, depth: int, reps: int, threads: int) -> list[Record]:
     both("ct_x_pt_with_encode", lambda: eng.mul_plain(a, y), None, "native encodes the vector in the call")
     both("hmult_relin", lambda: eng.mul(a, b), lambda: cc.EvalMult(cx, cy))
     both("rescale", lambda: eng.rescale(m), lambda: cc.Rescale(cm))
+    both("hmult_rescale", lambda: eng.mul_rescale(a, b), lambda: cc.Rescale(cc.EvalMult(cx, cy)),
+         "what a planned program runs for each product: native fuses ModDown with the rescale")
     both("rotate", lambda: eng.rotate(a, 1), lambda: cc.EvalRotate(cx, 1))
     # bridge: native import/export vs OpenFHE's own deserialise/serialise
     both("bridge_import", lambda: eng.import_ciphertext(bx), lambda: openfhe.DeserializeCiphertextString(bx, B),

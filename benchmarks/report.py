@@ -37,8 +37,8 @@ def markdown_table(records: list[dict]) -> str:
         rows.setdefault((r["op"], r["n"], r["depth"]), {})[r["backend"]] = r
     out = ["| op | N | depth | native ms (median, IQR) | OpenFHE ms (median, IQR) | native/OpenFHE time | speed-up |",
            "|---|---:|---:|---:|---:|---:|---:|"]
-    order = ["ntt_forward_tower", "add", "ct_x_pt", "ct_x_pt_with_encode", "hmult_relin", "rescale", "rotate",
-             "bridge_import", "bridge_export"]
+    order = ["ntt_forward_tower", "add", "ct_x_pt", "ct_x_pt_with_encode", "hmult_relin", "rescale", "hmult_rescale",
+             "rotate", "bridge_import", "bridge_export"]
     for key in sorted(rows, key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1], k[2])):
         d = rows[key]
         nat, of = d.get("native"), d.get("openfhe")
