@@ -2,6 +2,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <optional>
 
 #include <cmath>
 #include <cstring>
@@ -292,6 +293,21 @@ PYBIND11_MODULE(_core, m) {
         return r;
       }, py::arg("a"), py::arg("b"), py::arg("add") = nullptr,
       "rescale(mul(a, b)) (+ add) in one pass: bit-exact with the separate ops.")
+      .def("rescale_sum", [](const Engine& e, const Ciphertext& y, std::vector<const Ciphertext*> xs,
+                             std::vector<std::optional<double>> cs) -> CtPtr {
+        e.check_ct(y);
+        for (auto* x : xs) { if (!x) throw std::invalid_argument("rescale_sum: None term"); e.check_ct(*x); }
+        if (cs.size() != xs.size()) throw std::invalid_argument("rescale_sum: one constant (or None) per term");
+        std::vector<double> c(cs.size());
+        std::vector<char> has(cs.size());
+        for (std::size_t t = 0; t < cs.size(); ++t) { has[t] = cs[t].has_value(); c[t] = cs[t].value_or(0.0); }
+        py::gil_scoped_release rel;
+        auto r = std::make_shared<Ciphertext>();
+        if (!mul_const_rescale_sum(e.ctx(), y, xs, c, has, *r)) return nullptr;
+        return r;
+      }, py::arg("y"), py::arg("xs"), py::arg("consts"),
+      "y + sum_t rescale(x_t * c_t) (c_t None: rescale(x_t)) as one op, or None where that form does not "
+      "apply (the program executor then runs the chain); the towers of the chain of rescale_add ops.")
       .def("rescale", [](const Engine& e, const Ciphertext& a) {
         e.check_ct(a);
         py::gil_scoped_release rel;

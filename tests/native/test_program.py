@@ -289,6 +289,89 @@ def test_fused_mul_rescale_on_the_large_ring_path(first):
             _core.set_ifma_enabled(True)
 
 
+def _chain(e, y, xs, cs):
+    """The chain of rescale_add links one by one (mul_const_rescale + add, bit-exact with them)."""
+    for x, c in zip(xs, cs):
+        y = e.add(y, e.mul_const_rescale(x, c) if c is not None else e.rescale(x))
+    return y
+
+
+@pytest.mark.parametrize("n", [1 << 10, 1 << 13])
+def test_rescale_sum_matches_the_chain(n):
+    """Engine.rescale_sum (y + sum_t rescale(c_t x_t) with one NTT per tower for the whole sum)
+    gives the towers and metadata of the chain of links, on the vector path (N = 2^13) and the
+    portable one (N = 2^10, and IFMA switched off); it declines (None) what it does not take."""
+    st = make_setup(n, 4, 0, rotations=())
+    e = st.engine
+    rng = np.random.default_rng(n)
+    xs = [st.imp(st.encrypt(rng.uniform(-1, 1, n // 2))) for _ in range(5)]
+    y = e.rescale(e.mul_const(xs[0], 0.25))
+    sq, sq2 = e.mul(xs[1], xs[2]), e.mul(xs[3], xs[4])  # degree 2: rescaled without a constant
+    top = st.imp(st.encrypt(rng.uniform(-1, 1, n // 2)))  # an addend above the level: first towers read
+    for yy, terms, consts in ((y, xs, [0.37, -1.25, 0.5, 9.445580514566371, -0.5]),
+                              (y, [xs[0], sq, xs[3]], [0.1, None, -2.0]), (y, [sq, sq2], [None, None]),
+                              (top, xs[:3], [0.5, 0.2, 0.3])):
+        want = _chain(e, yy, terms, consts)
+        got = e.rescale_sum(yy, terms, consts)
+        assert got is not None
+        np.testing.assert_array_equal(got.data, want.data)
+        assert (got.level, got.scale, got.towers, got.noise_degree) == (want.level, want.scale, want.towers, want.noise_degree)
+        assert bridge.export_ciphertext(e, got) == bridge.export_ciphertext(e, want)
+        if _core.ifma_enabled():
+            _core.set_ifma_enabled(False)
+            try:
+                np.testing.assert_array_equal(e.rescale_sum(yy, terms, consts).data, want.data)
+            finally:
+                _core.set_ifma_enabled(True)
+    # declined: one term, terms of other towers, y below the level, a term at another degree
+    assert e.rescale_sum(y, xs[:1], [0.5]) is None
+    assert e.rescale_sum(y, [xs[0], e.level_down(xs[1], 1)], [0.5, 0.5]) is None
+    assert e.rescale_sum(e.level_down(y, 1), xs[:2], [0.5, 0.5]) is None
+    assert e.rescale_sum(y, [xs[0], xs[1]], [0.5, None]) is None  # rescale(x) has degree 0 here
+    assert e.rescale_sum(e.mul_const(xs[4], 1.0), xs[:2], [0.5, 0.5]) is None  # y of degree 2
+    with pytest.raises(Exception, match="one constant"):
+        e.rescale_sum(y, xs[:2], [0.5])
+
+
+def test_rescale_chains_in_programs_run_as_sums(setup):
+    """Chains of rescale_add links in a compiled program (linear combinations) run as rescale
+    sums where the partial sums have no other reader; a partial sum that is also an output keeps
+    its link. Towers equal OpenFHE's and the link-by-link instruction array's."""
+    rng = np.random.default_rng(29)
+    b = ProgramBuilder("sums", SLOTS)
+    x, y, z = b.input("x", (-1.0, 1.0)), b.input("y", (-1.0, 1.0)), b.input("z", (-1.0, 1.0))
+    lin = x * 0.37 + y * -1.25 + z * 0.5 + x * 2.0 + y * 0.125        # same-level terms
+    part = x * 0.3 + y * 0.6
+    b.output("lin", lin)
+    b.output("part", part)                                               # a partial sum read twice
+    b.output("more", part + z * 0.9 + x * -0.4)
+    b.output("mixed", (x * y) * 0.5 + x * 0.25 + y * 0.75 + (x * z) * 1.5)  # terms at two levels
+    prog = b.build(PARAMS)
+    code = compile_program(prog).code.reshape(-1, 4)
+    assert (code[:, 0] == 19).sum() >= 6
+    cts = {k: setup.encrypt(rng.uniform(-1, 1, SLOTS)) for k in "xyz"}
+    for corr in (False, True):
+        ours = NativeExecutor(engine=setup.engine, correct_scale=corr).run(prog, cts)
+        theirs = OpenFHEExecutor(setup.cc, correct_scale=corr).run(prog, cts)
+        for k in ("lin", "part", "more", "mixed"):
+            np.testing.assert_array_equal(setup.imp(ours[k]).data, setup.imp(theirs[k]).data)
+    # raw: r3 = y0 + R(x c0); r4 = r3 + R(x1 c1); r5 = r4 + R(x c2), with r3 also an output (its
+    # link stays) and without (one sum)
+    e = setup.engine
+    a, c = setup.imp(cts["x"]), setup.imp(cts["y"])
+    y0 = e.rescale(e.mul_const(setup.imp(cts["z"]), 0.5))
+    consts = np.array([0.37, -1.25, 2.0])
+    raw = np.array([[0, 0, 0, 0], [0, 1, 1, 0], [0, 2, 2, 0], [19, 3, 0, (0 << 32) | 2], [19, 4, 1, (1 << 32) | 3],
+                    [12, 3, 0, 0], [19, 5, 0, (2 << 32) | 4]], dtype=np.int64).reshape(-1)
+    want = _chain(e, y0, [a, c, a], list(consts))
+    (s1,), = e.run_program(raw, consts, [], [[a, c, y0]], 6, [5])
+    np.testing.assert_array_equal(s1.data, want.data)
+    raw_out = raw.reshape(-1, 4)[[0, 1, 2, 3, 4, 6]].reshape(-1)  # no free of r3: it is an output
+    (p3, s2), = e.run_program(raw_out, consts, [], [[a, c, y0]], 6, [3, 5])
+    np.testing.assert_array_equal(s2.data, want.data)
+    np.testing.assert_array_equal(p3.data, _chain(e, y0, [a], [0.37]).data)
+
+
 def test_level_drop_read_by_one_binary_op_is_elided(setup):
     """A level_down read only by an add, sub or mul is not run: the op reads the value itself and
     uses the common towers (what the drop keeps). No opcode 11 remains for such drops, nothing

@@ -146,6 +146,11 @@ void mul_const_to(const Context& ctx, const Ciphertext& a, double c, Ciphertext&
 void mul_const_rescale(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out);
 /// out = y + rescale(a * c) in one pass: bit-exact with mul_const_rescale followed by add_to(y, .).
 void mul_const_rescale_add(const Context& ctx, const Ciphertext& a, double c, const Ciphertext& y, Ciphertext& out);
+/// out = y + sum_t rescale(x_t * c_t) (has_c[t] false: rescale(x_t)) as one op where
+/// rescale_sum applies (the same towers and metadata as the chain of mul_const_rescale_add /
+/// rescale_add); false, touching nothing, where it does not.
+bool mul_const_rescale_sum(const Context& ctx, const Ciphertext& y, const std::vector<const Ciphertext*>& xs,
+                           const std::vector<double>& cs, const std::vector<char>& has_c, Ciphertext& out);
 void mul_plain_to(const Context& ctx, const Ciphertext& a, const u64* pt, double pt_scale, Ciphertext& out);
 /// (a0 b0, a0 b1 + a1 b0, a1 b1): noise degrees add, scales multiply.
 void tensor(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out);

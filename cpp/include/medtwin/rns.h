@@ -27,6 +27,15 @@ void rescale_scaled(const Context& ctx, const Ciphertext& in, const u64* k, Ciph
 /// dimension and at least its towers (its first ones are read, as add_to aligns the levels;
 /// std::invalid_argument otherwise).
 void rescale_add(const Context& ctx, const Ciphertext& in, const u64* k, const Ciphertext& y, Ciphertext& out);
+/// out = y + sum_t rescale(k_t * x_t) (k_t null: rescale(x_t)): a chain of rescale_add with the
+/// same towers as the chain, for terms with the same towers. The transforms are linear mod q_i,
+/// so the terms' correction terms are summed in the coefficient domain (as exact integers) and
+/// each tower takes one forward NTT for the whole sum instead of one per term. Returns false,
+/// touching nothing, where this form does not apply (fewer than two terms, other towers, ring,
+/// elements, key pair or noise degree, y below the level, sums beyond 2^52): the caller then
+/// runs the chain.
+bool rescale_sum(const Context& ctx, const Ciphertext& y, const std::vector<const Ciphertext*>& xs,
+                 const std::vector<const u64*>& ks, Ciphertext& out);
 /// Drop the top k towers (level + k) without scaling.
 void drop_towers(Ciphertext& ct, std::uint32_t k);
 /// out = the first T towers of every element of ct (a level drop without copying the rest).

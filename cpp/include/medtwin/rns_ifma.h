@@ -33,6 +33,8 @@ bool inner_wide(const u64* const* e, const u64* const* b, const u64* const* a, s
                 u64* o1, std::size_t n);
 /// out[c] = centred(x[c]) mod q: x < ql, values above ql/2 stand for x - ql (ql < 2q, AVX-512F).
 bool center_mod(u64* out, const u64* x, std::size_t n, u64 q, u64 ql);
+/// out = (x - sub) mod q for x < 2^52, sub < q < 2^50.
+bool reduce52_sub(u64* out, const u64* x, std::size_t n, u64 q, u64 sub);
 
 /// out = a * b mod q (element-wise, a, b < q < 2^50): two Montgomery products, the second by
 /// r2 = 2^104 mod q.

@@ -275,6 +275,19 @@ void mul_const_rescale_add(const Context& ctx, const Ciphertext& a, double c, co
   rescale_add(ctx, a, const_towers(ctx, a, c).data(), y, out);
 }
 
+bool mul_const_rescale_sum(const Context& ctx, const Ciphertext& y, const std::vector<const Ciphertext*>& xs,
+                           const std::vector<double>& cs, const std::vector<char>& has_c, Ciphertext& out) {
+  if (cs.size() != xs.size() || has_c.size() != xs.size()) return false;
+  std::vector<std::vector<u64>> kt(xs.size());
+  std::vector<const u64*> ks(xs.size(), nullptr);
+  for (std::size_t t = 0; t < xs.size(); ++t)
+    if (has_c[t]) {
+      kt[t] = const_towers(ctx, *xs[t], cs[t]);
+      ks[t] = kt[t].data();
+    }
+  return rescale_sum(ctx, y, xs, ks, out);
+}
+
 namespace {
 void mul_plain_core(const Context& ctx, const Ciphertext& a, const u64* pt, double pt_scale, Ciphertext& out) {
   each_tower(a, out, [&](u64* o, const u64* x, std::uint32_t t) {

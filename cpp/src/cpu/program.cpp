@@ -100,6 +100,8 @@ std::vector<char> check_and_liveness(const Program& prog) {
       const bool reads_a = op != OP_INPUT && op != OP_FREE;
       const bool reads_b = b >= 0, reads_c = c >= 0;
       if (reads_a) dead_a[k] = (!live[a] || d == a) && !(reads_b && b == a) && !(reads_c && c == a);
+      // bit 1: the second register's value is not read after this instruction either
+      if (reads_b && (!live[b] || d == b) && !(reads_a && a == b) && !(reads_c && c == b)) dead_a[k] |= 2;
       live[d] = 0;
       if (reads_a) live[a] = 1;
       if (reads_b) live[b] = 1;
@@ -126,7 +128,9 @@ std::vector<CtPtr> run_item(const Context& ctx, const KeySet& keys, const Progra
   int prof_n[32] = {0};
   auto now_ms = []() { timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6; };
   double t_op = prof ? now_ms() : 0.0;
+  std::vector<char> done(ni, 0);  // links of a rescale sum already run with its first link
   for (std::size_t k = 0; k < ni; ++k) {
+    if (done[k]) continue;
     const std::int64_t* ins = prog.code.data() + 4 * k;
     const std::int64_t op = ins[0], d = ins[1], a = ins[2], b = ins[3];
     if (prof && k > 0) {
@@ -140,10 +144,10 @@ std::vector<CtPtr> run_item(const Context& ctx, const KeySet& keys, const Progra
     // not shared by a copy), else a copy of it
     auto own = [&]() -> CtPtr {
       const Ciphertext& x = get(a);
-      if (dead_a[k] && r[a].use_count() == 1) return std::move(r[a]);
+      if ((dead_a[k] & 1) && r[a].use_count() == 1) return std::move(r[a]);
       return std::make_shared<Ciphertext>(x);
     };
-    auto stealable = [&]() { return dead_a[k] && r[a] && r[a].use_count() == 1; };
+    auto stealable = [&]() { return (dead_a[k] & 1) && r[a] && r[a].use_count() == 1; };
     switch (op) {
       case OP_INPUT:
         if (a < 0 || static_cast<std::size_t>(a) >= in.size()) throw ProgramFault("input index out of range");
@@ -229,6 +233,43 @@ std::vector<CtPtr> run_item(const Context& ctx, const KeySet& keys, const Progra
         mul_const_rescale(ctx, get(a), prog.consts[b], *out);
         break;
       case OP_RESCALE_ADD: case OP_MUL_CONST_RESCALE_ADD: {
+        // A chain y + rescale(c_1 x_1) + rescale(c_2 x_2) + ... whose partial sums have no other
+        // reader and whose x have the same towers runs as one rescale sum (one NTT per tower for
+        // the whole chain; the same towers as the links one by one).
+        {
+          const Ciphertext& x0 = get(a);
+          std::vector<std::size_t> links{k};
+          std::int64_t cur = d;
+          for (std::size_t j = k;;) {
+            std::size_t nx = j + 1;
+            while (nx < ni && prog.code[4 * nx] == OP_FREE && prog.code[4 * nx + 1] != cur) ++nx;
+            if (nx >= ni) break;
+            const std::int64_t* in2 = prog.code.data() + 4 * nx;
+            if (in2[0] != OP_RESCALE_ADD && in2[0] != OP_MUL_CONST_RESCALE_ADD) break;
+            if (second_register(in2[0], in2[3]) != cur || !(dead_a[nx] & 2) || in2[2] == cur) break;
+            if (!r[in2[2]] || r[in2[2]]->towers != x0.towers) break;
+            links.push_back(nx);
+            cur = in2[1];
+            j = nx;
+          }
+          if (links.size() >= 2) {
+            std::vector<const Ciphertext*> xs;
+            std::vector<double> cs;
+            std::vector<char> has_c;
+            for (std::size_t j : links) {
+              const std::int64_t* in2 = prog.code.data() + 4 * j;
+              xs.push_back(&get(in2[2]));
+              has_c.push_back(in2[0] == OP_MUL_CONST_RESCALE_ADD);
+              cs.push_back(has_c.back() ? prog.consts[static_cast<std::size_t>(in2[3] >> 32)] : 0.0);
+            }
+            auto sum = std::make_shared<Ciphertext>();
+            if (mul_const_rescale_sum(ctx, get(second_register(op, b)), xs, cs, has_c, *sum)) {
+              for (std::size_t i = 1; i < links.size(); ++i) done[links[i]] = 1;
+              r[cur] = std::move(sum);
+              continue;
+            }
+          }
+        }
         const Ciphertext& x = get(a);
         const Ciphertext& y = get(second_register(op, b));
         const double c = op == OP_MUL_CONST_RESCALE_ADD ? prog.consts[static_cast<std::size_t>(b >> 32)] : 0.0;

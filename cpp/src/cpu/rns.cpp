@@ -136,6 +136,94 @@ void rescale_core(const Context& ctx, const Ciphertext& in, const u64* k, const 
 }
 }  // namespace
 
+bool rescale_sum(const Context& ctx, const Ciphertext& y, const std::vector<const Ciphertext*>& xs,
+                 const std::vector<const u64*>& ks, Ciphertext& out) {
+  const std::size_t m = xs.size();
+  if (m < 2 || ks.size() != m || &y == &out) return false;
+  const Ciphertext& x0 = *xs[0];
+  const std::uint32_t T = x0.towers, n = x0.n, E = x0.elems;
+  if (T < 2 || y.n != n || y.elems != E || y.towers + 1 < T || n % 8) return false;
+  const std::uint32_t l = T - 1;
+  const u64 ql = ctx.modulus(l), half = ql >> 1;
+  // U = sum_t (centred(w_t) + ql) < m * 1.5 ql must stay below 2^52 (the vector reduction)
+  if (static_cast<u128>(ql + half + 1) * m >= (u128(1) << 52)) return false;
+  for (std::size_t t = 0; t < m; ++t) {
+    const Ciphertext& x = *xs[t];
+    if (&x == &out || x.towers != T || x.n != n || x.elems != E || x.key_tag != y.key_tag) return false;
+    const std::uint32_t deg = x.noise_deg + (ks[t] ? 1 : 0);
+    if ((deg > 0 ? deg - 1 : 0) != y.noise_deg) return false;
+  }
+  // the metadata each rescale_add of the chain gives: y's, its level aligned to the l towers
+  Ciphertext r;
+  r.n = n;
+  r.resize(E, l);
+  r.slots = y.slots; r.level = y.level + (y.towers - l); r.hops = y.hops; r.noise_deg = y.noise_deg;
+  r.scale = y.scale; r.scheme_id = y.scheme_id; r.encoding = y.encoding; r.header = y.header; r.key_tag = y.key_tag;
+  u64* U = scratch(13, std::size_t(E) * n);
+  const std::int64_t jobs = std::int64_t(E) * l;
+#pragma omp parallel if (medtwin::parallel_worth(std::size_t(jobs) * n))
+  {
+    // per element: each term's dropped tower back to coefficients (times its constant), summed
+    // as centred(w) + ql (exact integers below 2^52)
+#pragma omp for schedule(static)
+    for (std::int64_t e = 0; e < E; ++e) {
+      u64* ue = U + std::size_t(e) * n;
+      u64* w = scratch(14, n);
+      for (std::size_t t = 0; t < m; ++t) {
+        ctx.ntt(l).inverse_mul_from(xs[t]->poly(static_cast<std::uint32_t>(e), l), w, ks[t] ? ks[t][l] : 1);
+        if (t == 0)
+          for (std::uint32_t c = 0; c < n; ++c) ue[c] = w[c] + (w[c] <= half ? ql : 0);
+        else
+          for (std::uint32_t c = 0; c < n; ++c) ue[c] += w[c] + (w[c] <= half ? ql : 0);
+      }
+    }
+    // per tower: S = sum_t x_t k_t (exact accumulation), W = U - m ql mod q_i, one NTT:
+    // out = (S - NTT(W)) q_l^-1 + y
+#pragma omp for schedule(static)
+    for (std::int64_t jb = 0; jb < jobs; ++jb) {
+      const std::uint32_t e = static_cast<std::uint32_t>(jb / l), i = static_cast<std::uint32_t>(jb % l);
+      const Modulus& mi = ctx.mod(i);
+      const u64 q = mi.q;
+      const u64* ins[64];
+      u64 kk[64], kk52[64];
+      u64* o = r.poly(e, i);
+      const bool small = q < (u64(1) << 50);
+      bool done = false;
+      for (std::size_t b = 0; b < m; b += 64) {  // (groups are short: one batch in practice)
+        const std::size_t cnt = std::min<std::size_t>(64, m - b);
+        for (std::size_t t = 0; t < cnt; ++t) {
+          ins[t] = xs[b + t]->poly(e, i);
+          kk[t] = ks[b + t] ? ks[b + t][i] : 1;
+          kk52[t] = small ? static_cast<u64>((static_cast<u128>(kk[t]) << 52) / q) : 0;
+        }
+        u64* dst = b == 0 ? o : scratch(15, n);
+        if (!(small && ifma::conv_small(ins, kk, kk52, cnt, q, dst, n))) {
+          for (std::uint32_t c = 0; c < n; ++c) {
+            u128 s = 0;
+            for (std::size_t t = 0; t < cnt; ++t) s += static_cast<u128>(ins[t][c]) * kk[t];
+            dst[c] = barrett128(s, mi);
+          }
+        }
+        if (b > 0)
+          for (std::uint32_t c = 0; c < n; ++c) o[c] = addmod(o[c], dst[c], q);
+        done = true;
+      }
+      (void)done;
+      u64* wv = scratch(1, n);
+      const u64* ue = U + std::size_t(e) * n;
+      const u64 sub = mulmod(static_cast<u64>(m) % q, ql % q, mi);
+      if (!ifma::reduce52_sub(wv, ue, n, q, sub))
+        for (std::uint32_t c = 0; c < n; ++c) {
+          const u64 v = ue[c] % q;
+          wv[c] = v >= sub ? v - sub : v + q - sub;
+        }
+      ctx.ntt(i).forward_sub_mul(wv, o, ctx.rescale_inv(l, i), o, y.poly(e, i));
+    }
+  }
+  out = std::move(r);
+  return true;
+}
+
 void rescale_inplace(const Context& ctx, Ciphertext& ct) {
   Ciphertext r;
   rescale(ctx, ct, r);

@@ -44,6 +44,22 @@ bool center_mod(u64* out, const u64* x, std::size_t n, u64 qs, u64 ql) {
   return true;
 }
 
+bool reduce52_sub(u64* out, const u64* x, std::size_t n, u64 qs, u64 sub) {
+  if (!ifma_enabled() || qs >= (u64(1) << 50) || sub >= qs || n % 8) return false;
+  const __m512i q = _mm512_set1_epi64(qs), s = _mm512_set1_epi64(sub);
+  const __m512i r52 = _mm512_set1_epi64(static_cast<long long>((u64(1) << 52) / qs));
+  for (std::size_t c = 0; c < n; c += 8) {
+    // x - floor(x floor(2^52/q) / 2^52) q in [0, 2q) (the product is below x < 2^52: exact)
+    const __m512i v = _mm512_loadu_si512(x + c);
+    const __m512i hi = _mm512_madd52hi_epu64(Z0, v, r52);
+    __m512i r = csub(_mm512_sub_epi64(v, _mm512_madd52lo_epu64(Z0, hi, q)), q);
+    const __mmask8 lt = _mm512_cmplt_epu64_mask(r, s);
+    r = _mm512_sub_epi64(r, s);
+    _mm512_storeu_si512(out + c, _mm512_mask_add_epi64(r, lt, r, q));
+  }
+  return true;
+}
+
 bool mul_vec(u64* out, const u64* a, const u64* b, std::size_t n, u64 qs, u64 qneg, u64 r2s) {
   if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
   const __m512i q = _mm512_set1_epi64(qs), qn = _mm512_set1_epi64(qneg), r2 = _mm512_set1_epi64(r2s);
@@ -366,6 +382,7 @@ bool conv_large(const u64* const*, const u64*, const u64*, std::size_t, u64, u64
 bool conv_wide(const u64* const*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool mul_vec(u64*, const u64*, const u64*, std::size_t, u64, u64, u64) { return false; }
 bool center_mod(u64*, const u64*, std::size_t, u64, u64) { return false; }
+bool reduce52_sub(u64*, const u64*, std::size_t, u64, u64) { return false; }
 bool conv_large52(const u64* const*, const u64*, std::size_t, u64, u64*, std::size_t) { return false; }
 bool inner_wide(const u64* const*, const u64* const*, const u64* const*, std::size_t, u64, u64*, u64*, std::size_t) {
   return false;
