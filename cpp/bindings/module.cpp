@@ -284,15 +284,17 @@ PYBIND11_MODULE(_core, m) {
         mul_relin(e.ctx(), a, b, *e.ks_.relin, *r);
         return r;
       })
-      .def("mul_rescale", [](const Engine& e, const Ciphertext& a, const Ciphertext& b, const Ciphertext* y) {
+      .def("mul_rescale", [](const Engine& e, const Ciphertext& a, const Ciphertext& b, const Ciphertext* y,
+                             std::uint64_t factor) {
         e.check_ct(a); e.check_ct(b);
         if (y) e.check_ct(*y);
         py::gil_scoped_release rel;
         auto r = std::make_shared<Ciphertext>();
-        mul_relin_rescale(e.ctx(), a, b, *e.ks_.relin, *r, y);
+        mul_relin_rescale(e.ctx(), a, b, *e.ks_.relin, *r, y, factor);
         return r;
-      }, py::arg("a"), py::arg("b"), py::arg("add") = nullptr,
-      "rescale(mul(a, b)) (+ add) in one pass: bit-exact with the separate ops.")
+      }, py::arg("a"), py::arg("b"), py::arg("add") = nullptr, py::arg("factor") = 1,
+      "rescale(mul(a, b)) (+ add), or factor * that (the value added to itself factor times; no add), "
+      "in one pass: bit-exact with the separate ops.")
       .def("rescale_sum", [](const Engine& e, const Ciphertext& y, std::vector<const Ciphertext*> xs,
                              std::vector<std::optional<double>> cs) -> CtPtr {
         e.check_ct(y);

@@ -29,7 +29,7 @@ OPCODES = {
     "input": 0, "add": 1, "sub": 2, "neg": 3, "mul_relin": 4, "mul_plain": 5, "mul_const": 6,
     "add_plain": 7, "add_const": 8, "rotate": 9, "rescale": 10, "level_down": 11, "free": 12,
     "sub_plain": 13, "copy": 14, "mul": 15, "relin": 16, "mul_const_rescale": 17, "rescale_add": 18,
-    "mul_const_rescale_add": 19, "mul_rescale": 20, "mul_rescale_add": 21,
+    "mul_const_rescale_add": 19, "mul_rescale": 20, "mul_rescale_add": 21, "mul_rescale_double": 22,
 }
 
 
@@ -70,7 +70,9 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
       in scratch memory (the product then occupies two elements, not three);
     * that ``mul_relin`` read only by its ``rescale``: ``mul_rescale``, the key switch's ModDown and
       the rescale sharing their transforms (the product is never stored at the higher level), and
-      read by an ``add`` as above: ``mul_rescale_add``;
+      read by an ``add`` as above: ``mul_rescale_add``; read only by an ``add`` of it to itself
+      (the Chebyshev rule's factor 2): ``mul_rescale_double``, the factor folded into the
+      rescale's constants;
     * a ``level_down`` read only by an ``add``, ``sub`` or ``mul``: dropped, the op reads the
       value itself (the engine's binary ops and tensor product use the operands' common towers,
       which is what the level drop keeps, so nothing is copied).
@@ -97,6 +99,7 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
     elided: dict[int, int] = {}     # level_down -> the value it drops towers of
     fused_mr: dict[int, int] = {}   # relin -> its tensor product
     fused_mrs: dict[int, int] = {}  # rescale -> its fused relin (mul_relin)
+    fused_dbl: dict[int, int] = {}  # add(r, r) -> its fused rescale r (in fused_mrs)
     if fuse:
         fused_mr = {op.out: op.args[0] for op in ops
                     if op.kind == "relin" and ops[op.args[0]].kind == "mul" and single(op.args[0])}
@@ -110,12 +113,16 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
                      if op.kind == "rescale" and op.args[0] in fused_mr and single(op.args[0])}
         fused_mc = {op.out: op.args[0] for op in ops
                     if op.kind == "rescale" and ops[op.args[0]].kind == "mul_const" and single(op.args[0])}
+        fused_dbl = {op.out: op.args[0] for op in ops
+                     if op.kind == "add" and len(op.args) == 2 and op.args[0] == op.args[1]
+                     and op.args[0] in fused_mrs and uses[op.args[0]] == 2 and op.args[0] not in outs
+                     and ops[op.args[0]].level == op.level}
         fused_add = {op.out: op.args[1] for op in ops
                      if op.kind == "add" and len(op.args) == 2 and op.args[0] != op.args[1]
                      and ops[op.args[1]].kind == "rescale" and single(op.args[1])
                      and ops[op.args[1]].level == op.level}
     skipped = (set(fused_mc.values()) | set(fused_add.values()) | set(elided) | set(fused_mr.values())
-               | set(fused_mrs.values()))
+               | set(fused_mrs.values()) | set(fused_dbl.values()))
 
     def src(x: int) -> int:  # the register an op reads for value x
         return elided.get(x, x)
@@ -144,6 +151,11 @@ def compile_program(program: Program, corrections: dict[int, float] | None = Non
             else:
                 x = ops[r].args[0]
                 code_ops.append((op.out, OPCODES["rescale_add"], x, y, (x, y)))
+            continue
+        if op.out in fused_dbl:
+            t = ops[fused_mr[fused_mrs[fused_dbl[op.out]]]]
+            xa, xb = src(t.args[0]), src(t.args[1])
+            code_ops.append((op.out, OPCODES["mul_rescale_double"], xa, xb, (xa, xb)))
             continue
         if op.out in fused_mrs:
             t = ops[fused_mr[fused_mrs[op.out]]]

@@ -260,6 +260,43 @@ def test_relinearised_product_read_only_by_its_rescale_is_fused(setup):
         e.mul_rescale(one, one)
 
 
+def test_product_added_to_itself_runs_doubled(setup):
+    """add(p, p) of a fused product p with no other reader (the Chebyshev product rule's factor 2)
+    runs as mul_rescale_double (opcode 22): the 2 folded into the rescale's constants. Towers
+    equal OpenFHE's and the unfused array's; Engine.mul_rescale(factor=f) equals f additions."""
+    rng = np.random.default_rng(31)
+    b = ProgramBuilder("double", SLOTS)
+    x, y = b.input("x", (-1.0, 1.0)), b.input("y", (-1.0, 1.0))
+    p = x * y
+    b.output("d", p + p)
+    q = x * x
+    b.output("q", q)                 # read twice (output and the add): not folded
+    b.output("qq", q + q)
+    prog = b.build(PARAMS)
+    code = compile_program(prog).code.reshape(-1, 4)
+    assert (code[:, 0] == 22).sum() == 1
+    cts = {k: setup.encrypt(rng.uniform(-1, 1, SLOTS)) for k in "xy"}
+    for corr in (False, True):
+        ours = NativeExecutor(engine=setup.engine, correct_scale=corr).run(prog, cts)
+        theirs = OpenFHEExecutor(setup.cc, correct_scale=corr).run(prog, cts)
+        for k in ("d", "q", "qq"):
+            np.testing.assert_array_equal(setup.imp(ours[k]).data, setup.imp(theirs[k]).data)
+    e = setup.engine
+    a, c = setup.imp(cts["x"]), setup.imp(cts["y"])
+    r = e.mul_rescale(a, c)
+    for f, want in ((2, e.add(r, r)), (3, e.add(e.add(r, r), r))):
+        got = e.mul_rescale(a, c, factor=f)
+        np.testing.assert_array_equal(got.data, want.data)
+        assert bridge.export_ciphertext(e, got) == bridge.export_ciphertext(e, want)
+    (g,), = e.run_program(np.array([0, 0, 0, 0, 0, 1, 1, 0, 22, 2, 0, 1], dtype=np.int64), np.zeros(0), [],
+                          [[a, c]], 3, [2])
+    np.testing.assert_array_equal(g.data, e.add(r, r).data)
+    with pytest.raises(Exception, match="factor"):
+        e.mul_rescale(a, c, factor=0)
+    with pytest.raises(Exception, match="factor"):
+        e.mul_rescale(a, c, r, factor=2)
+
+
 @pytest.mark.parametrize("first", [49, 60])
 def test_fused_mul_rescale_on_the_large_ring_path(first):
     """From N = 2^13 the fused ModDown-and-rescale forms each tower with one transform (the IFMA
@@ -270,10 +307,11 @@ def test_fused_mul_rescale_on_the_large_ring_path(first):
     rng = np.random.default_rng(first + 1)
     b = ProgramBuilder("fuse_mul_big", n // 2)
     x, y = b.input("x", (-1.0, 1.0)), b.input("y", (-1.0, 1.0))
-    b.output("z", x * 0.5 + y * y + (x * y) * x)
+    xx = x * x
+    b.output("z", x * 0.5 + y * y + (x * y) * x + (xx + xx))
     prog = b.build(PlanParams(40, first, n))
     code = compile_program(prog).code.reshape(-1, 4)
-    assert (code[:, 0] == 20).sum() >= 1 and (code[:, 0] == 21).sum() >= 1
+    assert (code[:, 0] == 20).sum() >= 1 and (code[:, 0] == 21).sum() >= 1 and (code[:, 0] == 22).sum() == 1
     cts = {"x": st.encrypt(rng.uniform(-1, 1, n // 2)), "y": st.encrypt(rng.uniform(-1, 1, n // 2))}
     theirs = st.imp(OpenFHEExecutor(st.cc).run(prog, cts)["z"]).data
     np.testing.assert_array_equal(st.imp(NativeExecutor(engine=st.engine).run(prog, cts)["z"]).data, theirs)

@@ -35,8 +35,10 @@ void mul_relin(const Context& ctx, const Ciphertext& a, const Ciphertext& b, con
 /// separate ops (mul_relin, rescale, add_to(y, .)) and with their metadata; out must be another
 /// object than a, b and y. A y below the rescaled value's level (or of three elements) takes
 /// the two steps (add_to aligns or refuses). Throws std::invalid_argument as those ops do.
+/// factor f (without y): out = f rescale(mul_relin(a, b)) mod q, the towers of adding the value
+/// to itself f times (1 <= f < 2^32).
 void mul_relin_rescale(const Context& ctx, const Ciphertext& a, const Ciphertext& b, const SwitchKey& key,
-                       Ciphertext& out, const Ciphertext* y = nullptr);
+                       Ciphertext& out, const Ciphertext* y = nullptr, u64 factor = 1);
 /// Rotation by automorphism k: out0 = sigma_k(c0) + ModDown(sigma_k(acc0)), out1 = ModDown(sigma_k(acc1)).
 void rotate(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& key, Ciphertext& out);
 /// Several rotations of one input sharing one ModUp (hoisting).

@@ -37,6 +37,7 @@ enum Op : std::int64_t {
   OP_MUL_CONST_RESCALE_ADD = 19,  // dst <- r[b & 0xffffffff] + rescale(r[a] * consts[b >> 32])
   OP_MUL_RESCALE = 20,        // dst <- rescale(relin(r[a] * r[b])) (no intermediate product)
   OP_MUL_RESCALE_ADD = 21,    // dst <- r[b & 0xffffffff] + rescale(relin(r[a] * r[b >> 32]))
+  OP_MUL_RESCALE_DOUBLE = 22, // dst <- 2 rescale(relin(r[a] * r[b])) (a value added to itself)
 };
 /// The addend register of an instruction that reads a second register (b itself, or b's low
 /// 32 bits for OP_MUL_CONST_RESCALE_ADD and OP_MUL_RESCALE_ADD), or -1 when it reads none.
@@ -44,7 +45,7 @@ inline std::int64_t second_register(std::int64_t op, std::int64_t b) {
   switch (op) {
     case OP_ADD: case OP_SUB: case OP_MUL: case OP_TENSOR: case OP_RESCALE_ADD: return b;
     case OP_MUL_CONST_RESCALE_ADD: case OP_MUL_RESCALE_ADD: return b & 0xffffffffLL;
-    case OP_MUL_RESCALE: return b;
+    case OP_MUL_RESCALE: case OP_MUL_RESCALE_DOUBLE: return b;
     default: return -1;
   }
 }

@@ -126,6 +126,7 @@ struct KsOut {
   const u64* y[2] = {nullptr, nullptr};
   const std::uint32_t* perm = nullptr;
   bool rescale = false;
+  u64 factor = 1;  // with rescale and no y: the result times factor (mod q_i)
 };
 
 // Hybrid key switch of d (T towers, evaluation form) with ModDown fused into the inner product
@@ -229,7 +230,7 @@ void keyswitch_fused(const Context& ctx, const u64* d, std::uint32_t T, const Sw
         }
         const u64* xe = xl + std::size_t(e) * n;
         const u64* yi = o.y[e] ? o.y[e] + std::size_t(i) * n : nullptr;
-        const u64 rinv = ctx.rescale_inv(l, i);
+        const u64 rinv = mulmod(ctx.rescale_inv(l, i), o.factor % mi.q, mi);
         if (ctx.ntt(i).forward_centred_add_sub_mul(zi, xe, ql, ctx.p_mod_q(i), as[e], mulmod(ctx.pinv_mod_q(i), rinv, mi),
                                                    out, ci, rinv, yi))
           continue;
@@ -272,8 +273,10 @@ void mul_relin(const Context& ctx, const Ciphertext& a, const Ciphertext& b, con
 }
 
 void mul_relin_rescale(const Context& ctx, const Ciphertext& a, const Ciphertext& b, const SwitchKey& key,
-                       Ciphertext& out, const Ciphertext* y) {
+                       Ciphertext& out, const Ciphertext* y, u64 factor) {
   const std::uint32_t T = std::min(a.towers, b.towers), n = a.n;
+  if (factor == 0 || factor >= (u64(1) << 32) || (y && factor != 1))
+    throw std::invalid_argument("mul_relin_rescale: factor must be in [1, 2^32) and 1 with an addend");
   check_keys(ctx, T);
   if (T < 2) throw std::invalid_argument("cannot rescale a ciphertext with one tower");
   if (&out == &a || &out == &b || &out == y) throw std::invalid_argument("mul_relin_rescale: the output aliases an input");
@@ -310,6 +313,7 @@ void mul_relin_rescale(const Context& ctx, const Ciphertext& a, const Ciphertext
   o.c[0] = prod.poly(0, 0); o.c[1] = prod.poly(1, 0); o.out[0] = out.poly(0, 0); o.out[1] = out.poly(1, 0);
   if (y) { o.y[0] = y->poly(0, 0); o.y[1] = y->poly(1, 0); }
   o.rescale = true;
+  o.factor = factor;
   keyswitch_fused(ctx, d2, T, key, o);
 }
 

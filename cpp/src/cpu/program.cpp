@@ -54,11 +54,12 @@ std::vector<char> check_and_liveness(const Program& prog) {
   for (std::size_t k = 0; k < ni; ++k) {
     const std::int64_t* ins = prog.code.data() + 4 * k;
     std::int64_t op = ins[0];
-    if (op < 0 || op > OP_MUL_RESCALE_ADD) throw ProgramFault("unknown opcode " + std::to_string(op));
+    if (op < 0 || op > OP_MUL_RESCALE_DOUBLE) throw ProgramFault("unknown opcode " + std::to_string(op));
     reg_ok(ins[1]);
     switch (op) {
       case OP_INPUT: break;
       case OP_ADD: case OP_SUB: case OP_MUL: case OP_TENSOR: case OP_RESCALE_ADD: case OP_MUL_RESCALE:
+      case OP_MUL_RESCALE_DOUBLE:
         reg_ok(ins[2]); reg_ok(ins[3]); break;
       case OP_MUL_RESCALE_ADD:
         reg_ok(ins[2]);
@@ -173,9 +174,9 @@ std::vector<CtPtr> run_item(const Context& ctx, const KeySet& keys, const Progra
         out = std::make_shared<Ciphertext>();
         mul_relin(ctx, get(a), get(b), *keys.relin, *out);
         break;
-      case OP_MUL_RESCALE:
+      case OP_MUL_RESCALE: case OP_MUL_RESCALE_DOUBLE:
         out = std::make_shared<Ciphertext>();
-        mul_relin_rescale(ctx, get(a), get(b), *keys.relin, *out);
+        mul_relin_rescale(ctx, get(a), get(b), *keys.relin, *out, nullptr, op == OP_MUL_RESCALE_DOUBLE ? 2 : 1);
         break;
       case OP_MUL_RESCALE_ADD: {
         const Ciphertext& x = get(a);
