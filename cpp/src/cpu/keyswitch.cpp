@@ -1,11 +1,7 @@
 #include "medtwin/keyswitch.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
-#include <ctime>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -118,8 +114,9 @@ void check_keys(const Context& ctx, std::uint32_t T) {
 
 namespace {
 // Where a key switch's result goes (keyswitch_fused): out_e = c_e + ModDown(acc_e) (c_e null: no
-// addend; out_e may alias c_e), or with rescale the rescale of that (+ y_e, T - 1 towers). perm (a rotation): the P towers are permuted before ModDown's INTT and the
-// Q towers of the accumulators and c_e read permuted (out then aliases no input).
+// addend; out_e may alias c_e), or with rescale the rescale of that (+ y_e, T - 1 towers).
+// perm (a rotation): the P towers are permuted before ModDown's INTT and the Q towers of the
+// accumulators and c_e read permuted (out then aliases no input).
 struct KsOut {
   const u64* c[2] = {nullptr, nullptr};
   u64* out[2] = {nullptr, nullptr};
