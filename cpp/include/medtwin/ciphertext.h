@@ -124,6 +124,11 @@ namespace medtwin {
 /// with more towers (level alignment). Throw std::invalid_argument on mismatched noise degree
 /// or element count.
 void align_levels(Ciphertext& a, Ciphertext& b);
+/// out's metadata (ring dimension, slots, level, noise degree, scale, header, key tag) := a's.
+void copy_meta(const Ciphertext& a, Ciphertext& out);
+/// The same with the level of a aligned to `towers` of its towers (what add_to(a, .) gives a sum
+/// with that many towers).
+void copy_meta_aligned(const Ciphertext& a, std::uint32_t towers, Ciphertext& out);
 void add_inplace(const Context& ctx, Ciphertext& a, const Ciphertext& b);
 void sub_inplace(const Context& ctx, Ciphertext& a, const Ciphertext& b);
 void negate_inplace(const Context& ctx, Ciphertext& a);

@@ -337,21 +337,26 @@ void add_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt) {
     add_vec(a.poly(0, t), a.poly(0, t), pt + std::size_t(t) * a.n, a.n, ctx.modulus(t));
 }
 
-namespace {
 void copy_meta(const Ciphertext& a, Ciphertext& out) {
   out.n = a.n;
   out.slots = a.slots; out.level = a.level; out.hops = a.hops; out.noise_deg = a.noise_deg;
   out.scale = a.scale; out.scheme_id = a.scheme_id; out.encoding = a.encoding;
   out.header = a.header; out.key_tag = a.key_tag;
 }
+
+void copy_meta_aligned(const Ciphertext& a, std::uint32_t towers, Ciphertext& out) {
+  copy_meta(a, out);
+  out.level = a.level + (a.towers - towers);
+}
+
+namespace {
 // out = a op b over the common towers; an element only one operand has is taken from it
 // (negated for b under subtraction), as the in-place forms do after widening with zeros.
 void binary_to(const Context& ctx, const Ciphertext& a, const Ciphertext& b, Ciphertext& out, bool subtract) {
   check_pair(a, b);
   if (&out == &a || &out == &b) throw std::invalid_argument("out-of-place operation: output aliases an input");
   const std::uint32_t T = std::min(a.towers, b.towers), n = a.n, E = std::max(a.elems, b.elems);
-  copy_meta(a, out);
-  out.level = a.level + (a.towers - T);
+  copy_meta_aligned(a, T, out);
   out.resize(E, T);
   const std::int64_t jobs = std::int64_t(E) * T;
 #pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(jobs) * n))

@@ -301,11 +301,7 @@ void mul_relin_rescale(const Context& ctx, const Ciphertext& a, const Ciphertext
   out.slots = prod.slots; out.level = prod.level + 1; out.hops = prod.hops; out.noise_deg = out_deg;
   out.scale = prod.scale / std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
   out.scheme_id = prod.scheme_id; out.encoding = prod.encoding; out.header = prod.header; out.key_tag = prod.key_tag;
-  if (y) {
-    out.slots = y->slots; out.level = y->level + (y->towers - l); out.hops = y->hops; out.noise_deg = y->noise_deg;
-    out.scale = y->scale; out.scheme_id = y->scheme_id; out.encoding = y->encoding; out.header = y->header;
-    out.key_tag = y->key_tag;
-  }
+  if (y) copy_meta_aligned(*y, l, out);
   KsOut o;
   o.c[0] = prod.poly(0, 0); o.c[1] = prod.poly(1, 0); o.out[0] = out.poly(0, 0); o.out[1] = out.poly(1, 0);
   if (y) { o.y[0] = y->poly(0, 0); o.y[1] = y->poly(1, 0); }

@@ -42,9 +42,10 @@ struct PlainCache {  // encoded plaintexts, keyed by (plain index, towers, scale
 }  // namespace
 
 namespace {
-// Static validation of an instruction array, and its liveness: dead_a[k] = register a's value is
-// not read after instruction k (so an op that would copy it may work in place when no one else
-// holds it).
+// Static validation of an instruction array, and its liveness: bit 0 of dead_a[k] = register a's
+// value is not read after instruction k (so an op that would copy it may work in place when no
+// one else holds it); bit 1 = the same for the second register (a rescale sum may then skip the
+// partial sum it would hold).
 std::vector<char> check_and_liveness(const Program& prog) {
   if (prog.code.size() % 4) throw ProgramFault("instruction array length is not a multiple of 4");
   const std::size_t ni = prog.code.size() / 4;

@@ -100,11 +100,7 @@ void rescale_core(const Context& ctx, const Ciphertext& in, const u64* k, const 
   out.noise_deg = out_deg;
   out.scale = k ? in.scale : in.scale / std::ldexp(1.0, static_cast<int>(ctx.params().scaling_mod_size));
   out.scheme_id = in.scheme_id; out.encoding = in.encoding; out.header = in.header; out.key_tag = in.key_tag;
-  if (y) {  // add_to(y, .) gives the sum y's metadata (its level once aligned to the l towers)
-    out.slots = y->slots; out.level = y->level + (y->towers - l); out.hops = y->hops; out.noise_deg = y->noise_deg;
-    out.scale = y->scale; out.scheme_id = y->scheme_id; out.encoding = y->encoding; out.header = y->header;
-    out.key_tag = y->key_tag;
-  }
+  if (y) copy_meta_aligned(*y, l, out);  // add_to(y, .) gives the sum y's metadata
   u64* x = scratch(0, std::size_t(E) * n);
   const std::int64_t jobs = std::int64_t(E) * l;
 #pragma omp parallel if (medtwin::parallel_worth(std::size_t(jobs) * n))
@@ -155,10 +151,8 @@ bool rescale_sum(const Context& ctx, const Ciphertext& y, const std::vector<cons
   }
   // the metadata each rescale_add of the chain gives: y's, its level aligned to the l towers
   Ciphertext r;
-  r.n = n;
+  copy_meta_aligned(y, l, r);
   r.resize(E, l);
-  r.slots = y.slots; r.level = y.level + (y.towers - l); r.hops = y.hops; r.noise_deg = y.noise_deg;
-  r.scale = y.scale; r.scheme_id = y.scheme_id; r.encoding = y.encoding; r.header = y.header; r.key_tag = y.key_tag;
   u64* U = scratch(13, std::size_t(E) * n);
   const std::int64_t jobs = std::int64_t(E) * l;
 #pragma omp parallel if (medtwin::parallel_worth(std::size_t(jobs) * n))
