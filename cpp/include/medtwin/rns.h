@@ -31,7 +31,7 @@ void rescale_add(const Context& ctx, const Ciphertext& in, const u64* k, const C
 /// same towers as the chain, for terms with the same towers. The transforms are linear mod q_i,
 /// so the terms' correction terms are summed in the coefficient domain (as exact integers) and
 /// each tower takes one forward NTT for the whole sum instead of one per term. Returns false,
-/// touching nothing, where this form does not apply (fewer than two terms, other towers, ring,
+/// touching nothing, where this form does not apply (fewer than two or more than 64 terms, other towers, ring,
 /// elements, key pair or noise degree, y below the level, sums beyond 2^52): the caller then
 /// runs the chain.
 bool rescale_sum(const Context& ctx, const Ciphertext& y, const std::vector<const Ciphertext*>& xs,

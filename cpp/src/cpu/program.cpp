@@ -242,7 +242,7 @@ std::vector<CtPtr> run_item(const Context& ctx, const KeySet& keys, const Progra
           const Ciphertext& x0 = get(a);
           std::vector<std::size_t> links{k};
           std::int64_t cur = d;
-          for (std::size_t j = k;;) {
+          for (std::size_t j = k; links.size() < 64;) {  // (rescale_sum takes up to 64 terms)
             std::size_t nx = j + 1;
             while (nx < ni && prog.code[4 * nx] == OP_FREE && prog.code[4 * nx + 1] != cur) ++nx;
             if (nx >= ni) break;

@@ -135,7 +135,7 @@ void rescale_core(const Context& ctx, const Ciphertext& in, const u64* k, const 
 bool rescale_sum(const Context& ctx, const Ciphertext& y, const std::vector<const Ciphertext*>& xs,
                  const std::vector<const u64*>& ks, Ciphertext& out) {
   const std::size_t m = xs.size();
-  if (m < 2 || ks.size() != m || &y == &out) return false;
+  if (m < 2 || m > 64 || ks.size() != m || &y == &out) return false;
   const Ciphertext& x0 = *xs[0];
   const std::uint32_t T = x0.towers, n = x0.n, E = x0.elems;
   if (T < 2 || y.n != n || y.elems != E || y.towers + 1 < T || n % 8) return false;
@@ -182,27 +182,18 @@ bool rescale_sum(const Context& ctx, const Ciphertext& y, const std::vector<cons
       u64 kk[64], kk52[64];
       u64* o = r.poly(e, i);
       const bool small = q < (u64(1) << 50);
-      bool done = false;
-      for (std::size_t b = 0; b < m; b += 64) {  // (groups are short: one batch in practice)
-        const std::size_t cnt = std::min<std::size_t>(64, m - b);
-        for (std::size_t t = 0; t < cnt; ++t) {
-          ins[t] = xs[b + t]->poly(e, i);
-          kk[t] = ks[b + t] ? ks[b + t][i] : 1;
-          kk52[t] = small ? static_cast<u64>((static_cast<u128>(kk[t]) << 52) / q) : 0;
-        }
-        u64* dst = b == 0 ? o : scratch(15, n);
-        if (!(small && ifma::conv_small(ins, kk, kk52, cnt, q, dst, n))) {
-          for (std::uint32_t c = 0; c < n; ++c) {
-            u128 s = 0;
-            for (std::size_t t = 0; t < cnt; ++t) s += static_cast<u128>(ins[t][c]) * kk[t];
-            dst[c] = barrett128(s, mi);
-          }
-        }
-        if (b > 0)
-          for (std::uint32_t c = 0; c < n; ++c) o[c] = addmod(o[c], dst[c], q);
-        done = true;
+      for (std::size_t t = 0; t < m; ++t) {
+        ins[t] = xs[t]->poly(e, i);
+        kk[t] = ks[t] ? ks[t][i] : 1;
+        kk52[t] = small ? static_cast<u64>((static_cast<u128>(kk[t]) << 52) / q) : 0;
       }
-      (void)done;
+      if (!(small && ifma::conv_small(ins, kk, kk52, m, q, o, n))) {
+        for (std::uint32_t c = 0; c < n; ++c) {
+          u128 s = 0;  // at most 64 products of residues below 2^60: below 2^126
+          for (std::size_t t = 0; t < m; ++t) s += static_cast<u128>(ins[t][c]) * kk[t];
+          o[c] = barrett128(s, mi);
+        }
+      }
       u64* wv = scratch(1, n);
       const u64* ue = U + std::size_t(e) * n;
       const u64 sub = mulmod(static_cast<u64>(m) % q, ql % q, mi);
