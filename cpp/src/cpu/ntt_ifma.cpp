@@ -238,9 +238,24 @@ struct Centre {
   const u64* base = nullptr;  // the array the stage indexes (src is read at the same offsets)
 };
 
+// Software prefetch of the next block's epilogue inputs into L2, one line per stream per
+// iteration of the block's radix-4 stages (see forward_impl).
+struct PfStreams {
+  const char* p[3] = {nullptr, nullptr, nullptr};
+  const char* end[3] = {nullptr, nullptr, nullptr};
+  int k = 0;
+  inline void step() {
+    for (int i = 0; i < k; ++i)
+      if (p[i] < end[i]) {
+        _mm_prefetch(p[i], _MM_HINT_T1);
+        p[i] += 64;
+      }
+  }
+};
 template <class M, bool kCentre = false>
 inline void fwd_stage2(const NTTTables& tb, u64* a, std::size_t m, std::size_t t, __m512i q, __m512i q2,
-                       const Centre* ce = nullptr, std::size_t i0 = 0, std::size_t i1 = ~std::size_t(0)) {
+                       const Centre* ce = nullptr, std::size_t i0 = 0, std::size_t i1 = ~std::size_t(0),
+                       PfStreams* pf = nullptr) {
   const std::size_t h = t >> 1;
   if (i1 > m) i1 = m;
   for (std::size_t i = i0; i < i1; ++i) {
@@ -252,6 +267,7 @@ inline void fwd_stage2(const NTTTables& tb, u64* a, std::size_t m, std::size_t t
     u64* p2 = p0 + t;
     u64* p3 = p2 + h;
     for (std::size_t j = 0; j < h; j += 8) {
+      if (pf) pf->step();
       __m512i A, B, C, D;
       if constexpr (kCentre) {
         A = ce->load(p0, j, q); B = ce->load(p1, j, q); C = ce->load(p2, j, q); D = ce->load(p3, j, q);
@@ -591,10 +607,32 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   // small stages: each block of kBlock elements through all of them while in L1
   if (m < n) {
     const std::size_t B = std::min(kBlock, n);
+    // The epilogue reads its inputs (x, add, add2: towers in memory, a rescale's or ModDown's
+    // addends) block by block, after the block's stages: without help each block's first reads
+    // wait on memory. So the next block's lines are requested into L2 while this block's stages
+    // compute (256 radix-4 iterations per 2,048-element block, one line per stream each).
+    // Rescale at N = 2^16, depth 20 (one process, alternating): 4.25 against 4.50 ms; the key
+    // switches unchanged (+-1%). (Not for permuted reads: a rotation's epilogue gathers.)
+    const u64* pfs[3] = {nullptr, nullptr, nullptr};
+    int npf = 0;
+    if (ep && ep->x && !ep->perm) {
+      pfs[npf++] = ep->x;
+      if (ep->add) pfs[npf++] = ep->add;
+      if (ep->add2) pfs[npf++] = ep->add2;
+    }
+    PfStreams pf;
     for (std::size_t b = 0; b < n; b += B) {
+      pf.k = 0;
+      if (npf && b + B < n) {
+        for (int i = 0; i < npf; ++i) {
+          pf.p[i] = reinterpret_cast<const char*>(pfs[i] + b + B);
+          pf.end[i] = pf.p[i] + 8 * B;
+        }
+        pf.k = npf;
+      }
       std::size_t mm = m, tt = t;
       if (M::is52)
-        for (; tt >= 16; mm <<= 2, tt >>= 2) fwd_stage2<M>(tb, a, mm, tt, q, q2, nullptr, b / (2 * tt), (b + B) / (2 * tt));
+        for (; tt >= 16; mm <<= 2, tt >>= 2) fwd_stage2<M>(tb, a, mm, tt, q, q2, nullptr, b / (2 * tt), (b + B) / (2 * tt), &pf);
       for (; tt >= 8; mm <<= 1, tt >>= 1) {
         const std::size_t g0 = b / (2 * tt), g1 = (b + B) / (2 * tt);
         fwd_stage<M>(tb, a, mm, tt, g0, g1, q, q2);
