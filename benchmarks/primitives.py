@@ -54,6 +54,9 @@ def _record(op, n, depth, backend, threads, ts, note="") -> Record:
                   float(q[1] - q[0]), len(ts), note)
 
 
+HOISTED = (1, 2, 3, 4)  # the rotations of the hoisted row (one input, one shared ModUp)
+
+
 def make_context(n: int, depth: int, scaling: int = 40, first: int = 49):
     """OpenFHE CKKS context at ring dimension ``n`` (FIXEDMANUAL, HYBRID, OpenFHE's default dnum).
 
@@ -72,7 +75,7 @@ def make_context(n: int, depth: int, scaling: int = 40, first: int = 49):
         cc.Enable(f)
     kp = cc.KeyGen()
     cc.EvalMultKeyGen(kp.secretKey)
-    cc.EvalRotateKeyGen(kp.secretKey, [1])
+    cc.EvalRotateKeyGen(kp.secretKey, list(HOISTED))
     tag = kp.publicKey.GetKeyTag()
     eng = bridge.load_engine(openfhe.Serialize(cc.GetEvalMultKeyVector(tag)[0], B),
                              openfhe.Serialize(cc.GetEvalAutomorphismKeyMap(tag), B))
@@ -112,6 +115,13 @@ def run_primitives(n: int, depth: int, reps: int, threads: int) -> list[Record]:
     both("hmult_rescale", lambda: eng.mul_rescale(a, b), lambda: cc.Rescale(cc.EvalMult(cx, cy)),
          "what a planned program runs for each product: native fuses ModDown with the rescale")
     both("rotate", lambda: eng.rotate(a, 1), lambda: cc.EvalRotate(cx, 1))
+
+    def ofhe_hoisted():
+        pre = cc.EvalFastRotationPrecompute(cx)
+        return [cc.EvalFastRotation(cx, r, 2 * n, pre) for r in HOISTED]
+
+    both("rotate_hoisted_x4", lambda: eng.rotate_many(a, list(HOISTED)), ofhe_hoisted,
+         "rotations by 1..4 of one input sharing one ModUp (OpenFHE: EvalFastRotationPrecompute + EvalFastRotation)")
     # bridge: native import/export vs OpenFHE's own deserialise/serialise
     both("bridge_import", lambda: eng.import_ciphertext(bx), lambda: openfhe.DeserializeCiphertextString(bx, B),
          "bytes -> ciphertext")

@@ -8,7 +8,8 @@ from benchmarks.primitives import default_threads, run_primitives
 from medtwin import _core
 from benchmarks.report import markdown_table
 
-OPS = {"add", "ct_x_pt", "hmult_relin", "rescale", "hmult_rescale", "rotate", "bridge_import", "bridge_export"}
+OPS = {"add", "ct_x_pt", "hmult_relin", "rescale", "hmult_rescale", "rotate", "rotate_hoisted_x4", "bridge_import",
+       "bridge_export"}
 
 
 def test_every_primitive_is_timed_on_both_backends():

@@ -55,6 +55,8 @@ def _run_all(s):
         # after a rescale: fewer towers, partial digits
         _check(s, e.mul(r, r), cc.EvalMult(cr, cr), (x * y) ** 2, tol)
         _check(s, e.rotate(r, 2), cc.EvalRotate(cr, 2), np.roll(x * y, -2), tol)
+        for ours, k in zip(e.rotate_many(r, [2, -1]), (2, -1)):  # hoisted, with a partial last digit
+            _check(s, ours, cc.EvalRotate(cr, k), np.roll(x * y, -k), tol)
         _check(s, e.rescale(e.mul(r, r)), cc.Rescale(cc.EvalMult(cr, cr)), (x * y) ** 2, tol)
         _check(s, e.mul_rescale(r, r), cc.Rescale(cc.EvalMult(cr, cr)), (x * y) ** 2, tol)
         # level alignment: a (level 0) + r (level 1) drops a's top tower like OpenFHE

@@ -22,8 +22,6 @@ struct KeySet {
 void prepare_switch_key(const Context& ctx, SwitchKey& key);
 /// Automorphism index of a slot rotation by r (5^r mod 2N; negative r allowed).
 u64 rotation_index(std::uint32_t n, std::int64_t r);
-/// acc0 = sum_j ext_j * b_j, acc1 = sum_j ext_j * a_j over T+K towers.
-void key_inner(const Context& ctx, const u64* ext, std::uint32_t T, const SwitchKey& key, u64* acc0, u64* acc1);
 /// (c0, c1, c2) -> (c0 + ModDown(acc0), c1 + ModDown(acc1)) with d = c2. Throws std::invalid_argument.
 void relinearize_inplace(const Context& ctx, Ciphertext& ct, const SwitchKey& key);
 /// out = relinearize(tensor(a, b)) without a three-element intermediate: the third element goes to
@@ -41,7 +39,8 @@ void mul_relin_rescale(const Context& ctx, const Ciphertext& a, const Ciphertext
                        Ciphertext& out, const Ciphertext* y = nullptr, u64 factor = 1);
 /// Rotation by automorphism k: out0 = sigma_k(c0) + ModDown(sigma_k(acc0)), out1 = ModDown(sigma_k(acc1)).
 void rotate(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& key, Ciphertext& out);
-/// Several rotations of one input sharing one ModUp (hoisting).
+/// Several rotations of one input sharing one ModUp (hoisting); each then takes the fused inner
+/// product and ModDown of rotate. Same towers as rotate, one rotation at a time.
 void rotate_hoisted(const Context& ctx, const Ciphertext& in, const std::vector<u64>& ks,
                     const std::vector<const SwitchKey*>& keys, std::vector<Ciphertext>& outs);
 /// out[j] = in[perm[j]] for one tower.

@@ -59,19 +59,10 @@ void modup_conv(const Context& ctx, const ModUpTable& tab, const u64* y, std::ui
                 std::size_t len);
 /// Coefficients per block of the blocked basis conversions (inputs of a block stay in L1).
 constexpr std::size_t kConvBlock = 512;
-/// out_i = (acc_i - NTT_i(sum_k [INTT(acc_(T+k)) (P/p_k)^-1]_(p_k) [P/p_k]_(q_i))) * P^-1 (+ add_i),
-/// for acc with T+K towers. acc's P towers are overwritten.
-void moddown(const Context& ctx, u64* acc, std::uint32_t T, u64* out, const u64* add);
 /// ModDown's P -> Q conversion for E accumulators whose P towers (at accs[e] + (T + k) N) hold
 /// the scaled INTT: z[e][i], i < T, blocked over coefficients. An orphaned `omp for` (as
 /// modup_conv_blocks).
 void moddown_conv_blocks(const Context& ctx, u64* const* accs, std::uint32_t E, std::uint32_t T, u64* z);
-/// Two ModDowns in one parallel region (balanced over threads): acc0 -> out0 (+ add0) and, when
-/// acc1 is not null, acc1 -> out1 (+ add1). add pointers may be null or alias their outputs.
-/// perm (an automorphism, out[j] = in[perm[j]]): the Q towers of acc and the add inputs are read
-/// permuted (the caller permutes the P towers); outputs then alias no input.
-void moddown2(const Context& ctx, std::uint32_t T, u64* acc0, u64* out0, const u64* add0, u64* acc1, u64* out1,
-              const u64* add1, const std::uint32_t* perm = nullptr);
 /// t = centred(x) mod q_i for x < ql (values above ql/2 stand for x - ql): the rescale's
 /// correction term in tower i, scalar form.
 void centre_tower(const Context& ctx, const u64* x, u64 ql, std::uint32_t i, u64* t);

@@ -92,19 +92,6 @@ void inner_tower(const Context& ctx, const SwitchKey& key, std::uint32_t beta, s
 }
 }  // namespace
 
-void key_inner(const Context& ctx, const u64* ext, std::uint32_t T, const SwitchKey& key, u64* acc0, u64* acc1) {
-  const std::uint32_t n = ctx.n(), K = ctx.num_p(), TK = T + K, L1 = ctx.num_q();
-  const std::uint32_t beta = ctx.num_digits(T);
-  if (key.towers != L1 + K || key.digits < beta) throw std::invalid_argument("key does not match the context");
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(TK) * n))
-  for (std::int64_t m = 0; m < TK; ++m) {
-    const std::uint32_t idx = m < T ? static_cast<std::uint32_t>(m) : L1 + static_cast<std::uint32_t>(m - T);
-    const u64* e[64];
-    for (std::uint32_t j = 0; j < beta; ++j) e[j] = ext + (std::size_t(j) * TK + m) * n;
-    inner_tower(ctx, key, beta, idx, e, acc0 + std::size_t(m) * n, acc1 + std::size_t(m) * n);
-  }
-}
-
 namespace {
 void check_keys(const Context& ctx, std::uint32_t T) {
   if (ctx.num_p() == 0) throw std::invalid_argument("the context has no P moduli (no evaluation key loaded)");
@@ -122,6 +109,9 @@ struct KsOut {
   u64* out[2] = {nullptr, nullptr};
   const u64* y[2] = {nullptr, nullptr};
   const std::uint32_t* perm = nullptr;
+  // hoisting: ModUp's output (modup(): every digit extended and transformed), shared by several
+  // key switches of one d; the key switch then starts at the inner product
+  const u64* ext = nullptr;
   bool rescale = false;
   u64 factor = 1;  // with rescale and no y: the result times factor (mod q_i)
 };
@@ -131,8 +121,8 @@ struct KsOut {
 // each remaining Q tower's job forms its two accumulator towers in per-thread memory (L2) and
 // finishes them at once (ModDown, and the rescale), so the accumulators' Q towers are never
 // written to and read back from a T-tower buffer. Same towers as ModUp, the inner product and
-// moddown2 as separate passes (and the rescale): the same products and reductions, in another
-// order of towers.
+// ModDown as separate passes over all towers (and the rescale): the same products and
+// reductions, in another order of towers.
 // The rescale: separately, ModDown forms v_i = (acc_i - NTT(z_i)) P^-1 + c_i on every Q tower,
 // and the rescale transforms tower l back and forms (v_i - NTT(w_i)) q_l^-1, w_i = the centred
 // tower l mod q_i. The transforms are linear mod q_i, so
@@ -149,10 +139,11 @@ void keyswitch_fused(const Context& ctx, const u64* d, std::uint32_t T, const Sw
   if (o.rescale && T < 2) throw std::invalid_argument("cannot rescale a ciphertext with one tower");
   const std::uint32_t l = T - 1;
   const u64 ql = ctx.modulus(l);
-  const u64* y = modup_prepare(ctx, d, T);
+  const bool hoisted = o.ext != nullptr;
+  const u64* y = hoisted ? nullptr : modup_prepare(ctx, d, T);
   const ModUpTable* tabs[64];
   for (std::uint32_t j = 0; j < beta; ++j) tabs[j] = &ctx.modup(T, j);
-  u64* x = scratch(3, std::size_t(beta) * TK * n);
+  u64* x = hoisted ? nullptr : scratch(3, std::size_t(beta) * TK * n);
   u64* accs[2] = {scratch(4, std::size_t(TK) * n), scratch(5, std::size_t(TK) * n)};  // P towers and tower l
   u64* z = scratch(10, std::size_t(2) * T * n);
   u64* xl = o.rescale ? scratch(11, std::size_t(2) * n) : nullptr;
@@ -161,7 +152,9 @@ void keyswitch_fused(const Context& ctx, const u64* d, std::uint32_t T, const Sw
     const std::uint32_t idx = m < T ? m : L1 + (m - T);
     const u64* e[64];
     for (std::uint32_t j = 0; j < beta; ++j) {
-      if (m < T && m >= tabs[j]->begin && m < tabs[j]->end) {
+      if (hoisted) {
+        e[j] = o.ext + (std::size_t(j) * TK + m) * n;
+      } else if (m < T && m >= tabs[j]->begin && m < tabs[j]->end) {
         e[j] = d + std::size_t(m) * n;  // the digit's own tower: D_j = d
       } else {
         u64* t = x + (std::size_t(j) * TK + m) * n;
@@ -174,7 +167,7 @@ void keyswitch_fused(const Context& ctx, const u64* d, std::uint32_t T, const Sw
   const bool par = medtwin::parallel_worth(std::size_t(TK) * n);
 #pragma omp parallel if (par)
   {
-    modup_conv_blocks(ctx, tabs, beta, y, T, x);
+    if (!hoisted) modup_conv_blocks(ctx, tabs, beta, y, T, x);
     // the P towers and tower l into the accumulator buffers (the costliest jobs, dynamic)
 #pragma omp for schedule(dynamic)
     for (std::int64_t jb = 0; jb <= K; ++jb) {
@@ -310,28 +303,6 @@ void mul_relin_rescale(const Context& ctx, const Ciphertext& a, const Ciphertext
   keyswitch_fused(ctx, d2, T, key, o);
 }
 
-namespace {
-void finish_rotation(const Context& ctx, const Ciphertext& in, u64 k, u64* acc0, u64* acc1, Ciphertext& out) {
-  const std::uint32_t T = in.towers, n = in.n, K = ctx.num_p();
-  const auto& perm = ctx.automorphism(k);
-  // sigma_k on the P towers before ModDown (as OpenFHE 1.6.1 does); the Q towers of the
-  // accumulators and c0 are read permuted inside ModDown's last pass instead of copied here.
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(2 * K) * n))
-  for (std::int64_t jb = 0; jb < std::int64_t(2) * K; ++jb) {
-    u64* p = (jb < K ? acc0 : acc1) + std::size_t(T + jb % K) * n;
-    u64* tmp = scratch(6, n);
-    apply_automorphism(perm, p, tmp);
-    std::memcpy(p, tmp, 8 * std::size_t(n));
-  }
-  out.n = in.n;
-  out.resize(2, T);
-  out.slots = in.slots; out.level = in.level; out.hops = in.hops; out.noise_deg = in.noise_deg;
-  out.scale = in.scale; out.scheme_id = in.scheme_id; out.encoding = in.encoding;
-  out.header = in.header; out.key_tag = in.key_tag;
-  moddown2(ctx, T, acc0, out.poly(0, 0), in.poly(0, 0), acc1, out.poly(1, 0), nullptr, perm.data());
-}
-}  // namespace
-
 void rotate(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& key, Ciphertext& out) {
   if (in.elems != 2) throw std::invalid_argument("rotation needs a two-element ciphertext");
   const std::uint32_t T = in.towers, n = in.n, K = ctx.num_p(), TK = T + K;
@@ -356,15 +327,27 @@ void rotate_hoisted(const Context& ctx, const Ciphertext& in, const std::vector<
   if (ks.size() != keys.size()) throw std::invalid_argument("one key per rotation is needed");
   const std::uint32_t T = in.towers, n = in.n, K = ctx.num_p(), TK = T + K;
   check_keys(ctx, T);
+  for (const SwitchKey* key : keys)  // before any work: a key of another context throws here, not midway
+    if (key->towers != ctx.num_q() + K || key->digits < ctx.num_digits(T))
+      throw std::invalid_argument("key does not match the context");
+  for (const Ciphertext& o : outs)
+    if (&o == &in) throw std::invalid_argument("rotate_hoisted: an output aliases the input");
   const std::uint32_t beta = ctx.num_digits(T);
   u64* ext = scratch(3, std::size_t(beta) * TK * n);
-  u64* acc0 = scratch(4, std::size_t(TK) * n);
-  u64* acc1 = scratch(5, std::size_t(TK) * n);
-  modup(ctx, in.poly(1, 0), T, ext);
+  modup(ctx, in.poly(1, 0), T, ext);  // once for every rotation
   outs.resize(ks.size());
   for (std::size_t r = 0; r < ks.size(); ++r) {
-    key_inner(ctx, ext, T, *keys[r], acc0, acc1);
-    finish_rotation(ctx, in, ks[r], acc0, acc1, outs[r]);
+    Ciphertext& out = outs[r];
+    out.n = in.n;
+    out.resize(2, T);
+    out.slots = in.slots; out.level = in.level; out.hops = in.hops; out.noise_deg = in.noise_deg;
+    out.scale = in.scale; out.scheme_id = in.scheme_id; out.encoding = in.encoding;
+    out.header = in.header; out.key_tag = in.key_tag;
+    KsOut o;
+    o.c[0] = in.poly(0, 0); o.out[0] = out.poly(0, 0); o.out[1] = out.poly(1, 0);
+    o.perm = ctx.automorphism(ks[r]).data();
+    o.ext = ext;
+    keyswitch_fused(ctx, in.poly(1, 0), T, *keys[r], o);
   }
 }
 

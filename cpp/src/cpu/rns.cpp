@@ -333,44 +333,4 @@ void moddown_conv_blocks(const Context& ctx, u64* const* accs, std::uint32_t E, 
   }
 }
 
-void moddown2(const Context& ctx, std::uint32_t T, u64* acc0, u64* out0, const u64* add0, u64* acc1, u64* out1,
-              const u64* add1, const std::uint32_t* perm) {
-  const std::uint32_t n = ctx.n(), K = ctx.num_p(), L1 = ctx.num_q();
-  if (K > 64) throw std::invalid_argument("more than 64 P moduli");
-  const std::uint32_t E = acc1 ? 2 : 1;
-  u64* accs[2] = {acc0, acc1};
-  u64* outs[2] = {out0, out1};
-  const u64* adds[2] = {add0, add1};
-  const std::int64_t pj = std::int64_t(E) * K, qj = std::int64_t(E) * T;
-  u64* z = scratch(10, std::size_t(qj) * n);
-  const std::int64_t blocks = static_cast<std::int64_t>((n + kConvBlock - 1) / kConvBlock);
-#pragma omp parallel if (medtwin::parallel_worth(std::size_t(qj) * n))
-  {
-#pragma omp for schedule(static)
-    for (std::int64_t jb = 0; jb < pj; ++jb) {
-      const std::uint32_t e = static_cast<std::uint32_t>(jb / K), k = static_cast<std::uint32_t>(jb % K);
-      ctx.ntt(L1 + k).inverse_mul(accs[e] + std::size_t(T + k) * n, ctx.phat_inv()[k]);
-    }
-    // basis conversion P -> Q, blocked over coefficients (the P towers of a block stay in L1): z[e][i]
-#pragma omp for schedule(static)
-    for (std::int64_t bl = 0; bl < blocks; ++bl) {
-      const std::size_t c0 = std::size_t(bl) * kConvBlock, len = std::min<std::size_t>(kConvBlock, n - c0);
-      for (std::uint32_t e = 0; e < E; ++e)
-        for (std::uint32_t i = 0; i < T; ++i) moddown_conv(ctx, accs[e], T, i, z + (std::size_t(e) * T + i) * n, c0, len);
-    }
-    // per Q tower: NTT, fused with (acc_i - .) * P^-1 (+ add_i)
-#pragma omp for schedule(static)
-    for (std::int64_t jb = 0; jb < qj; ++jb) {
-      const std::uint32_t e = static_cast<std::uint32_t>(jb / T), i = static_cast<std::uint32_t>(jb % T);
-      const u64* ad = adds[e] ? adds[e] + std::size_t(i) * n : nullptr;
-      ctx.ntt(i).forward_sub_mul(z + std::size_t(jb) * n, accs[e] + std::size_t(i) * n, ctx.pinv_mod_q(i),
-                                 outs[e] + std::size_t(i) * n, ad, perm);
-    }
-  }
-}
-
-void moddown(const Context& ctx, u64* acc, std::uint32_t T, u64* out, const u64* add) {
-  moddown2(ctx, T, acc, out, add, nullptr, nullptr, nullptr);
-}
-
 }  // namespace medtwin
