@@ -43,7 +43,5 @@ void rotate(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& ke
 /// product and ModDown of rotate. Same towers as rotate, one rotation at a time.
 void rotate_hoisted(const Context& ctx, const Ciphertext& in, const std::vector<u64>& ks,
                     const std::vector<const SwitchKey*>& keys, std::vector<Ciphertext>& outs);
-/// out[j] = in[perm[j]] for one tower.
-void apply_automorphism(const std::vector<std::uint32_t>& perm, const u64* in, u64* out);
 
 }  // namespace medtwin

@@ -16,11 +16,6 @@ u64 rotation_index(std::uint32_t n, std::int64_t r) {
   return powmod(5, static_cast<u64>(e), 2 * u64(n));
 }
 
-void apply_automorphism(const std::vector<std::uint32_t>& perm, const u64* in, u64* out) {
-  const std::size_t n = perm.size();
-  for (std::size_t j = 0; j < n; ++j) out[j] = in[perm[j]];
-}
-
 void prepare_switch_key(const Context& ctx, SwitchKey& key) {
   const std::uint32_t n = key.n;
   if (!key.mont_tower.empty()) throw std::logic_error("switch key prepared twice");
@@ -303,22 +298,25 @@ void mul_relin_rescale(const Context& ctx, const Ciphertext& a, const Ciphertext
   keyswitch_fused(ctx, d2, T, key, o);
 }
 
-void rotate(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& key, Ciphertext& out) {
-  if (in.elems != 2) throw std::invalid_argument("rotation needs a two-element ciphertext");
-  const std::uint32_t T = in.towers, n = in.n, K = ctx.num_p(), TK = T + K;
-  check_keys(ctx, T);
-  (void)n; (void)TK;
-  if (&out == &in) throw std::invalid_argument("rotate: the output aliases the input");
-  const auto& perm = ctx.automorphism(k);
-  out.n = in.n;
-  out.resize(2, T);
-  out.slots = in.slots; out.level = in.level; out.hops = in.hops; out.noise_deg = in.noise_deg;
-  out.scale = in.scale; out.scheme_id = in.scheme_id; out.encoding = in.encoding;
-  out.header = in.header; out.key_tag = in.key_tag;
+namespace {
+// The rotation of in by automorphism k into out (another object); ext: ModUp's output shared by
+// a hoisted group (null: this key switch runs its own ModUp).
+void rotation(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& key, Ciphertext& out, const u64* ext) {
+  copy_meta(in, out);
+  out.resize(2, in.towers);
   KsOut o;
   o.c[0] = in.poly(0, 0); o.out[0] = out.poly(0, 0); o.out[1] = out.poly(1, 0);
-  o.perm = perm.data();
-  keyswitch_fused(ctx, in.poly(1, 0), T, key, o);
+  o.perm = ctx.automorphism(k).data();
+  o.ext = ext;
+  keyswitch_fused(ctx, in.poly(1, 0), in.towers, key, o);
+}
+}  // namespace
+
+void rotate(const Context& ctx, const Ciphertext& in, u64 k, const SwitchKey& key, Ciphertext& out) {
+  if (in.elems != 2) throw std::invalid_argument("rotation needs a two-element ciphertext");
+  check_keys(ctx, in.towers);
+  if (&out == &in) throw std::invalid_argument("rotate: the output aliases the input");
+  rotation(ctx, in, k, key, out, nullptr);
 }
 
 void rotate_hoisted(const Context& ctx, const Ciphertext& in, const std::vector<u64>& ks,
@@ -336,19 +334,7 @@ void rotate_hoisted(const Context& ctx, const Ciphertext& in, const std::vector<
   u64* ext = scratch(3, std::size_t(beta) * TK * n);
   modup(ctx, in.poly(1, 0), T, ext);  // once for every rotation
   outs.resize(ks.size());
-  for (std::size_t r = 0; r < ks.size(); ++r) {
-    Ciphertext& out = outs[r];
-    out.n = in.n;
-    out.resize(2, T);
-    out.slots = in.slots; out.level = in.level; out.hops = in.hops; out.noise_deg = in.noise_deg;
-    out.scale = in.scale; out.scheme_id = in.scheme_id; out.encoding = in.encoding;
-    out.header = in.header; out.key_tag = in.key_tag;
-    KsOut o;
-    o.c[0] = in.poly(0, 0); o.out[0] = out.poly(0, 0); o.out[1] = out.poly(1, 0);
-    o.perm = ctx.automorphism(ks[r]).data();
-    o.ext = ext;
-    keyswitch_fused(ctx, in.poly(1, 0), T, *keys[r], o);
-  }
+  for (std::size_t r = 0; r < ks.size(); ++r) rotation(ctx, in, ks[r], *keys[r], outs[r], ext);
 }
 
 }  // namespace medtwin
