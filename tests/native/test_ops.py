@@ -51,6 +51,7 @@ def _run_all(s):
         _check(s, e.rotate(a, k), cc.EvalRotate(cx, k), np.roll(x, -k), tol)
     for ours, k in zip(e.rotate_many(a, [1, 2, 5]), (1, 2, 5)):
         _check(s, ours, cc.EvalRotate(cx, k), np.roll(x, -k), tol)
+    assert e.rotate_many(a, []) == []
     if s.depth >= 2:
         # after a rescale: fewer towers, partial digits
         _check(s, e.mul(r, r), cc.EvalMult(cr, cr), (x * y) ** 2, tol)

@@ -330,6 +330,8 @@ void rotate_hoisted(const Context& ctx, const Ciphertext& in, const std::vector<
       throw std::invalid_argument("key does not match the context");
   for (const Ciphertext& o : outs)
     if (&o == &in) throw std::invalid_argument("rotate_hoisted: an output aliases the input");
+  outs.clear();
+  if (ks.empty()) return;  // (no ModUp for no rotation)
   const std::uint32_t beta = ctx.num_digits(T);
   u64* ext = scratch(3, std::size_t(beta) * TK * n);
   modup(ctx, in.poly(1, 0), T, ext);  // once for every rotation
