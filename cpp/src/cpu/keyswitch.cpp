@@ -92,6 +92,11 @@ void check_keys(const Context& ctx, std::uint32_t T) {
   if (ctx.num_p() == 0) throw std::invalid_argument("the context has no P moduli (no evaluation key loaded)");
   if (ctx.num_digits(T) > 32) throw std::invalid_argument("more than 32 key-switching digits");
 }
+// The key has the context's Q and P towers and the digits a T-tower key switch uses.
+void check_key(const Context& ctx, const SwitchKey& key, std::uint32_t T) {
+  if (key.towers != ctx.num_q() + ctx.num_p() || key.digits < ctx.num_digits(T))
+    throw std::invalid_argument("key does not match the context");
+}
 }  // namespace
 
 namespace {
@@ -129,7 +134,7 @@ struct KsOut {
 void keyswitch_fused(const Context& ctx, const u64* d, std::uint32_t T, const SwitchKey& key, const KsOut& o) {
   const std::uint32_t n = ctx.n(), K = ctx.num_p(), TK = T + K, L1 = ctx.num_q();
   const std::uint32_t beta = ctx.num_digits(T);
-  if (key.towers != L1 + K || key.digits < beta) throw std::invalid_argument("key does not match the context");
+  check_key(ctx, key, T);
   if (K > 64) throw std::invalid_argument("more than 64 P moduli");
   if (o.rescale && T < 2) throw std::invalid_argument("cannot rescale a ciphertext with one tower");
   const std::uint32_t l = T - 1;
@@ -325,9 +330,7 @@ void rotate_hoisted(const Context& ctx, const Ciphertext& in, const std::vector<
   if (ks.size() != keys.size()) throw std::invalid_argument("one key per rotation is needed");
   const std::uint32_t T = in.towers, n = in.n, K = ctx.num_p(), TK = T + K;
   check_keys(ctx, T);
-  for (const SwitchKey* key : keys)  // before any work: a key of another context throws here, not midway
-    if (key->towers != ctx.num_q() + K || key->digits < ctx.num_digits(T))
-      throw std::invalid_argument("key does not match the context");
+  for (const SwitchKey* key : keys) check_key(ctx, *key, T);  // before any work, not midway
   for (const Ciphertext& o : outs)
     if (&o == &in) throw std::invalid_argument("rotate_hoisted: an output aliases the input");
   outs.clear();
