@@ -24,6 +24,15 @@ inline __m512i mul_lazy(__m512i a, __m512i w, __m512i wp, __m512i q) {
   __m512i r = _mm512_madd52lo_epu64(_mm512_madd52lo_epu64(kZero, a, w), hi, qn);
   return _mm512_and_si512(r, kMask52);
 }
+// The same without the final mask: the result is congruent to a w mod q in [0, 2q) modulo 2^52
+// only (bits 52-63 hold a carry). For the lazy forward butterflies (Mul52L), whose additions and
+// subtractions need only be right modulo 2^52: their true values stay below 2^52, and the
+// 52-bit products read the low 52 bits of their operands. reduce_full52 masks once at the end.
+inline __m512i mul_lazy_unmasked(__m512i a, __m512i w, __m512i wp, __m512i q) {
+  const __m512i qn = _mm512_sub_epi64(_mm512_set1_epi64(1LL << 52), q);
+  __m512i hi = _mm512_madd52hi_epu64(kZero, a, wp);
+  return _mm512_madd52lo_epu64(_mm512_madd52lo_epu64(kZero, a, w), hi, qn);
+}
 inline __m512i csub(__m512i x, __m512i m) {  // x >= m ? x - m : x
   return _mm512_min_epu64(x, _mm512_sub_epi64(x, m));
 }
@@ -131,18 +140,21 @@ inline __m512i mul_lazy64_approx(__m512i a, __m512i w, __m512i wp, __m512i q) {
 struct Mul52 {
   static constexpr bool wide = false, is52 = true, lazy = false;
   static __m512i mul(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy(a, w, wp, q); }
+  static __m512i bfly(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy(a, w, wp, q); }
   static const u64* fw(const NTTTables& t) { return t.w52.data(); }
   static const u64* iw(const NTTTables& t) { return t.iw52.data(); }
 };
 struct Mul64 {
   static constexpr bool wide = false, is52 = false, lazy = false;
   static __m512i mul(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy64(a, w, wp, q); }
+  static __m512i bfly(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy64(a, w, wp, q); }
   static const u64* fw(const NTTTables& t) { return t.wp.data(); }
   static const u64* iw(const NTTTables& t) { return t.iwp.data(); }
 };
 struct Mul64a {
   static constexpr bool wide = true, is52 = false, lazy = false;
   static __m512i mul(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy64_approx(a, w, wp, q); }
+  static __m512i bfly(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy64_approx(a, w, wp, q); }
   static const u64* fw(const NTTTables& t) { return t.wp.data(); }
   static const u64* iw(const NTTTables& t) { return t.iwp.data(); }
 };
@@ -150,8 +162,12 @@ struct Mul64a {
 // reduced, so each stage adds at most 2q to the bound; from inputs below 4q, after log2(n) <= 17
 // stages the values stay below (4 + 2 * 17) q < 2^52, the 52-bit products' limit, and one full
 // reduction at the end brings them to [0, q). Saves two of the butterfly's nine operations.
+// Its butterflies' products skip the 52-bit mask (mul_lazy_unmasked): the values between stages
+// are right modulo 2^52 only, and reduce_full52 masks them at the end. One operation fewer per
+// butterfly (seven instead of eight): forward NTT at N = 2^16 in L2 113 -> 107 us.
 struct Mul52L : Mul52 {
   static constexpr bool lazy = true;
+  static __m512i bfly(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy_unmasked(a, w, wp, q); }
 };
 inline bool lazy_forward_ok(u64 q, std::size_t n) {
   unsigned stages = 0;
@@ -165,11 +181,12 @@ inline __m512i fwd_in(__m512i x, __m512i q2) {
   else return csub(x, q2);
 }
 // [0, q) for 52-bit products: x < 2^52 -> x - floor(x floor(2^52/q) / 2^52) q in [0, 2q) -> [0, q).
-// hi q <= x < 2^52, so the 52-bit product hi q is exact and the difference needs no mask.
+// hi q <= x < 2^52, so the 52-bit product hi q is exact. x may carry garbage in bits 52-63 (the
+// unmasked lazy butterflies): the products read its low 52 bits, and the difference is masked.
 inline __m512i reduce_full52(__m512i x, __m512i q, __m512i r52) {
   __m512i hi = _mm512_madd52hi_epu64(_mm512_setzero_si512(), x, r52);
   __m512i r = _mm512_sub_epi64(x, _mm512_madd52lo_epu64(_mm512_setzero_si512(), hi, q));
-  return csub(r, q);
+  return csub(_mm512_and_si512(r, kMask52), q);
 }
 // [0, B) -> [0, q) for the multiplier's output bound B (2q or 4q).
 template <class M>
@@ -191,7 +208,7 @@ inline void fwd_stage(const NTTTables& tb, u64* a, std::size_t m, std::size_t t,
       u64* y = x + t;
       for (std::size_t j = 0; j < t; j += 8) {
         __m512i u = fwd_in<M>(_mm512_loadu_si512(x + j), q2);
-        __m512i v = M::mul(_mm512_loadu_si512(y + j), W, Wp, q);
+        __m512i v = M::bfly(_mm512_loadu_si512(y + j), W, Wp, q);
         _mm512_storeu_si512(x + j, _mm512_add_epi64(u, v));
         _mm512_storeu_si512(y + j, _mm512_sub_epi64(_mm512_add_epi64(u, q2), v));
       }
@@ -207,7 +224,7 @@ inline void fwd_stage(const NTTTables& tb, u64* a, std::size_t m, std::size_t t,
       __m512i W = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(tb.w.data() + m + i));
       __m512i Wp = _mm512_permutexvar_epi64(st.wl, _mm512_loadu_si512(M::fw(tb) + m + i));
       __m512i u = fwd_in<M>(X, q2);
-      __m512i v = M::mul(Y, W, Wp, q);
+      __m512i v = M::bfly(Y, W, Wp, q);
       X = _mm512_add_epi64(u, v);
       Y = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
       _mm512_storeu_si512(p, _mm512_permutex2var_epi64(X, st.back0, Y));
@@ -275,14 +292,14 @@ inline void fwd_stage2(const NTTTables& tb, u64* a, std::size_t m, std::size_t t
         A = _mm512_loadu_si512(p0 + j); B = _mm512_loadu_si512(p1 + j);
         C = _mm512_loadu_si512(p2 + j); D = _mm512_loadu_si512(p3 + j);
       }
-      __m512i u = fwd_in<M>(A, q2), v = M::mul(C, W1, W1p, q);
+      __m512i u = fwd_in<M>(A, q2), v = M::bfly(C, W1, W1p, q);
       A = _mm512_add_epi64(u, v); C = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
-      u = fwd_in<M>(B, q2); v = M::mul(D, W1, W1p, q);
+      u = fwd_in<M>(B, q2); v = M::bfly(D, W1, W1p, q);
       B = _mm512_add_epi64(u, v); D = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
-      u = fwd_in<M>(A, q2); v = M::mul(B, W2, W2p, q);
+      u = fwd_in<M>(A, q2); v = M::bfly(B, W2, W2p, q);
       _mm512_storeu_si512(p0 + j, _mm512_add_epi64(u, v));
       _mm512_storeu_si512(p1 + j, _mm512_sub_epi64(_mm512_add_epi64(u, q2), v));
-      u = fwd_in<M>(C, q2); v = M::mul(D, W3, W3p, q);
+      u = fwd_in<M>(C, q2); v = M::bfly(D, W3, W3p, q);
       _mm512_storeu_si512(p2 + j, _mm512_add_epi64(u, v));
       _mm512_storeu_si512(p3 + j, _mm512_sub_epi64(_mm512_add_epi64(u, q2), v));
     }
@@ -421,7 +438,7 @@ template <class M, int K>
 inline void fwd_merged_stage(__m512i (&X)[K], __m512i (&Y)[K], const __m512i (&W)[K], const __m512i (&Wp)[K],
                              __m512i nx, __m512i ny, __m512i q, __m512i q2) {
   __m512i U[K], V[K];
-  for (int k = 0; k < K; ++k) { U[k] = fwd_in<M>(X[k], q2); V[k] = M::mul(Y[k], W[k], Wp[k], q); }
+  for (int k = 0; k < K; ++k) { U[k] = fwd_in<M>(X[k], q2); V[k] = M::bfly(Y[k], W[k], Wp[k], q); }
   for (int k = 0; k < K; ++k) {
     __m512i x = _mm512_add_epi64(U[k], V[k]), y = _mm512_sub_epi64(_mm512_add_epi64(U[k], q2), V[k]);
     X[k] = _mm512_permutex2var_epi64(x, nx, y); Y[k] = _mm512_permutex2var_epi64(x, ny, y);
@@ -464,7 +481,7 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
     for (int k = 0; k < K; ++k) {  // t = 1
       const std::size_t p = p0 + 16 * k;
       U[k] = fwd_in<M>(X[k], q2);
-      V[k] = M::mul(Y[k], _mm512_loadu_si512(w1 + p / 2), _mm512_loadu_si512(w1p + p / 2), q);
+      V[k] = M::bfly(Y[k], _mm512_loadu_si512(w1 + p / 2), _mm512_loadu_si512(w1p + p / 2), q);
     }
     for (int k = 0; k < K; ++k) {
       if constexpr (M::lazy) {
