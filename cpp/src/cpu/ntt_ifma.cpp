@@ -306,14 +306,55 @@ inline void fwd_stage2(const NTTTables& tb, u64* a, std::size_t m, std::size_t t
   }
 }
 
+// Three forward stages in one pass (t >= 32): (m, t), (2m, t/2), (4m, t/4) on eight vectors whose
+// offsets in a group's 2t elements are k t/4; the same butterflies, in the same order per
+// element, as three radix-2 passes. For the whole-array stages, whose passes stream the tower
+// through L2: at N = 2^16 five such stages take two passes instead of three (forward NTT with a
+// 40-bit modulus 109 -> 102 us; 52-bit products only: the 64-bit ones gain nothing).
+template <class M>
+inline void fwd_stage3(const NTTTables& tb, u64* a, std::size_t m, std::size_t t, __m512i q, __m512i q2) {
+  const std::size_t t4 = t >> 2;
+  const u64* wv = tb.w.data();
+  const u64* wpv = M::fw(tb);
+  for (std::size_t i = 0; i < m; ++i) {
+    const std::size_t i2 = 2 * m + 2 * i, i4 = 4 * m + 4 * i;
+    const __m512i W1 = _mm512_set1_epi64(wv[m + i]), W1p = _mm512_set1_epi64(wpv[m + i]);
+    const __m512i W2 = _mm512_set1_epi64(wv[i2]), W2p = _mm512_set1_epi64(wpv[i2]);
+    const __m512i W3 = _mm512_set1_epi64(wv[i2 + 1]), W3p = _mm512_set1_epi64(wpv[i2 + 1]);
+    u64* p = a + 2 * i * t;
+    for (std::size_t j = 0; j < t4; j += 8) {
+      __m512i x[8];
+      for (int k = 0; k < 8; ++k) x[k] = _mm512_loadu_si512(p + k * t4 + j);
+      for (int k = 0; k < 4; ++k) {  // (m, t): x_k with x_(k+4)
+        const __m512i u = fwd_in<M>(x[k], q2), v = M::bfly(x[k + 4], W1, W1p, q);
+        x[k] = _mm512_add_epi64(u, v);
+        x[k + 4] = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
+      }
+      for (int k : {0, 1, 4, 5}) {  // (2m, t/2): x_k with x_(k+2)
+        const __m512i w = k < 4 ? W2 : W3, wp = k < 4 ? W2p : W3p;
+        const __m512i u = fwd_in<M>(x[k], q2), v = M::bfly(x[k + 2], w, wp, q);
+        x[k] = _mm512_add_epi64(u, v);
+        x[k + 2] = _mm512_sub_epi64(_mm512_add_epi64(u, q2), v);
+      }
+      for (int k = 0; k < 8; k += 2) {  // (4m, t/4): x_k with x_(k+1)
+        const __m512i w = _mm512_set1_epi64(wv[i4 + k / 2]), wp = _mm512_set1_epi64(wpv[i4 + k / 2]);
+        const __m512i u = fwd_in<M>(x[k], q2), v = M::bfly(x[k + 1], w, wp, q);
+        _mm512_storeu_si512(p + k * t4 + j, _mm512_add_epi64(u, v));
+        _mm512_storeu_si512(p + (k + 1) * t4 + j, _mm512_sub_epi64(_mm512_add_epi64(u, q2), v));
+      }
+    }
+  }
+}
+
 // Two inverse stages in one pass (t >= 8): stage (h groups, t), then (h/2 groups, 2t); scale != null:
 // the second is the last stage, and its outputs are multiplied by scale (x) and folded into its
 // twiddle (y) instead of a separate n^-1 pass. Same results as the radix-2 passes.
 template <class M>
 inline void inv_stage2(const NTTTables& tb, u64* a, std::size_t h, std::size_t t, __m512i q, __m512i q2,
-                       const u64* scale) {
+                       const u64* scale, std::size_t g0 = 0, std::size_t g1 = ~std::size_t(0)) {
   const std::size_t h2 = h >> 1;
-  for (std::size_t g = 0; g < h2; ++g) {
+  if (g1 > h2) g1 = h2;
+  for (std::size_t g = g0; g < g1; ++g) {
     const __m512i W1 = _mm512_set1_epi64(tb.iw[h + 2 * g]), W1p = _mm512_set1_epi64(M::iw(tb)[h + 2 * g]);
     const __m512i W2 = _mm512_set1_epi64(tb.iw[h + 2 * g + 1]), W2p = _mm512_set1_epi64(M::iw(tb)[h + 2 * g + 1]);
     __m512i W3, W3p, S, Sp;
@@ -618,8 +659,17 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
     m <<= 2;
     t >>= 2;
   }
-  if (!std::is_same<M, Mul64>::value)
+  if (!std::is_same<M, Mul64>::value) {
+    // an odd number (three or more) of whole-array stages left: three of them in one pass
+    std::size_t large = 0;
+    for (std::size_t tt = t; tt >= kBlock && tt >= 1; tt >>= 1) ++large;
+    if (M::is52 && m < n && large >= 3 && large % 2 == 1) {
+      fwd_stage3<M>(tb, a, m, t, q, q2);
+      m <<= 3;
+      t >>= 3;
+    }
     for (; m < n && t > kBlock; m <<= 2, t >>= 2) fwd_stage2<M>(tb, a, m, t, q, q2);
+  }
   for (; m < n && 2 * t > kBlock; m <<= 1, t >>= 1) fwd_stage<M>(tb, a, m, t, 0, m, q, q2);
   // small stages: each block of kBlock elements through all of them while in L1
   if (m < n) {
@@ -699,6 +749,11 @@ void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep, const u64*
       t = 8;
       mm = n >> 3;
     }
+    // 52-bit products: two stages per pass over the block while two fit (one read and write of
+    // the block per pair instead of per stage), then a single one if left. (The 64-bit products
+    // run out of registers in the pair: 4% slower at 60 bits, so one stage per pass there.)
+    for (; M::is52 && t >= 8 && mm >= 4 && 4 * t <= B; mm >>= 2, t <<= 2)
+      inv_stage2<M>(tb, a, mm >> 1, t, q, q2, nullptr, b / (4 * t), (b + B) / (4 * t));
     for (; mm > 1 && 2 * t <= B; mm >>= 1, t <<= 1) {
       const std::size_t h = mm >> 1;
       const std::size_t g0 = b / (2 * t), g1 = (b + B) / (2 * t);
