@@ -392,6 +392,44 @@ inline void inv_stage2(const NTTTables& tb, u64* a, std::size_t h, std::size_t t
   }
 }
 
+// Three inverse stages in one pass: (h groups, t), (h/2, 2t), (h/4, 4t) on eight vectors at
+// offsets k t within a group's 8t elements; the same butterflies, in the same order per element,
+// as three radix-2 passes (see fwd_stage3). Not the last stages: no scaling.
+template <class M>
+inline void inv_stage3(const NTTTables& tb, u64* a, std::size_t h, std::size_t t, __m512i q, __m512i q2) {
+  const u64* wv = tb.iw.data();
+  const u64* wpv = M::iw(tb);
+  for (std::size_t g = 0; g < h / 4; ++g) {
+    const std::size_t i1 = h + 4 * g, i2 = h / 2 + 2 * g, i3 = h / 4 + g;
+    __m512i W[4], Wp[4];
+    for (int k = 0; k < 4; ++k) { W[k] = _mm512_set1_epi64(wv[i1 + k]); Wp[k] = _mm512_set1_epi64(wpv[i1 + k]); }
+    const __m512i V0 = _mm512_set1_epi64(wv[i2]), V0p = _mm512_set1_epi64(wpv[i2]);
+    const __m512i V1 = _mm512_set1_epi64(wv[i2 + 1]), V1p = _mm512_set1_epi64(wpv[i2 + 1]);
+    const __m512i U = _mm512_set1_epi64(wv[i3]), Up = _mm512_set1_epi64(wpv[i3]);
+    u64* p = a + 8 * g * t;
+    for (std::size_t j = 0; j < t; j += 8) {
+      __m512i x[8];
+      for (int k = 0; k < 8; ++k) x[k] = _mm512_loadu_si512(p + k * t + j);
+      for (int k = 0; k < 8; k += 2) {  // (h, t): x_k with x_(k+1)
+        const __m512i s = csub(_mm512_add_epi64(x[k], x[k + 1]), q2);
+        x[k + 1] = M::mul(_mm512_sub_epi64(_mm512_add_epi64(x[k], q2), x[k + 1]), W[k / 2], Wp[k / 2], q);
+        x[k] = s;
+      }
+      for (int k : {0, 1, 4, 5}) {  // (h/2, 2t): x_k with x_(k+2)
+        const __m512i w = k < 4 ? V0 : V1, wp = k < 4 ? V0p : V1p;
+        const __m512i s = csub(_mm512_add_epi64(x[k], x[k + 2]), q2);
+        x[k + 2] = M::mul(_mm512_sub_epi64(_mm512_add_epi64(x[k], q2), x[k + 2]), w, wp, q);
+        x[k] = s;
+      }
+      for (int k = 0; k < 4; ++k) {  // (h/4, 4t): x_k with x_(k+4)
+        _mm512_storeu_si512(p + k * t + j, csub(_mm512_add_epi64(x[k], x[k + 4]), q2));
+        _mm512_storeu_si512(p + (k + 4) * t + j,
+                            M::mul(_mm512_sub_epi64(_mm512_add_epi64(x[k], q2), x[k + 4]), U, Up, q));
+      }
+    }
+  }
+}
+
 // One inverse stage (h groups of 2t) restricted to groups [i0, i1).
 template <class M>
 inline void inv_stage(const NTTTables& tb, u64* a, std::size_t h, std::size_t t, std::size_t i0, std::size_t i1,
@@ -768,6 +806,12 @@ void inverse_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep, const u64*
   std::size_t t = t_end, mm = m_end;
   unsigned large = 0;
   while ((std::size_t(1) << large) < mm) ++large;
+  if (M::is52 && large % 2 == 1 && large >= 5) {  // three in one pass, then pairs (the last one scaled)
+    inv_stage3<M>(tb, a, mm >> 1, t, q, q2);
+    mm >>= 3;
+    t <<= 3;
+    large -= 3;
+  }
   if (large % 2 == 1 && mm > 2) { inv_stage<M>(tb, a, mm >> 1, t, 0, mm >> 1, q, q2); mm >>= 1; t <<= 1; }
   for (; mm > 4; mm >>= 2, t <<= 2) inv_stage2<M>(tb, a, mm >> 1, t, q, q2, nullptr);
   if (mm == 4) {
