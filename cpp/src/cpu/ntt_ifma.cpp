@@ -539,7 +539,7 @@ inline void inv_merged_bfly(const __m512i (&X)[K], const __m512i (&Y)[K], const 
 // three times, then the reduction) overlap in the scheduler.
 template <class M, int K>
 inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B, const NTTEpilogue* ep, __m512i q,
-                       __m512i q2) {
+                       __m512i q2, __m512i kq) {
   const Merged3& L = merged_fwd();
   const std::size_t n = tb.n();
   const u64* w = tb.w.data();
@@ -564,8 +564,12 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
     }
     for (int k = 0; k < K; ++k) {
       if constexpr (M::lazy) {
-        X[k] = reduce_full52(_mm512_add_epi64(U[k], V[k]), q, R52);
-        Y[k] = reduce_full52(_mm512_sub_epi64(_mm512_add_epi64(U[k], q2), V[k]), q, R52);
+        X[k] = _mm512_add_epi64(U[k], V[k]);
+        Y[k] = _mm512_sub_epi64(_mm512_add_epi64(U[k], q2), V[k]);
+        if (!ep) {  // (an epilogue takes the unreduced values: see below)
+          X[k] = reduce_full52(X[k], q, R52);
+          Y[k] = reduce_full52(Y[k], q, R52);
+        }
       } else {
         X[k] = reduce_b<M>(csub(_mm512_add_epi64(U[k], V[k]), q2), q);
         Y[k] = reduce_b<M>(csub(_mm512_sub_epi64(_mm512_add_epi64(U[k], q2), V[k]), q2), q);
@@ -582,10 +586,14 @@ inline void fwd_last3(const NTTTables& tb, u64* a, std::size_t b, std::size_t B,
       }
       continue;
     }
+    // x - NTT: with the lazy transform, whose outputs are below kq = (4 + 2 log N) q and right
+    // modulo 2^52 only, x + kq - NTT (below 2^52, a multiple of q added) goes straight into the
+    // 52-bit product, which reads its low 52 bits: no full reduction of the transform's output.
+    const __m512i xq = M::lazy ? kq : q;
     for (int k = 0; k < K; ++k) {
       const std::size_t p = p0 + 16 * k;
-      X[k] = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, p, q), q), U[k]);
-      Y[k] = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, p + 8, q), q), V[k]);
+      X[k] = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, p, q), xq), U[k]);
+      Y[k] = _mm512_sub_epi64(_mm512_add_epi64(ep_x<M>(ep, p + 8, q), xq), V[k]);
     }
     for (int k = 0; k < K; ++k) {
       X[k] = reduce_b<M>(M::mul(X[k], EW, EWp, q), q);
@@ -681,6 +689,9 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   const u64 qs = tb.q();
   const __m512i q = _mm512_set1_epi64(qs), q2 = bound_of<M>(qs);
   const __m512i r52 = _mm512_set1_epi64(M::is52 ? static_cast<long long>((u64(1) << 52) / qs) : 0);  // lazy end
+  unsigned logn = 0;
+  while ((std::size_t(1) << logn) < n) ++logn;
+  const __m512i kq = _mm512_set1_epi64(static_cast<long long>((4 + 2 * u64(logn)) * qs));  // lazy output bound
   std::size_t m = 1, t = n >> 1;
   // large stages: whole-array passes, two stages per pass where two remain
   // (not for the exact 64-bit product: its temporaries leave too few registers)
@@ -743,8 +754,8 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
         fwd_stage<M>(tb, a, mm, tt, g0, g1, q, q2);
       }
       if (tt == 4 && !std::is_same<M, Mul64>::value) {  // (not for the exact 64-bit product: registers)
-        if (B % 32 == 0) fwd_last3<M, 2>(tb, a, b, B, ep, q, q2);
-        else fwd_last3<M, 1>(tb, a, b, B, ep, q, q2);
+        if (B % 32 == 0) fwd_last3<M, 2>(tb, a, b, B, ep, q, q2, kq);
+        else fwd_last3<M, 1>(tb, a, b, B, ep, q, q2, kq);
       } else {
         for (; mm < n; mm <<= 1, tt >>= 1) fwd_stage<M>(tb, a, mm, tt, b / (2 * tt), (b + B) / (2 * tt), q, q2);
         fwd_finish<M>(a, b, B, ep, q, q2, r52);
