@@ -18,20 +18,17 @@ namespace {
 
 // a * w mod q in [0, 2q) for a < 2^52, w < q < 2^50, wp = floor(w * 2^52 / q):
 // r = a w - hi q with hi = floor(a wp / 2^52); computed mod 2^52 as lo52(a w) + lo52(hi (2^52 - q)).
-inline __m512i mul_lazy(__m512i a, __m512i w, __m512i wp, __m512i q) {
-  const __m512i qn = _mm512_sub_epi64(_mm512_set1_epi64(1LL << 52), q);
-  __m512i hi = _mm512_madd52hi_epu64(kZero, a, wp);
-  __m512i r = _mm512_madd52lo_epu64(_mm512_madd52lo_epu64(kZero, a, w), hi, qn);
-  return _mm512_and_si512(r, kMask52);
-}
-// The same without the final mask: the result is congruent to a w mod q in [0, 2q) modulo 2^52
-// only (bits 52-63 hold a carry). For the lazy forward butterflies (Mul52L), whose additions and
-// subtractions need only be right modulo 2^52: their true values stay below 2^52, and the
-// 52-bit products read the low 52 bits of their operands. reduce_full52 masks once at the end.
+// mul_lazy without its final mask: congruent to a w mod q in [0, 2q) modulo 2^52 only (bit 52
+// may hold a carry). For the lazy forward butterflies (Mul52L), whose additions and subtractions
+// need only be right modulo 2^52: their true values stay below 2^52, and the 52-bit products
+// read the low 52 bits of their operands. reduce_full52 masks once at the end.
 inline __m512i mul_lazy_unmasked(__m512i a, __m512i w, __m512i wp, __m512i q) {
   const __m512i qn = _mm512_sub_epi64(_mm512_set1_epi64(1LL << 52), q);
   __m512i hi = _mm512_madd52hi_epu64(kZero, a, wp);
   return _mm512_madd52lo_epu64(_mm512_madd52lo_epu64(kZero, a, w), hi, qn);
+}
+inline __m512i mul_lazy(__m512i a, __m512i w, __m512i wp, __m512i q) {
+  return _mm512_and_si512(mul_lazy_unmasked(a, w, wp, q), kMask52);
 }
 inline __m512i csub(__m512i x, __m512i m) {  // x >= m ? x - m : x
   return _mm512_min_epu64(x, _mm512_sub_epi64(x, m));
@@ -164,7 +161,7 @@ struct Mul64a {
 // reduction at the end brings them to [0, q). Saves two of the butterfly's nine operations.
 // Its butterflies' products skip the 52-bit mask (mul_lazy_unmasked): the values between stages
 // are right modulo 2^52 only, and reduce_full52 masks them at the end. One operation fewer per
-// butterfly (seven instead of eight): forward NTT at N = 2^16 in L2 113 -> 107 us.
+// butterfly (six instead of seven): forward NTT at N = 2^16 in L2 106-110 -> 99-103 us.
 struct Mul52L : Mul52 {
   static constexpr bool lazy = true;
   static __m512i bfly(__m512i a, __m512i w, __m512i wp, __m512i q) { return mul_lazy_unmasked(a, w, wp, q); }
@@ -310,7 +307,7 @@ inline void fwd_stage2(const NTTTables& tb, u64* a, std::size_t m, std::size_t t
 // offsets in a group's 2t elements are k t/4; the same butterflies, in the same order per
 // element, as three radix-2 passes. For the whole-array stages, whose passes stream the tower
 // through L2: at N = 2^16 five such stages take two passes instead of three (forward NTT with a
-// 40-bit modulus 109 -> 102 us; 52-bit products only: the 64-bit ones gain nothing).
+// 40-bit modulus 118 -> 108 us; 52-bit products only: the 64-bit ones gain nothing).
 template <class M>
 inline void fwd_stage3(const NTTTables& tb, u64* a, std::size_t m, std::size_t t, __m512i q, __m512i q2) {
   const std::size_t t4 = t >> 2;
@@ -711,7 +708,7 @@ void forward_impl(const NTTTables& tb, u64* a, const NTTEpilogue* ep) {
   if (!std::is_same<M, Mul64>::value) {
     // an odd number (three or more) of whole-array stages left: three of them in one pass
     std::size_t large = 0;
-    for (std::size_t tt = t; tt >= kBlock && tt >= 1; tt >>= 1) ++large;
+    for (std::size_t tt = t; tt >= kBlock; tt >>= 1) ++large;
     if (M::is52 && m < n && large >= 3 && large % 2 == 1) {
       fwd_stage3<M>(tb, a, m, t, q, q2);
       m <<= 3;
