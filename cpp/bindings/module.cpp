@@ -423,7 +423,7 @@ PYBIND11_MODULE(_core, m) {
     for (auto& v : host) v %= q;
     {
       py::gil_scoped_release rel;
-      auto dt = medtwin::cuda::upload_ntt(n, q, t.w, t.wp, t.iw, t.iwp, t.ninv, t.ninvp);
+      auto dt = medtwin::cuda::upload_ntt(n, q, t.w.data(), t.wp.data(), t.iw.data(), t.iwp.data(), t.ninv, t.ninvp);
       medtwin::cuda::DeviceBuffer buf(n);
       buf.upload(host.data(), n);
       if (inverse) medtwin::cuda::ntt_inverse(dt, buf.data(), 1); else medtwin::cuda::ntt_forward(dt, buf.data(), 1);

@@ -41,9 +41,9 @@ struct DeviceNTT {
   std::uint64_t q = 0, ninv = 0, ninvp = 0;
   DeviceBuffer w, wp, iw, iwp;
 };
-DeviceNTT upload_ntt(std::size_t n, std::uint64_t q, const std::vector<std::uint64_t>& w,
-                     const std::vector<std::uint64_t>& wp, const std::vector<std::uint64_t>& iw,
-                     const std::vector<std::uint64_t>& iwp, std::uint64_t ninv, std::uint64_t ninvp);
+/// w, wp, iw, iwp: n words each (NTTTables' tables).
+DeviceNTT upload_ntt(std::size_t n, std::uint64_t q, const std::uint64_t* w, const std::uint64_t* wp,
+                     const std::uint64_t* iw, const std::uint64_t* iwp, std::uint64_t ninv, std::uint64_t ninvp);
 /// In-place forward / inverse NTT of `batch` consecutive polynomials of length t.n (OpenFHE order).
 void ntt_forward(const DeviceNTT& t, std::uint64_t* a, std::size_t batch);
 void ntt_inverse(const DeviceNTT& t, std::uint64_t* a, std::size_t batch);

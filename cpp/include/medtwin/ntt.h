@@ -49,11 +49,11 @@ class NTTTables {
   bool centred_vector_path(u64 ql) const;
 
   // Tables (public for the IFMA/CUDA paths).
-  std::vector<u64> w, wp;    // psi^bitrev(i) and Shoup constants
-  std::vector<u64> iw, iwp;  // psi^-bitrev(i)
+  AlignedVec w, wp;    // psi^bitrev(i) and Shoup constants
+  AlignedVec iw, iwp;  // psi^-bitrev(i)
   u64 ninv = 0, ninvp = 0;
   // 52-bit Shoup constants for the IFMA path (valid when q < 2^50).
-  std::vector<u64> w52, iw52;
+  AlignedVec w52, iw52;
   u64 ninv52 = 0;
 
  private:

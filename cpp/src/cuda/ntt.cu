@@ -55,16 +55,15 @@ __global__ void scale_inv(u64* a, std::size_t total, u64 ninv, u64 ninvp, u64 q)
 constexpr unsigned kThreads = 256;
 }  // namespace
 
-DeviceNTT upload_ntt(std::size_t n, std::uint64_t q, const std::vector<std::uint64_t>& w,
-                     const std::vector<std::uint64_t>& wp, const std::vector<std::uint64_t>& iw,
-                     const std::vector<std::uint64_t>& iwp, std::uint64_t ninv, std::uint64_t ninvp) {
-  if (w.size() != n || wp.size() != n || iw.size() != n || iwp.size() != n) throw CudaError("NTT table sizes differ from n");
+DeviceNTT upload_ntt(std::size_t n, std::uint64_t q, const std::uint64_t* w, const std::uint64_t* wp,
+                     const std::uint64_t* iw, const std::uint64_t* iwp, std::uint64_t ninv, std::uint64_t ninvp) {
+  if (!w || !wp || !iw || !iwp) throw CudaError("NTT tables missing");
   DeviceNTT t;
   t.n = n; t.q = q; t.ninv = ninv; t.ninvp = ninvp;
-  t.w = DeviceBuffer(n); t.w.upload(w.data(), n);
-  t.wp = DeviceBuffer(n); t.wp.upload(wp.data(), n);
-  t.iw = DeviceBuffer(n); t.iw.upload(iw.data(), n);
-  t.iwp = DeviceBuffer(n); t.iwp.upload(iwp.data(), n);
+  t.w = DeviceBuffer(n); t.w.upload(w, n);
+  t.wp = DeviceBuffer(n); t.wp.upload(wp, n);
+  t.iw = DeviceBuffer(n); t.iw.upload(iw, n);
+  t.iwp = DeviceBuffer(n); t.iwp.upload(iwp, n);
   return t;
 }
 
