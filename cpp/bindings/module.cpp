@@ -122,8 +122,8 @@ class Engine {
 
 CtPtr copy_ct(const Ciphertext& c) { return std::make_shared<Ciphertext>(c); }
 
-std::vector<std::uint64_t> encode_for(const Engine& e, const Ciphertext& ct, const double* v, std::size_t len, double scale) {
-  std::vector<std::uint64_t> pt(std::size_t(ct.towers) * ct.n);
+AlignedVec encode_for(const Engine& e, const Ciphertext& ct, const double* v, std::size_t len, double scale) {
+  AlignedVec pt(std::size_t(ct.towers) * ct.n);
   encode_real(e.ctx(), v, len, ct.slots, scale, ct.towers, pt.data());
   return pt;
 }
