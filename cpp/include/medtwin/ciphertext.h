@@ -112,9 +112,23 @@ struct SwitchKey {
   std::vector<std::int32_t> mont_tower;
   std::uint32_t mont_count = 0;
   std::vector<u64> mont_inv;  // per tower: 2^-52 mod q (Montgomery towers; undoes the form)
+  // Per tower: 0, or the bit width w of the packed form its polynomials were put in by
+  // prepare_switch_key (Montgomery towers, CPUs with AVX-512 VBMI): value c of a polynomial is
+  // bits [w c, w c + w) of its n w / 8 bytes (little-endian), stored from the start of its
+  // n-word slot. The inner product then streams w / 64 of the key's bytes (41-bit moduli: 0.64).
+  std::vector<std::uint8_t> pack_bits;
   const u64* a_poly(std::uint32_t j, std::uint32_t t) const { return a.data() + (std::size_t(j) * towers + t) * n; }
   const u64* b_poly(std::uint32_t j, std::uint32_t t) const { return b.data() + (std::size_t(j) * towers + t) * n; }
 };
+
+/// Value c of a polynomial packed at w bits per value (SwitchKey::pack_bits; w <= 56). The slot
+/// holds n words, so the 8-byte read stays inside it.
+inline u64 packed_value(const u64* poly, unsigned w, std::size_t c) {
+  const std::size_t bit = std::size_t(w) * c;
+  u64 v;
+  std::memcpy(&v, reinterpret_cast<const unsigned char*>(poly) + bit / 8, 8);
+  return (v >> (bit % 8)) & ((u64(1) << w) - 1);
+}
 
 }  // namespace medtwin
 

@@ -22,9 +22,12 @@ bool conv_large52(const u64* const* in, const u64* w, std::size_t cnt, u64 q, u6
 /// accumulated exactly in three limbs, reduced once per output.
 bool conv_wide(const u64* const* in, const u64* w, std::size_t cnt, u64 q, u64* out, std::size_t n);
 /// o0[c] = sum_j e[j][c] * b[j][c], o1 likewise with a, where a and b are in Montgomery form
-/// (x 2^52 mod q); qneg = -q^-1 mod 2^52. Inputs e < q.
+/// (x 2^52 mod q); qneg = -q^-1 mod 2^52. Inputs e < q. pack_bits: 0, or the width w at which
+/// a and b are packed (SwitchKey::pack_bits; needs cpu_has_vbmi()).
 bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, std::size_t cnt, u64 q, u64 qneg,
-                u64* o0, u64* o1, std::size_t n);
+                u64* o0, u64* o1, std::size_t n, unsigned pack_bits = 0);
+/// Whether the CPU has AVX-512 VBMI (the packed key's byte permute).
+bool cpu_has_vbmi();
 
 /// Inner product for moduli of 50 to 61 bits (IFMA and AVX-512DQ): o0 = sum_j e[j] * b[j], o1
 /// likewise with a, accumulated exactly in 52-bit limbs and reduced once. Inputs e, a, b < q,

@@ -16,6 +16,27 @@ u64 rotation_index(std::uint32_t n, std::int64_t r) {
   return powmod(5, static_cast<u64>(e), 2 * u64(n));
 }
 
+namespace {
+// The n values of p (each below 2^w) packed at w bits per value from the start of p, in place:
+// value c is bits [w c, w c + w) of the little-endian byte string (see packed_value).
+void pack_poly(u64* p, std::uint32_t n, unsigned w) {
+  unsigned char* out = reinterpret_cast<unsigned char*>(p);
+  u128 acc = 0;  // bits not yet written
+  unsigned have = 0;
+  std::size_t pos = 0;
+  for (std::uint32_t c = 0; c < n; ++c) {
+    acc |= u128(p[c]) << have;  // p[c] is read before the bytes written so far can reach it
+    have += w;
+    while (have >= 8) {
+      out[pos++] = static_cast<unsigned char>(acc);
+      acc >>= 8;
+      have -= 8;
+    }
+  }
+  if (have) out[pos++] = static_cast<unsigned char>(acc);
+}
+}  // namespace
+
 void prepare_switch_key(const Context& ctx, SwitchKey& key) {
   const std::uint32_t n = key.n;
   if (!key.mont_tower.empty()) throw std::logic_error("switch key prepared twice");
@@ -35,6 +56,20 @@ void prepare_switch_key(const Context& ctx, SwitchKey& key) {
       key.mont_inv[t] = r;
     }
   }
+  // The Montgomery towers packed at the width of their modulus (values < q): the inner product
+  // waits on the key's stream from memory, and reads 41 of every 64 bits for a 41-bit modulus.
+  // Measured at N = 2^16, depth 20 (41-bit towers): one tower's inner product over three digits,
+  // keys from memory, 250-290 -> 190-200 us; HMult+relin 23.9 -> 23.3 ms, HMult+rescale 25.2 ->
+  // 23.9 ms, rotation 24.3 -> 23.2 ms (medians of six fresh processes, builds alternating).
+  // The key's memory is not reduced: each polynomial keeps its n-word slot.
+  key.pack_bits.assign(key.towers, 0);
+  if (ifma::cpu_has_vbmi() && n % 8 == 0 && n >= 64)
+    for (std::uint32_t t = 0; t < key.towers; ++t)
+      if (key.mont_tower[t] >= 0) {
+        unsigned w = 0;
+        while (w < 64 && (ctx.modulus(t) - 1) >> w) ++w;
+        if (w <= 56) key.pack_bits[t] = static_cast<std::uint8_t>(w);
+      }
   const std::int64_t jobs = std::int64_t(key.digits) * key.towers;
 #pragma omp parallel for schedule(dynamic) if (medtwin::parallel_worth(std::size_t(jobs) * n))
   for (std::int64_t jb = 0; jb < jobs; ++jb) {
@@ -48,6 +83,10 @@ void prepare_switch_key(const Context& ctx, SwitchKey& key) {
     for (std::uint32_t c = 0; c < n; ++c) {
       sa[c] = mul_shoup(sa[c], r, rp, q);
       sb[c] = mul_shoup(sb[c], r, rp, q);
+    }
+    if (key.pack_bits[t]) {
+      pack_poly(sa, n, key.pack_bits[t]);
+      pack_poly(sb, n, key.pack_bits[t]);
     }
   }
 }
@@ -65,14 +104,16 @@ void inner_tower(const Context& ctx, const SwitchKey& key, std::uint32_t beta, s
     a[j] = key.a_poly(j, idx);
   }
   const bool mont = !key.mont_tower.empty() && key.mont_tower[idx] >= 0;
-  if (mont && ifma::inner_mont(e, b, a, beta, mm.q, ctx.mont_neg_inv(idx), o0, o1, n)) return;
+  const unsigned w = key.pack_bits.empty() ? 0 : key.pack_bits[idx];
+  if (mont && ifma::inner_mont(e, b, a, beta, mm.q, ctx.mont_neg_inv(idx), o0, o1, n, w)) return;
   if (!mont && ifma::inner_wide(e, b, a, beta, mm.q, o0, o1, n)) return;
   // accumulate beta products in 128 bits, reduce once (beta * 2^122 < 2^128 for beta <= 32)
   for (std::uint32_t c = 0; c < n; ++c) {
     u128 s0 = 0, s1 = 0;
     for (std::uint32_t j = 0; j < beta; ++j) {
-      s0 += static_cast<u128>(e[j][c]) * b[j][c];
-      s1 += static_cast<u128>(e[j][c]) * a[j][c];
+      const u64 kb = w ? packed_value(b[j], w, c) : b[j][c], ka = w ? packed_value(a[j], w, c) : a[j][c];
+      s0 += static_cast<u128>(e[j][c]) * kb;
+      s1 += static_cast<u128>(e[j][c]) * ka;
     }
     o0[c] = barrett128(s0, mm);
     o1[c] = barrett128(s1, mm);

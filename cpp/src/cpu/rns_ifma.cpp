@@ -280,9 +280,45 @@ bool conv_wide(const u64* const* in, const u64* w, std::size_t cnt, u64 qs, u64*
   return true;
 }
 
-bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, std::size_t cnt, u64 qs, u64 qneg,
-                u64* o0, u64* o1, std::size_t n) {
-  if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
+bool cpu_has_vbmi() {
+  static const bool h = (__builtin_cpu_init(), __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512bw"));
+  return h;
+}
+
+namespace {
+// The loads of a key polynomial: plain words, or packed at w bits per value (SwitchKey::pack_bits).
+// Packed: the 8 values of a vector are the w bytes at w c / 8; lane i's value starts at bit w i of
+// them, so a byte permute brings bytes w i / 8 .. + 7 into lane i, a shift by w i mod 8 and a mask
+// finish it (w <= 56: the value and its shift fit the lane's 8 bytes; the 64-byte load stays in the
+// polynomial's n-word slot, whose packed bytes end at least n (64 - w) / 8 >= 64 bytes before it).
+struct KeyLoad {
+  __m512i idx, shift, mask;
+  unsigned w = 0;
+  explicit KeyLoad(unsigned bits) : w(bits) {
+    alignas(64) unsigned char ib[64];
+    alignas(64) long long sh[8];
+    for (unsigned i = 0; i < 8; ++i) {
+      for (unsigned k = 0; k < 8; ++k) ib[8 * i + k] = static_cast<unsigned char>(bits * i / 8 + k);
+      sh[i] = static_cast<long long>(bits * i % 8);
+    }
+    idx = _mm512_load_si512(ib);
+    shift = _mm512_load_si512(sh);
+    mask = _mm512_set1_epi64(static_cast<long long>(bits ? (u64(1) << bits) - 1 : ~u64(0)));
+  }
+  template <bool kPacked>
+  inline __m512i operator()(const u64* p, std::size_t c) const {
+    if constexpr (kPacked) {
+      const __m512i v = _mm512_loadu_si512(reinterpret_cast<const unsigned char*>(p) + std::size_t(w) * c / 8);
+      return _mm512_and_si512(_mm512_srlv_epi64(_mm512_permutexvar_epi8(idx, v), shift), mask);
+    } else {
+      return _mm512_loadu_si512(p + c);
+    }
+  }
+};
+
+template <bool kPacked>
+void inner_mont_impl(const u64* const* e, const u64* const* b, const u64* const* a, std::size_t cnt, u64 qs, u64 qneg,
+                     u64* o0, u64* o1, std::size_t n, const KeyLoad& ld) {
   const __m512i q = _mm512_set1_epi64(qs), q2 = _mm512_set1_epi64(2 * qs), qn = _mm512_set1_epi64(qneg);
   if (cnt <= 15) {
     // Exact: T = sum x y = L + H 2^52 (52-bit halves of the products, x, y < 2^50: H < 15 2^48
@@ -302,7 +338,7 @@ bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, s
       __m512i L0 = Z0, H0 = Z0, L1 = Z0, H1 = Z0;
       for (std::size_t j = 0; j < cnt; ++j) {
         const __m512i x = _mm512_loadu_si512(e[j] + c);
-        const __m512i kb = _mm512_loadu_si512(b[j] + c), ka = _mm512_loadu_si512(a[j] + c);
+        const __m512i kb = ld.operator()<kPacked>(b[j], c), ka = ld.operator()<kPacked>(a[j], c);
         L0 = _mm512_madd52lo_epu64(L0, x, kb);
         H0 = _mm512_madd52hi_epu64(H0, x, kb);
         L1 = _mm512_madd52lo_epu64(L1, x, ka);
@@ -311,19 +347,29 @@ bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, s
       _mm512_storeu_si512(o0 + c, finish(L0, H0));
       _mm512_storeu_si512(o1 + c, finish(L1, H1));
     }
-    return true;
+    return;
   }
   // more terms: one Montgomery product (mont, in [0, 2q)) and a conditional subtraction each
   for (std::size_t c = 0; c < n; c += 8) {
     __m512i s0 = Z0, s1 = Z0;
     for (std::size_t j = 0; j < cnt; ++j) {
       __m512i x = _mm512_loadu_si512(e[j] + c);
-      s0 = csub(_mm512_add_epi64(s0, mont(x, _mm512_loadu_si512(b[j] + c), q, qn)), q2);
-      s1 = csub(_mm512_add_epi64(s1, mont(x, _mm512_loadu_si512(a[j] + c), q, qn)), q2);
+      s0 = csub(_mm512_add_epi64(s0, mont(x, ld.operator()<kPacked>(b[j], c), q, qn)), q2);
+      s1 = csub(_mm512_add_epi64(s1, mont(x, ld.operator()<kPacked>(a[j], c), q, qn)), q2);
     }
     _mm512_storeu_si512(o0 + c, csub(s0, q));
     _mm512_storeu_si512(o1 + c, csub(s1, q));
   }
+}
+}  // namespace
+
+bool inner_mont(const u64* const* e, const u64* const* b, const u64* const* a, std::size_t cnt, u64 qs, u64 qneg,
+                u64* o0, u64* o1, std::size_t n, unsigned pack_bits) {
+  if (!ifma_enabled() || qs >= (u64(1) << 50) || n % 8) return false;
+  if (pack_bits && (pack_bits > 56 || !cpu_has_vbmi())) return false;
+  const KeyLoad ld(pack_bits);
+  if (pack_bits) inner_mont_impl<true>(e, b, a, cnt, qs, qneg, o0, o1, n, ld);
+  else inner_mont_impl<false>(e, b, a, cnt, qs, qneg, o0, o1, n, ld);
   return true;
 }
 
@@ -390,7 +436,11 @@ bool inner_wide(const u64* const*, const u64* const*, const u64* const*, std::si
 bool tensor_tower(const u64*, const u64*, const u64*, const u64*, u64*, u64*, u64*, std::size_t, u64, u64, u64, bool) {
   return false;
 }
-bool inner_mont(const u64* const*, const u64* const*, const u64* const*, std::size_t, u64, u64, u64*, u64*, std::size_t) { return false; }
+bool inner_mont(const u64* const*, const u64* const*, const u64* const*, std::size_t, u64, u64, u64*, u64*, std::size_t,
+                unsigned) {
+  return false;
+}
+bool cpu_has_vbmi() { return false; }
 bool add_vec(u64*, const u64*, const u64*, std::size_t, u64) { return false; }
 bool sub_vec(u64*, const u64*, const u64*, std::size_t, u64) { return false; }
 bool add_scalar(u64*, const u64*, u64, std::size_t, u64) { return false; }
