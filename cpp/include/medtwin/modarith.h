@@ -40,6 +40,28 @@ struct AlignedAlloc {
 /// A vector of words with 64-byte aligned storage (towers, tables, scratch).
 using AlignedVec = std::vector<u64, AlignedAlloc<u64>>;
 
+/// Storage for long-lived buffers of megabytes (evaluation keys, key-switch scratch): at least
+/// 4 MiB are mapped afresh, 2 MiB aligned, with transparent huge pages requested (madvise), so
+/// that streaming them through the kernels does not walk the page tables every 4 KiB. (Memory
+/// reused from the heap is already backed by small pages.) Smaller requests: AlignedAlloc.
+/// Not for buffers allocated per operation: fresh pages cost a first touch. Measured at
+/// N = 2^16, depth 20 (eight fresh processes, builds alternating): HMult+relin 24.4 -> 23.95 ms,
+/// HMult+rescale 25.6 -> 25.15 ms, rotation 25.0 -> 24.15 ms (a slow phase of the machine).
+void* huge_allocate(std::size_t bytes);
+void huge_deallocate(void* p, std::size_t bytes) noexcept;
+template <class T>
+struct HugeAlloc : AlignedAlloc<T> {
+  using value_type = T;
+  template <class U>
+  struct rebind { using other = HugeAlloc<U>; };
+  HugeAlloc() = default;
+  template <class U>
+  HugeAlloc(const HugeAlloc<U>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(huge_allocate(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) noexcept { huge_deallocate(p, n * sizeof(T)); }
+};
+using HugeVec = std::vector<u64, HugeAlloc<u64>>;
+
 /// A modulus q < 2^62 with its Barrett constant floor(2^128 / q) (two words).
 struct Modulus {
   u64 q = 0;

@@ -1,5 +1,11 @@
 #include "medtwin/modarith.h"
 
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
 #include "medtwin/rns_ifma.h"
 
 #include <atomic>
@@ -116,5 +122,45 @@ bool cpu_has_avx512dq() {
 }
 void set_ifma_enabled(bool on) { g_ifma = on && cpu_has_ifma(); }
 bool ifma_enabled() { return g_ifma.load(std::memory_order_relaxed); }
+
+namespace {
+constexpr std::size_t kHugePage = std::size_t(1) << 21;
+constexpr std::size_t kHugeMin = std::size_t(4) << 20;
+std::size_t huge_round(std::size_t b) { return (b + kHugePage - 1) / kHugePage * kHugePage; }
+}  // namespace
+
+void* huge_allocate(std::size_t bytes) {
+#if defined(__SANITIZE_ADDRESS__)
+  const bool map = false;  // ASan sees heap buffers' bounds
+#else
+  const bool map = bytes >= kHugeMin;
+#endif
+  if (!map) {
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + (bytes == 0 ? 64 : 0));
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+  const std::size_t len = huge_round(bytes);
+  void* m = mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) throw std::bad_alloc();
+  // keep [a, a + len) with a the first 2 MiB boundary; unmap the rest
+  const std::uintptr_t base = reinterpret_cast<std::uintptr_t>(m);
+  const std::uintptr_t a = (base + kHugePage - 1) / kHugePage * kHugePage;
+  if (a > base) munmap(m, a - base);
+  if (base + kHugePage > a) munmap(reinterpret_cast<void*>(a + len), base + kHugePage - a);
+  madvise(reinterpret_cast<void*>(a), len, MADV_HUGEPAGE);  // advice only: small pages if refused
+  return reinterpret_cast<void*>(a);
+}
+
+void huge_deallocate(void* p, std::size_t bytes) noexcept {
+  if (!p) return;
+#if defined(__SANITIZE_ADDRESS__)
+  const bool map = false;
+#else
+  const bool map = bytes >= kHugeMin;
+#endif
+  if (map) munmap(p, huge_round(bytes));
+  else std::free(p);
+}
 
 }  // namespace medtwin

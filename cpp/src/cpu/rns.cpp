@@ -10,7 +10,7 @@
 namespace medtwin {
 
 u64* scratch(std::size_t slot, std::size_t words) {
-  thread_local std::vector<AlignedVec> pool;
+  thread_local std::vector<HugeVec> pool;
   if (pool.size() <= slot) pool.resize(slot + 1);
   if (pool[slot].size() < words) pool[slot].resize(words);
   return pool[slot].data();
