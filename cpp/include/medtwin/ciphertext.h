@@ -41,10 +41,10 @@ struct PoolAlloc {
 };
 using PolyBuffer = std::vector<u64, PoolAlloc<u64>>;
 
-/// HugeAlloc that leaves new elements uninitialised: for buffers every writer fills (the
+/// AlignedAlloc that leaves new elements uninitialised: for buffers every writer fills (the
 /// evaluation keys, gigabytes at N = 2^16, would otherwise be zeroed before being overwritten).
 template <class T>
-struct UninitAlloc : HugeAlloc<T> {
+struct UninitAlloc : AlignedAlloc<T> {
   using value_type = T;
   template <class U>
   struct rebind { using other = UninitAlloc<U>; };
