@@ -17,52 +17,36 @@ using u128 = unsigned __int128;
 /// bytes into a page, so every 64-byte access to such a tower split two lines. Measured with the
 /// NTT tables, the evaluation keys and the key-switch scratch aligned (N = 2^16): forward NTT in
 /// L2 100 -> 88 us (41-bit q) and 255 -> 230 us (60-bit q), HMult + relinearisation 23.1 -> 22.1 ms.
-template <class T>
+/// kHuge: storage for long-lived buffers of megabytes (the key-switch scratch): at least 4 MiB
+/// are mapped afresh, 2 MiB aligned, with transparent huge pages requested (madvise), so that
+/// streaming them through the kernels does not walk the page tables every 4 KiB. (Memory reused
+/// from the heap is already backed by small pages.) Smaller requests take the aligned heap path.
+/// Not for buffers allocated per operation: fresh pages cost a first touch. Measured at N = 2^16,
+/// depth 20 (five rounds of fresh processes, builds alternating, paired medians): HMult+relin
+/// -1.3%, HMult+rescale -3.6%, rotation -3%. Not for the evaluation keys: mapped afresh, they no
+/// longer reuse the heap memory the key import frees, and the main job's peak RSS grew 7.4 ->
+/// 8.7 GB for no measurable gain in its time.
+void* aligned_allocate(std::size_t bytes, bool huge);
+void aligned_deallocate(void* p, std::size_t bytes, bool huge) noexcept;
+template <class T, bool kHuge = false>
 struct AlignedAlloc {
   using value_type = T;
   template <class U>
-  struct rebind { using other = AlignedAlloc<U>; };
+  struct rebind { using other = AlignedAlloc<U, kHuge>; };
   AlignedAlloc() = default;
   template <class U>
-  AlignedAlloc(const AlignedAlloc<U>&) {}
-  T* allocate(std::size_t n) {
-    const std::size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, bytes ? bytes : 64);
-    if (!p) throw std::bad_alloc();
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, std::size_t) noexcept { std::free(p); }
+  AlignedAlloc(const AlignedAlloc<U, kHuge>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(aligned_allocate(n * sizeof(T), kHuge)); }
+  void deallocate(T* p, std::size_t n) noexcept { aligned_deallocate(p, n * sizeof(T), kHuge); }
   template <class U>
-  bool operator==(const AlignedAlloc<U>&) const { return true; }
+  bool operator==(const AlignedAlloc<U, kHuge>&) const { return true; }
   template <class U>
-  bool operator!=(const AlignedAlloc<U>&) const { return false; }
+  bool operator!=(const AlignedAlloc<U, kHuge>&) const { return false; }
 };
 /// A vector of words with 64-byte aligned storage (towers, tables, scratch).
 using AlignedVec = std::vector<u64, AlignedAlloc<u64>>;
-
-/// Storage for long-lived buffers of megabytes (the key-switch scratch): at least 4 MiB are
-/// mapped afresh, 2 MiB aligned, with transparent huge pages requested (madvise), so that
-/// streaming them through the kernels does not walk the page tables every 4 KiB. (Memory reused
-/// from the heap is already backed by small pages.) Smaller requests: AlignedAlloc. Not for
-/// buffers allocated per operation: fresh pages cost a first touch. Measured at N = 2^16, depth
-/// 20 (five rounds of fresh processes, builds alternating, paired medians): HMult+relin -1.3%,
-/// HMult+rescale -3.6%, rotation -3%. Not for the evaluation keys: mapped afresh, they no longer
-/// reuse the heap memory the key import frees, and the main job's peak RSS grew 7.4 -> 8.7 GB
-/// for no measurable gain in its time.
-void* huge_allocate(std::size_t bytes);
-void huge_deallocate(void* p, std::size_t bytes) noexcept;
-template <class T>
-struct HugeAlloc : AlignedAlloc<T> {
-  using value_type = T;
-  template <class U>
-  struct rebind { using other = HugeAlloc<U>; };
-  HugeAlloc() = default;
-  template <class U>
-  HugeAlloc(const HugeAlloc<U>&) {}
-  T* allocate(std::size_t n) { return static_cast<T*>(huge_allocate(n * sizeof(T))); }
-  void deallocate(T* p, std::size_t n) noexcept { huge_deallocate(p, n * sizeof(T)); }
-};
-using HugeVec = std::vector<u64, HugeAlloc<u64>>;
+/// The same in huge pages where large (the key-switch scratch).
+using HugeVec = std::vector<u64, AlignedAlloc<u64, true>>;
 
 /// A modulus q < 2^62 with its Barrett constant floor(2^128 / q) (two words).
 struct Modulus {

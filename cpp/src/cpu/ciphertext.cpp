@@ -56,7 +56,7 @@ struct Arena {
     std::size_t want = round_granule(std::clamp(phys, std::size_t(1) << 30, std::size_t(1) << 40));
     void* p = mmap(nullptr, want, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) return;
-    // transparent huge pages where the used part covers whole 2 MiB blocks (see HugeAlloc)
+    // transparent huge pages where the used part covers whole 2 MiB blocks (see AlignedAlloc)
     madvise(p, want, MADV_HUGEPAGE);
     base = static_cast<char*>(p);
     reserved = want;

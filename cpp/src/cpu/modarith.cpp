@@ -129,14 +129,12 @@ constexpr std::size_t kHugeMin = std::size_t(4) << 20;
 std::size_t huge_round(std::size_t b) { return (b + kHugePage - 1) / kHugePage * kHugePage; }
 }  // namespace
 
-void* huge_allocate(std::size_t bytes) {
+void* aligned_allocate(std::size_t bytes, bool huge) {
 #if defined(__SANITIZE_ADDRESS__)
-  const bool map = false;  // ASan sees heap buffers' bounds
-#else
-  const bool map = bytes >= kHugeMin;
+  huge = false;  // ASan sees heap buffers' bounds
 #endif
-  if (!map) {
-    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + (bytes == 0 ? 64 : 0));
+  if (!huge || bytes < kHugeMin) {
+    void* p = std::aligned_alloc(64, bytes ? (bytes + 63) / 64 * 64 : 64);
     if (!p) throw std::bad_alloc();
     return p;
   }
@@ -152,14 +150,12 @@ void* huge_allocate(std::size_t bytes) {
   return reinterpret_cast<void*>(a);
 }
 
-void huge_deallocate(void* p, std::size_t bytes) noexcept {
+void aligned_deallocate(void* p, std::size_t bytes, bool huge) noexcept {
   if (!p) return;
 #if defined(__SANITIZE_ADDRESS__)
-  const bool map = false;
-#else
-  const bool map = bytes >= kHugeMin;
+  huge = false;
 #endif
-  if (map) munmap(p, huge_round(bytes));
+  if (huge && bytes >= kHugeMin) munmap(p, huge_round(bytes));
   else std::free(p);
 }
 
