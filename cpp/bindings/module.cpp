@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 #include <optional>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #ifdef _OPENMP
@@ -366,6 +367,29 @@ PYBIND11_MODULE(_core, m) {
         e.ctx().ntt(idx).inverse(o);
         return out;
       })
+      .def("time_ntt", [](const Engine& e, std::size_t idx, bool inverse, int reps) {
+        // Per-call times of one tower's transform, timed here: no array allocated or copied per
+        // call (through ntt_forward, numpy's fresh output pages cost as much as the transform at
+        // N = 2^16). One tower, its tables warm after two untimed calls: the kernel's own speed.
+        if (idx >= e.ctx().num_q() + e.ctx().num_p()) throw std::invalid_argument("modulus index out of range");
+        if (reps < 1 || reps > 100000) throw std::invalid_argument("reps must be in [1, 100000]");
+        const NTTTables& t = e.ctx().ntt(idx);
+        AlignedVec a(e.ctx().n());
+        u64 x = 0x9e3779b97f4a7c15ULL;  // values below q (splitmix-style sequence)
+        for (auto& v : a) { x += 0x9e3779b97f4a7c15ULL; u64 z = (x ^ (x >> 31)) * 0xbf58476d1ce4e5b9ULL; v = (z ^ (z >> 29)) % t.q(); }
+        std::vector<double> ms(static_cast<std::size_t>(reps));
+        {
+          py::gil_scoped_release rel;
+          for (int i = -2; i < reps; ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
+            if (inverse) t.inverse(a.data()); else t.forward(a.data());
+            const auto t1 = std::chrono::steady_clock::now();
+            if (i >= 0) ms[static_cast<std::size_t>(i)] = std::chrono::duration<double, std::milli>(t1 - t0).count();
+          }
+        }
+        return ms;
+      }, py::arg("modulus_index"), py::arg("inverse"), py::arg("reps"),
+         "Milliseconds per call of one tower's forward or inverse NTT, repeated in place (benchmarks).")
       .def("run_program", [](const Engine& e, py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> code,
                              F64Array consts, std::vector<F64Array> plains, std::vector<std::vector<CtPtr>> inputs,
                              std::uint32_t n_regs, std::vector<std::int64_t> outputs) {
