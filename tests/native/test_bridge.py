@@ -134,3 +134,48 @@ def test_engine_from_public_keeps_the_last_key_sets_engine():
     bridge.clear_engine_cache()
     assert bridge.engine_from_public(ctx2.public) is not e2
     bridge.clear_engine_cache()
+
+
+def _oversized_fields(b: bytes, end: int):
+    """b with a field at each offset below end set to a size no buffer holds: a 4- or 8-byte count,
+    or a (cyclotomic order, ring dimension) pair that agrees with itself (2r, r)."""
+    pairs = [(2 * r).to_bytes(4, "little") + r.to_bytes(4, "little") for r in (1 << 30, (1 << 24) + 16, 1 << 21)]
+    fields = [v.to_bytes(w, "little") for v, w in ((1 << 31, 4), (0xFFFFFFFF, 4), (1 << 40, 8), (1 << 62, 8))]
+    for i in range(min(end, len(b) - 8)):
+        for f in fields + pairs:
+            m = bytearray(b)
+            m[i:i + len(f)] = f
+            yield bytes(m)
+
+
+def test_oversized_sizes_are_refused_before_allocating(tiny):
+    """A corrupted count or ring dimension is a format error, never a MemoryError or a crash:
+    the parser checks what the remaining bytes can hold before it allocates (found by fuzzing
+    the sanitizer build, which aborted on a 200 GB request from a corrupted evaluation key)."""
+    ct = openfhe.Serialize(tiny.encrypt([0.5]), B)
+    for m in _oversized_fields(ct, 1200):  # the header and the first towers' framing
+        try:
+            tiny.imp(m)
+        except (CiphertextFormatError, KeyMismatchError):
+            pass
+    tag = tiny.kp.publicKey.GetKeyTag()
+    mk = openfhe.Serialize(tiny.cc.GetEvalMultKeyVector(tag)[0], B)
+    for m in _oversized_fields(mk, 1200):
+        try:
+            bridge.load_engine(m, b"")
+        except (CiphertextFormatError, KeyMismatchError):
+            pass
+
+
+def test_tower_values_at_or_above_the_modulus_are_refused(tiny):
+    ct = tiny.encrypt([0.5])
+    b = openfhe.Serialize(ct, B)
+    value = int(tiny.imp(ct).data[1, 2, 5])
+    at = b.find(value.to_bytes(8, "little"))
+    assert at > 0
+    q = int(tiny.engine.moduli_q[2])
+    for bad in (q, q + 1, (1 << 64) - 1):
+        m = b[:at] + bad.to_bytes(8, "little") + b[at + 8:]
+        with pytest.raises(CiphertextFormatError, match="not below its modulus"):
+            tiny.imp(m)
+    assert tiny.imp(b[:at] + (q - 1).to_bytes(8, "little") + b[at + 8:]).data[1, 2, 5] == q - 1

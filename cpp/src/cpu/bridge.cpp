@@ -2,11 +2,25 @@
 // Layout facts: /work/shared/DESIGN.md section 8 (established by experiment against the wheel).
 #include "medtwin/bridge.h"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <set>
 
 namespace medtwin {
+namespace {
+// out[c] = the c-th little-endian word of src; false when one of them is not below q.
+bool copy_below(u64* out, const unsigned char* src, std::size_t n, u64 q) {
+  u64 bad = 0;
+  for (std::size_t c = 0; c < n; ++c) {
+    u64 v;
+    std::memcpy(&v, src + 8 * c, 8);
+    out[c] = v;
+    bad |= static_cast<u64>(v >= q);
+  }
+  return bad == 0;
+}
+}  // namespace
 namespace {
 
 constexpr std::uint32_t kNoName = 0x40000000u;
@@ -102,15 +116,21 @@ class Reader {
     PtrEntry e;
     e.kind = Obj::NativeParams;
     std::uint32_t co = u32(), rd = u32();
+    check_ring(co, rd);
     e.q = native_int();
     e.root = native_int();
     (void)native_int();
     (void)native_int();
-    if (co != 2 * rd) throw FormatError("cyclotomic order is not twice the ring dimension");
     rd_ = rd;
     return e;
   }
   std::uint32_t rd_ = 0;
+  /// A power-of-two ring dimension with its cyclotomic order (OpenFHE's CKKS rings go to 2^17).
+  static void check_ring(std::uint32_t co, std::uint32_t rd) {
+    if (rd < 2 || rd > (1u << 20) || (rd & (rd - 1)))
+      throw FormatError("implausible ring dimension " + std::to_string(rd) + " (a power of two up to 2^20 expected)");
+    if (co != 2 * rd) throw FormatError("cyclotomic order is not twice the ring dimension");
+  }
 
   /// shared_ptr<ILNativeParams>; returns the entry.
   const PtrEntry& shared_native() {
@@ -131,7 +151,7 @@ class Reader {
     PtrEntry e;
     e.kind = Obj::DCRTParams;
     std::uint32_t co = u32(), rd = u32();
-    if (co != 2 * rd) throw FormatError("cyclotomic order is not twice the ring dimension");
+    check_ring(co, rd);
     bigint(); bigint(); bigint(); bigint();
     u64 n = u64v();
     if (n == 0 || n > 256) throw FormatError("implausible tower count in OpenFHE parameters");
@@ -256,11 +276,18 @@ class Reader {
     version("DCRTPoly");
     u64 T = u64v();
     if (T == 0 || T > 256) throw FormatError("implausible tower count in polynomial");
+    // Nothing is allocated for more towers than the remaining bytes hold (each carries n words):
+    // a corrupted count or ring dimension is a format error, not a gigabyte allocation.
+    const std::size_t tower_bytes = 8 * std::size_t(n), left = n_ - o_;
+    if (n == 0 || T > left / tower_bytes)
+      throw FormatError("truncated or corrupted OpenFHE object: a polynomial of " + std::to_string(T) + " towers of " +
+                        std::to_string(n) + " coefficients needs more than the " + std::to_string(left) +
+                        " bytes left at offset " + std::to_string(o_));
     qs.clear();
     roots.clear();
     std::size_t base = dst.size();
     if (dst.capacity() < base + T * std::size_t(n) && polys_hint > 1 && polys_hint <= 64)
-      dst.reserve(base + polys_hint * T * std::size_t(n));
+      dst.reserve(base + std::min<std::size_t>(polys_hint, left / (T * tower_bytes)) * T * std::size_t(n));
     dst.resize(base + T * std::size_t(n));
     for (u64 t = 0; t < T; ++t) {
       version("NativePoly");
@@ -270,8 +297,10 @@ class Reader {
       u64 len = u64v();
       if (len != n) throw FormatError("tower length " + std::to_string(len) + " differs from ring dimension " + std::to_string(n));
       const unsigned char* src = skip(8 * std::size_t(n));
-      std::memcpy(dst.data() + base + t * n, src, 8 * std::size_t(n));
       u64 q = native_int();
+      // copied and checked in one pass: values in [0, q), which the kernels' bounds assume
+      if (!copy_below(dst.data() + base + t * n, src, n, q))
+        throw FormatError("tower " + std::to_string(t) + " holds a value not below its modulus (corrupted data)");
       std::int32_t fmt = i32();
       if (fmt != 0) throw FormatError("tower is in coefficient form; only evaluation form is supported");
       const PtrEntry& pe = shared_native();
