@@ -12,6 +12,9 @@ ciphertext     ``HEContext.deserialize`` (then ``decrypt`` when it is accepted) 
 signature      ``verify_file`` on an exported file and its detached signature
 audit          ``verify``, ``entries``, ``checkpoints`` on an audit database opened read-only
                (:class:`medtwin.cli_security.ReadOnlyAuditLog`, what ``medtwin audit verify`` uses)
+native_bridge  the native engine's own OpenFHE parsers: ``bridge.load_engine`` on a relinearisation
+               key and a rotation-key map, ``bridge.import_ciphertext`` on a ciphertext, then a
+               product, a rotation and an export of what was accepted
 =============  ================================================================================
 
 Extra targets (``--targets``): ``ciphertext_guarded`` runs the ``ciphertext`` inputs behind the
@@ -42,6 +45,14 @@ Usage::
     .venv/bin/python scripts/fuzz.py --seconds 60 --targets ciphertext
     .venv/bin/python scripts/fuzz.py --examples 20 --json report.json --crash-dir crashes/
 
+The native engine's parsers under AddressSanitizer and UBSan (the build of
+``scripts/sanitize_tests.sh``)::
+
+    MEDTWIN_CORE_OVERRIDE=$(ls build/sanitize/_core*.so) \
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)" \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+    .venv/bin/python scripts/fuzz.py --targets native_bridge --seconds 300
+
 Prints a table (target, inputs tried, accepted, refused with a documented error, failures,
 crashes, hangs, seconds) and exits 1 when any failure, crash or hang was seen. Crash, hang and
 failure inputs are written to ``--crash-dir`` (default: a temporary folder, printed) as files
@@ -67,7 +78,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TARGETS = ("fhir", "csv", "keystore", "public_bundle", "ct_bundle", "ciphertext", "signature", "audit")
+TARGETS = ("fhir", "csv", "keystore", "public_bundle", "ct_bundle", "ciphertext", "signature", "audit",
+           "native_bridge")
 #: Not run by default: ``ciphertext`` behind the proposed validator, and the harness self-test.
 EXTRA_TARGETS = ("ciphertext_guarded", "selftest")
 PASSPHRASE = "violet tundra kettle 93 marching"
@@ -126,10 +138,13 @@ def make_seeds(work: Path) -> dict:
 
     # a real OpenFHE ciphertext under a small insecure ring (N = 2^10, depth 2)
     ctx, real = generate_keys(CKKSParams("fuzz-insecure", "HEStd_NotSet", depth=2, ring_dim=1 << 10,
-                                         insecure=True))
+                                         insecure=True), rotations=(1,))
     ct = ctx.encrypt(np.linspace(-1, 1, 16))
     seeds["ciphertext"] = {"ct.bin": ctx.serialize(ct)}
     (work / "material.pkl").write_bytes(pickle.dumps(real))
+    # the native engine's inputs: the same context's evaluation keys and the ciphertext
+    seeds["native_bridge"] = {"mult.key": real.public.eval_mult_key, "rot.keys": real.public.rotation_keys,
+                              "ct.bin": seeds["ciphertext"]["ct.bin"]}
 
     # signed export
     me = Identity.generate("dr.a", "clinician")
@@ -147,7 +162,8 @@ def make_seeds(work: Path) -> dict:
 
     setup = {"trusted": {"dr.a": public_bytes(me.public_key)}, "key_tag": tag,
              "material": str(work / "material.pkl"), "anchor": list(log.head()), "seeds": seeds,
-             "audit_hashes": [e.entry_hash for e in log.entries()]}
+             "audit_hashes": [e.entry_hash for e in log.entries()],
+             "rot_steps": list(real.public.rotation_indices)}
     return {"seeds": seeds, "setup": setup}
 
 
@@ -392,8 +408,17 @@ def strategies(seeds: dict):
         st.lists(row_change, min_size=1, max_size=3).map(lambda ch: {"audit.db": _audit_rows(seeds["audit"]["audit.db"], ch)}),
         byte_ops.map(lambda o: {"audit.db": mutate_bytes(seeds["audit"]["audit.db"], o)}))
 
+    # native bridge: one of the three files mutated (half of the mutations in the first 1,200 bytes,
+    # the context header and the first towers' framing), or dropped
+    nb = seeds["native_bridge"]
+    nb_names = sorted(nb)
+    native_bridge = st.one_of(
+        st.tuples(st.sampled_from(nb_names), byte_ops).map(lambda a: dict(nb, **{a[0]: mutate_bytes(nb[a[0]], a[1])})),
+        st.tuples(st.sampled_from(nb_names), head_ops).map(lambda a: dict(nb, **{a[0]: mutate_bytes(nb[a[0]], a[1])})),
+        st.sampled_from(nb_names).map(lambda name: {k: v for k, v in nb.items() if k != name}))
+
     selftest = st.sampled_from([b"abort", b"sleep", b"raise", b"write", b"fine"]).map(lambda b: {"in.bin": b})
-    return {"fhir": fhir, "csv": csv, "keystore": keystore, "public_bundle": public_bundle,
+    return {"native_bridge": native_bridge, "fhir": fhir, "csv": csv, "keystore": keystore, "public_bundle": public_bundle,
             "ct_bundle": ct_bundle, "ciphertext": ciphertext, "ciphertext_guarded": ciphertext,
             "signature": signature, "audit": audit, "selftest": selftest}
 
@@ -452,6 +477,21 @@ def _worker_call(target: str, root: Path, setup: dict, state: dict):
             decrypt_guarded(ctx, ct)
         else:
             ctx.decrypt(ct, 16)
+    elif target == "native_bridge":
+        from medtwin.he import bridge
+
+        def read(name):  # a dropped file is empty bytes (no rotation keys; an empty key or ciphertext)
+            return (root / name).read_bytes() if (root / name).exists() else b""
+        _stage(state, "load_engine")
+        eng = bridge.load_engine(read("mult.key"), read("rot.keys"))
+        _stage(state, "import_ciphertext")
+        c = bridge.import_ciphertext(eng, read("ct.bin"))
+        _stage(state, "evaluate")
+        c = eng.mul(c, c)
+        for steps in setup["rot_steps"][:1]:  # (asking for a rotation without its key is a ValueError by design)
+            if eng.rotation_index(steps) in eng.automorphism_indices:
+                c = eng.rotate(c, steps)
+        bridge.export_ciphertext(eng, c)
     elif target == "selftest":       # checks the harness: a crash, a hang, an undocumented error
         data = (root / "in.bin").read_bytes()
         if data.startswith(b"abort"):
@@ -499,6 +539,8 @@ def _warm(target: str, setup: dict, state: dict) -> None:
     import medtwin.fhir  # noqa: F401
     import medtwin.twin.csv_io  # noqa: F401
     import medtwin.twin.store  # noqa: F401
+    if target == "native_bridge":
+        import medtwin.he.bridge  # noqa: F401
     if target.startswith("ciphertext"):
         from medtwin.he.openfhe_backend import HEContext
         state["ctx"] = HEContext.from_keys(pickle.loads(Path(setup["material"]).read_bytes()))
@@ -599,8 +641,25 @@ def _send(stream, obj) -> None:
     stream.flush()
 
 
+def _core_override() -> None:
+    """MEDTWIN_CORE_OVERRIDE names another build of medtwin._core (scripts/sanitize_tests.sh's
+    ASan + UBSan build: run the campaign with it and LD_PRELOAD set as that script does)."""
+    so = os.environ.get("MEDTWIN_CORE_OVERRIDE")
+    if not so:
+        return
+    import importlib.util
+
+    import medtwin
+    spec = importlib.util.spec_from_file_location("medtwin._core", so)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    sys.modules["medtwin._core"] = mod
+    medtwin._core = mod
+
+
 def worker(target: str, setup_file: str) -> None:
     """Child: read inputs from stdin, run the target, write one result per input to stdout."""
+    _core_override()
     setup = pickle.loads(Path(setup_file).read_bytes())
     state: dict = {"stage_file": str(Path(setup_file).parent / f"stage-{target}")}
     out = os.fdopen(os.dup(1), "wb")

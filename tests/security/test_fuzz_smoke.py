@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fuzz.py"
-TARGETS = ["fhir", "csv", "keystore", "public_bundle", "ct_bundle", "ciphertext", "signature", "audit"]
+TARGETS = ["fhir", "csv", "keystore", "public_bundle", "ct_bundle", "ciphertext", "signature", "audit",
+           "native_bridge"]
 
 
 def _run(tmp_path, *args, timeout=120):
