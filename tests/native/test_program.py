@@ -103,6 +103,24 @@ def test_errors(setup):
         setup.engine.run_program(bad, cp.consts, cp.plains, [[setup.imp(setup.encrypt([0.0]))]], cp.n_regs, cp.outputs)
 
 
+def test_constants_out_of_range_are_errors_not_a_dead_process(setup):
+    """A constant no 2^126 holds (times the scale), or not finite, is refused with an error; it was
+    checked inside an OpenMP loop, where the exception terminated the process (found by fuzzing
+    run_program)."""
+    from medtwin.errors import ValidationError
+    eng, a = setup.engine, setup.imp(setup.encrypt([0.5]))
+    for c in (1e300, -1e300, float("nan"), float("inf")):
+        for op in (eng.mul_const, eng.add_const, eng.mul_const_rescale):
+            with pytest.raises(ValidationError, match="constant"):
+                op(a, c)
+        # OP_INPUT r0 <- inputs[0]; OP_MUL_CONST / OP_ADD_CONST r1 <- r0 * consts[0] over a batch of two
+        for opcode in (6, 8, 17):
+            code = np.array([0, 0, 0, 0, opcode, 1, 0, 0], dtype=np.int64)
+            with pytest.raises(ValidationError, match="constant"):
+                eng.run_program(code, np.array([c]), [], [[a], [a]], 2, [1])
+    assert np.allclose(setup.decrypt(bridge.to_openfhe(eng, eng.mul_const(a, 2.0)))[:1], [1.0], atol=1e-6)
+
+
 def test_scale_correction_matches_openfhe_executor(setup):
     rng = np.random.default_rng(9)
     b = ProgramBuilder("corr", SLOTS)

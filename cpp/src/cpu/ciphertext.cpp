@@ -188,6 +188,7 @@ u64 scaled_mod(long double x, u64 q, bool trunc_half = false) {
   // trunc_half: OpenFHE's constant multiplication adds 0.5 in double precision and truncates toward
   // zero; above 2^52 (or for negative values) that differs from exact x + 0.5, so do the same here
   // (x = c * 2^k is exact in double).
+  if (!std::isfinite(x)) throw std::invalid_argument("constant is not a finite number");
   long double v = trunc_half ? static_cast<long double>(std::trunc(static_cast<double>(x) + 0.5)) : std::roundl(x);
   if (!(std::fabs(v) < std::ldexp(1.0L, 126))) throw std::invalid_argument("constant times scale exceeds 2^126");
   __int128 z = static_cast<__int128>(v);
@@ -247,26 +248,25 @@ void negate_core(const Context& ctx, const Ciphertext& a, Ciphertext& out) {
   each_tower(a, out, [&](u64* o, const u64* x, std::uint32_t t) { neg_vec(o, x, a.n, ctx.modulus(t)); });
 }
 
+// round(c 2^p) mod q_t for every tower of a (OpenFHE's rounding, see scaled_mod). Computed, and
+// refused with an exception, before any parallel loop: an exception must not leave an OpenMP
+// region (the process would terminate).
+std::vector<u64> const_towers(const Context& ctx, const Ciphertext& a, double c) {
+  const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
+  std::vector<u64> k(a.towers);
+  for (std::uint32_t t = 0; t < a.towers; ++t)
+    k[t] = scaled_mod(static_cast<long double>(c) * sf, ctx.modulus(t), true);
+  return k;
+}
+
 void mul_const_core(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out) {
   const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
-  each_tower(a, out, [&](u64* o, const u64* x, std::uint32_t t) {
-    const u64 q = ctx.modulus(t);
-    mul_scalar_vec(o, x, scaled_mod(static_cast<long double>(c) * sf, q, true), a.n, q);
-  });
+  const std::vector<u64> k = const_towers(ctx, a, c);
+  each_tower(a, out, [&](u64* o, const u64* x, std::uint32_t t) { mul_scalar_vec(o, x, k[t], a.n, ctx.modulus(t)); });
   out.noise_deg = a.noise_deg + 1;
   out.scale = a.scale * static_cast<double>(sf);
 }
 
-}  // namespace
-
-namespace {
-std::vector<u64> const_towers(const Context& ctx, const Ciphertext& a, double c) {
-  const long double sf = std::ldexp(1.0L, static_cast<int>(ctx.params().scaling_mod_size));
-  std::vector<u64> k(a.towers);
-  for (std::uint32_t t = 0; t < a.towers; ++t)  // the constants of mul_const_core, exactly
-    k[t] = scaled_mod(static_cast<long double>(c) * sf, ctx.modulus(t), true);
-  return k;
-}
 }  // namespace
 
 void mul_const_rescale(const Context& ctx, const Ciphertext& a, double c, Ciphertext& out) {
@@ -318,15 +318,17 @@ void add_const_inplace(const Context& ctx, Ciphertext& a, double c) {
   const bool negative = c < 0;
   const std::uint32_t extra = a.noise_deg > 1 ? a.noise_deg - 1 : 0;
   const u64 q_last = ctx.modulus(a.towers - 1);
-#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(a.towers) * a.n))
-  for (std::int64_t t = 0; t < a.towers; ++t) {
+  std::vector<u64> ks(a.towers);  // before the parallel loop: scaled_mod may throw
+  for (std::uint32_t t = 0; t < a.towers; ++t) {
     const u64 q = ctx.modulus(t);
     u64 k = scaled_mod(std::fabs(static_cast<long double>(c)) * sf, q, true);
     if (negative && k != 0) k = q - k;
     const u64 f = q_last % q;
     for (std::uint32_t i = 0; i < extra; ++i) k = static_cast<u64>((static_cast<unsigned __int128>(k) * f) % q);
-    add_scalar_vec(a.poly(0, t), a.poly(0, t), k, a.n, q);
+    ks[t] = k;
   }
+#pragma omp parallel for schedule(static) if (medtwin::parallel_worth(std::size_t(a.towers) * a.n))
+  for (std::int64_t t = 0; t < a.towers; ++t) add_scalar_vec(a.poly(0, t), a.poly(0, t), ks[t], a.n, ctx.modulus(t));
 }
 
 void mul_plain_inplace(const Context& ctx, Ciphertext& a, const u64* pt, double pt_scale) {
