@@ -15,6 +15,10 @@ audit          ``verify``, ``entries``, ``checkpoints`` on an audit database ope
 native_bridge  the native engine's own OpenFHE parsers: ``bridge.load_engine`` on a relinearisation
                key and a rotation-key map, ``bridge.import_ciphertext`` on a ciphertext, then a
                product, a rotation and an export of what was accepted
+native_program ``Engine.run_program`` on arbitrary instruction arrays, constants (NaN and
+               infinities included), plaintexts and input batches over real ciphertexts (two
+               elements at two levels, and three elements): the executor's static checks and
+               every operation's own argument checks
 =============  ================================================================================
 
 Extra targets (``--targets``): ``ciphertext_guarded`` runs the ``ciphertext`` inputs behind the
@@ -79,7 +83,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TARGETS = ("fhir", "csv", "keystore", "public_bundle", "ct_bundle", "ciphertext", "signature", "audit",
-           "native_bridge")
+           "native_bridge", "native_program")
 #: Not run by default: ``ciphertext`` behind the proposed validator, and the harness self-test.
 EXTRA_TARGETS = ("ciphertext_guarded", "selftest")
 PASSPHRASE = "violet tundra kettle 93 marching"
@@ -417,8 +421,39 @@ def strategies(seeds: dict):
         st.tuples(st.sampled_from(nb_names), head_ops).map(lambda a: dict(nb, **{a[0]: mutate_bytes(nb[a[0]], a[1])})),
         st.sampled_from(nb_names).map(lambda name: {k: v for k, v in nb.items() if k != name}))
 
+    # native programs: opcodes, registers and arguments mostly near the valid ranges, sometimes any
+    # int64; the file is only the harness's transport (JSON, NaN and infinities allowed)
+    word = st.one_of(st.integers(-2, 12), st.integers(-2 ** 63, 2 ** 63 - 1),
+                     st.tuples(st.integers(0, 9), st.integers(0, 9)).map(lambda p: (p[0] << 32) | p[1]))
+    instr = st.tuples(st.one_of(st.integers(0, 22), st.integers(-3, 40)), st.integers(-1, 9), word, word)
+    wild = st.fixed_dictionaries({
+        "code": st.lists(instr, max_size=14).map(lambda ins: [w for i in ins for w in i]),
+        "cut": st.booleans(),  # drop the last word (an array length not a multiple of 4)
+        "consts": st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=4),
+        "plains": st.lists(st.lists(st.floats(-1, 1), max_size=40), max_size=3),
+        "n_regs": st.integers(0, 10),
+        "outputs": st.lists(st.integers(-1, 10), max_size=3),
+        "inputs": st.lists(st.lists(st.integers(0, 2), max_size=4), max_size=3)})
+    # mostly well-formed: inputs loaded first, registers and indices in range, so that the
+    # operations themselves run (and meet extreme constants, bad levels, missing keys)
+    small = st.integers(0, 2)
+    arg = st.one_of(st.integers(0, 3), st.tuples(st.integers(0, 3), small).map(lambda p: (p[0] << 32) | p[1]),
+                    st.sampled_from([1, -1, 2, 3, 64, -64, 2 ** 40]))
+    body = st.lists(st.tuples(st.integers(0, 22), small, small, arg), min_size=1, max_size=8)
+    formed = st.fixed_dictionaries({
+        "code": st.tuples(st.integers(1, 3), body).map(
+            lambda t: [w for i in range(3) for w in (0, i, i % t[0], 0)] + [w for i in t[1] for w in i]),
+        "cut": st.just(False),
+        "consts": st.lists(st.one_of(st.floats(-8, 8), st.sampled_from([1e300, -1e300, float("nan"), float("inf"), 2.0 ** 90])),
+                           min_size=4, max_size=4),
+        "plains": st.lists(st.lists(st.floats(-1, 1), min_size=0, max_size=40), min_size=3, max_size=3),
+        "n_regs": st.integers(3, 8),
+        "outputs": st.lists(small, min_size=1, max_size=2),
+        "inputs": st.lists(st.lists(st.integers(0, 2), min_size=3, max_size=3), min_size=1, max_size=2)})
+    native_program = st.one_of(wild, formed, formed).map(lambda d: {"program.json": json.dumps(d).encode()})
+
     selftest = st.sampled_from([b"abort", b"sleep", b"raise", b"write", b"fine"]).map(lambda b: {"in.bin": b})
-    return {"native_bridge": native_bridge, "fhir": fhir, "csv": csv, "keystore": keystore, "public_bundle": public_bundle,
+    return {"native_bridge": native_bridge, "native_program": native_program, "fhir": fhir, "csv": csv, "keystore": keystore, "public_bundle": public_bundle,
             "ct_bundle": ct_bundle, "ciphertext": ciphertext, "ciphertext_guarded": ciphertext,
             "signature": signature, "audit": audit, "selftest": selftest}
 
@@ -492,6 +527,15 @@ def _worker_call(target: str, root: Path, setup: dict, state: dict):
             if eng.rotation_index(steps) in eng.automorphism_indices:
                 c = eng.rotate(c, steps)
         bridge.export_ciphertext(eng, c)
+    elif target == "native_program":
+        import numpy as np
+        eng, cts = state["program_engine"]
+        d = json.loads((root / "program.json").read_text())
+        code = d["code"][:-1] if d["cut"] and d["code"] else d["code"]
+        _stage(state, "run_program")
+        eng.run_program(np.array(code, dtype=np.int64), np.array(d["consts"], dtype=np.float64),
+                        [np.array(p, dtype=np.float64) for p in d["plains"]],
+                        [[cts[i] for i in row] for row in d["inputs"]], d["n_regs"], d["outputs"])
     elif target == "selftest":       # checks the harness: a crash, a hang, an undocumented error
         data = (root / "in.bin").read_bytes()
         if data.startswith(b"abort"):
@@ -541,6 +585,12 @@ def _warm(target: str, setup: dict, state: dict) -> None:
     import medtwin.twin.store  # noqa: F401
     if target == "native_bridge":
         import medtwin.he.bridge  # noqa: F401
+    if target == "native_program":  # the engine and its input ciphertexts, built once
+        from medtwin.he import bridge
+        nb = setup["seeds"]["native_bridge"]
+        eng = bridge.load_engine(nb["mult.key"], nb["rot.keys"])
+        c = bridge.import_ciphertext(eng, nb["ct.bin"])
+        state["program_engine"] = (eng, [c, eng.mul_rescale(c, c), eng.tensor(c, c)])
     if target.startswith("ciphertext"):
         from medtwin.he.openfhe_backend import HEContext
         state["ctx"] = HEContext.from_keys(pickle.loads(Path(setup["material"]).read_bytes()))

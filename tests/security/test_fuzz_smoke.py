@@ -13,7 +13,7 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fuzz.py"
 TARGETS = ["fhir", "csv", "keystore", "public_bundle", "ct_bundle", "ciphertext", "signature", "audit",
-           "native_bridge"]
+           "native_bridge", "native_program"]
 
 
 def _run(tmp_path, *args, timeout=120):
