@@ -262,6 +262,8 @@ PYBIND11_MODULE(_core, m) {
       })
       .def("encode", [](const Engine& e, F64Array v, std::uint32_t towers, double scale, std::uint32_t slots) {
         const double* p = v.data(); std::size_t len = static_cast<std::size_t>(v.size());
+        // (before the output is allocated: a wild tower count is an error, not a MemoryError)
+        if (towers == 0 || towers > e.ctx().num_q()) throw std::invalid_argument("tower count out of range");
         U64Array out({std::size_t(towers), std::size_t(e.ctx().n())});
         std::uint64_t* o = out.mutable_data();
         py::gil_scoped_release rel;

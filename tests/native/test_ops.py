@@ -100,6 +100,14 @@ def test_encoder_matches_openfhe_slot_order(small):
                                   s.imp(s.cc.EvalMult(ct, s.cc.MakeCKKSPackedPlaintext(v.tolist()))).data)
 
 
+def test_encode_refuses_a_tower_count_out_of_range_before_allocating(small):
+    from medtwin.errors import ValidationError
+    for towers in (0, small.depth + 2, 2 ** 31):  # 2^31 towers would be a 16 TiB output array
+        with pytest.raises(ValidationError, match="tower count out of range"):
+            small.engine.encode(np.ones(4), towers, 2.0 ** 40, small.slots)
+    assert small.engine.encode(np.ones(4), small.depth + 1, 2.0 ** 40, small.slots).shape == (small.depth + 1, small.n)
+
+
 @pytest.mark.parametrize("n,depth,dnum", [(1024, 10, 3), (4096, 20, 0)])
 def test_ops_match_openfhe_portable_path(n, depth, dnum):
     """The same checks with the vector (IFMA / AVX-512) kernels switched off: the portable
