@@ -37,13 +37,17 @@ def markdown_table(records: list[dict]) -> str:
         rows.setdefault((r["op"], r["n"], r["depth"]), {})[r["backend"]] = r
     out = ["| op | N | depth | native ms (median, IQR) | OpenFHE ms (median, IQR) | native/OpenFHE time | speed-up |",
            "|---|---:|---:|---:|---:|---:|---:|"]
-    order = ["ntt_forward_tower", "ntt_inverse_tower", "ntt_forward_p_tower", "ntt_inverse_p_tower", "add", "ct_x_pt", "ct_x_pt_with_encode", "hmult_relin", "rescale", "hmult_rescale",
-             "rotate", "bridge_import", "bridge_export"]
+    order = ["ntt_forward_tower", "ntt_inverse_tower", "ntt_forward_p_tower", "ntt_inverse_p_tower", "add", "ct_x_pt",
+             "ct_x_pt_with_encode", "hmult_relin", "rescale", "hmult_rescale", "rotate", "bridge_import",
+             "bridge_export"]
     for key in sorted(rows, key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1], k[2])):
         d = rows[key]
         nat, of = d.get("native"), d.get("openfhe")
-        fmt = lambda r: (f"{r['median_ms']:.{3 if r['median_ms'] < 1 else 2}f} ({r['iqr_ms']:.{3 if r['median_ms'] < 1 else 2}f})"
-                         if r else "-")  # (three decimals below 1 ms: the transforms take 0.01-0.3 ms)
+        def fmt(r):  # three decimals below 1 ms (the transforms take 0.01-0.3 ms)
+            if not r:
+                return "-"
+            d = 3 if r["median_ms"] < 1 else 2
+            return f"{r['median_ms']:.{d}f} ({r['iqr_ms']:.{d}f})"
         ratio = f"{nat['median_ms'] / of['median_ms']:.3f}" if nat and of else "-"
         speed = f"{of['median_ms'] / nat['median_ms']:.1f}x" if nat and of else "-"
         out.append(f"| {key[0]} | 2^{key[1].bit_length() - 1} | {key[2]} | {fmt(nat)} | {fmt(of)} | {ratio} | {speed} |")

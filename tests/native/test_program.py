@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from medtwin import _core
-from medtwin.errors import ProgramError
+from medtwin.errors import ProgramError, ValidationError
 from medtwin.he import bridge
 from medtwin.he.native import NativeExecutor, compile_program
 from medtwin.program import NoiseModel, OpenFHEExecutor, PlanParams, ProgramBuilder, get_executor
@@ -107,7 +107,6 @@ def test_constants_out_of_range_are_errors_not_a_dead_process(setup):
     """A constant no 2^126 holds (times the scale), or not finite, is refused with an error; it was
     checked inside an OpenMP loop, where the exception terminated the process (found by fuzzing
     run_program)."""
-    from medtwin.errors import ValidationError
     eng, a = setup.engine, setup.imp(setup.encrypt([0.5]))
     for c in (1e300, -1e300, float("nan"), float("inf")):
         for op in (eng.mul_const, eng.add_const, eng.mul_const_rescale):

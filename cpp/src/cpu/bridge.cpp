@@ -20,8 +20,6 @@ bool copy_below(u64* out, const unsigned char* src, std::size_t n, u64 q) {
   }
   return bad == 0;
 }
-}  // namespace
-namespace {
 
 constexpr std::uint32_t kNoName = 0x40000000u;
 constexpr std::uint32_t kNew = 0x80000000u;
