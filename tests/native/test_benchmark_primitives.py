@@ -3,10 +3,12 @@ themselves are never asserted)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
 
+from benchmarks.experiments.memory_ceiling import run_ceiling, table
 from benchmarks.primitives import default_threads, run_primitives
 from medtwin import _core
 from benchmarks.report import markdown_table
@@ -50,3 +52,18 @@ def test_time_ntt_times_the_engines_transform(small):
         eng.time_ntt(len(moduli), False, 1)
     with pytest.raises(ValueError, match="reps"):
         eng.time_ntt(0, False, 0)
+
+
+def test_memory_ceiling_experiment_times_every_op_and_mode(monkeypatch):
+    # The unpatched engine ignores MEDTWIN_CEIL: this checks the tool's loop and table, and that
+    # it leaves the variable unset (a patched engine would otherwise keep giving wrong results).
+    monkeypatch.delenv("MEDTWIN_CEIL", raising=False)
+    try:
+        times = run_ceiling(logn=12, depth=3, rounds=2, reps=2, modes=(0, 31), threads=2)
+    finally:
+        _core.set_num_threads(default_threads())
+    assert "MEDTWIN_CEIL" not in os.environ
+    assert set(times) == {(op, m) for op in ("hmult_relin", "rotate") for m in (0, 31)}
+    assert all(len(ts) == 4 and min(ts) > 0 for ts in times.values())
+    out = table(times)
+    assert "| hmult_relin | 31 |" in out and "| rotate | 0 |" in out
