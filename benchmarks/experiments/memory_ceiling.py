@@ -4,7 +4,8 @@ Run against an engine built with ``memory_ceiling.patch`` (see ``README.md`` in 
 patched engine reads ``MEDTWIN_CEIL`` on every key switch; each bit sends one stream to memory
 that stays in cache:
 
-*  1  the key: every Q tower's inner product reads the second Q tower's key, every P tower the first P tower's;
+*  1  the key: every Q tower's inner product but the first reads the second Q tower's key, every P tower the
+      first P tower's;
 *  2  ModUp's converted digits: every digit tower is written to and read from one per-thread buffer;
 *  4  ModDown's conversions: likewise;
 *  8  the twiddle tables: every transform uses the first, the second Q modulus' or the first P modulus' tables;
@@ -23,11 +24,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 
-from benchmarks.primitives import make_context
+from benchmarks.primitives import _time, make_context
 from medtwin import _core
 from medtwin.he import bridge
 
@@ -46,11 +46,7 @@ def run_ceiling(logn: int = 16, depth: int = 20, rounds: int = 8, reps: int = 11
             for mode in modes:
                 os.environ["MEDTWIN_CEIL"] = str(mode)
                 for name, fn in ops.items():
-                    fn()
-                    for _ in range(reps):
-                        t0 = time.perf_counter()
-                        fn()
-                        times.setdefault((name, mode), []).append((time.perf_counter() - t0) * 1e3)
+                    times.setdefault((name, mode), []).extend(_time(fn, reps))
     finally:
         os.environ.pop("MEDTWIN_CEIL", None)
     return times
